@@ -1,0 +1,5 @@
+"""`python -m cacheproxy` runs the same entry point as the console script."""
+
+from cacheproxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""The application factory: wiring, resources in cleanup contexts, no globals."""
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cacheproxy.downloads import Downloads
+from cacheproxy.files import Files
+from cacheproxy.handlers import setup_routes
+from cacheproxy.keys import (
+    downloads_key,
+    files_key,
+    pages_key,
+    session_key,
+    settings_key,
+    storage_key,
+    upstream_key,
+)
+from cacheproxy.middlewares import error_middleware
+from cacheproxy.pages import Pages
+from cacheproxy.settings import Settings
+from cacheproxy.storage import Storage
+from cacheproxy.upstream import Upstream, make_session
+
+logger = logging.getLogger(__name__)
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    storage = await Storage.open(app[settings_key].cache_dir)
+    app[storage_key] = storage
+    yield
+    await storage.close()
+
+
+async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    # No network work at start-up: the session connects lazily on the first miss.
+    session = make_session(settings)
+    app[session_key] = session
+    app[upstream_key] = Upstream(session, settings)
+    yield
+    await session.close()
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, storage, upstream = app[settings_key], app[storage_key], app[upstream_key]
+    pages = Pages(storage, upstream, settings)
+    downloads = Downloads(upstream, storage)
+    app[pages_key] = pages
+    app[files_key] = Files(storage, pages)
+    app[downloads_key] = downloads
+    yield
+    await downloads.close()
+    await pages.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app[settings_key] = settings
+    # Order matters: later contexts use what earlier ones created, and close first.
+    app.cleanup_ctx.extend([storage_ctx, upstream_ctx, services_ctx])
+    setup_routes(app)
+    return app

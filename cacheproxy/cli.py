@@ -1,0 +1,114 @@
+"""The command line: ``cacheproxy serve``. ``main(argv) -> int`` is the only entry point."""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from aiohttp import web
+
+from cacheproxy import __version__
+from cacheproxy.app import create_app
+from cacheproxy.errors import ConfigError
+from cacheproxy.log import configure_logging
+from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
+
+logger = logging.getLogger("cacheproxy")
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2  # invalid settings, like argparse's own usage errors
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"cacheproxy: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cacheproxy", description="A caching proxy for the Python package index.")
+    parser.add_argument("--version", action="version", version=f"cacheproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    serve = sub.add_parser("serve", help="run the caching index proxy")
+    serve.add_argument("--host", help=f"address to bind [CACHEPROXY_HOST, default {DEFAULT_HOST}]")
+    serve.add_argument("--port", help=f"port to bind [CACHEPROXY_PORT, default {DEFAULT_PORT}]")
+    serve.add_argument(
+        "--cache-dir",
+        help="where to store the cache [CACHEPROXY_CACHE_DIR, default ~/.cache/cacheproxy]",
+    )
+    serve.add_argument(
+        "--upstream",
+        help="simple index to proxy [CACHEPROXY_UPSTREAM, default: pip's configured index]",
+    )
+    serve.add_argument(
+        "--index-ttl", help="seconds an index page is fresh [CACHEPROXY_INDEX_TTL, default 600]"
+    )
+    serve.add_argument(
+        "--offline",
+        action="store_true",
+        default=None,
+        help="never contact upstream; serve only what is cached [CACHEPROXY_OFFLINE]",
+    )
+    serve.add_argument(
+        "--log-level", default=None, help="debug, info, warning [CACHEPROXY_LOG_LEVEL]"
+    )
+    return parser
+
+
+def serve(settings: Settings, log_level: str) -> int:
+    configure_logging(log_level)
+    app = create_app(settings)
+    logger.info(
+        "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s",
+        __version__,
+        settings.host if ":" not in settings.host else f"[{settings.host}]",
+        settings.port,
+        settings.upstream_redacted,
+        settings.cache_dir,
+        " (offline)" if settings.offline else "",
+    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=logging.getLogger("aiohttp.access"),
+            handle_signals=True,
+        )
+    except ConfigError as e:  # raised from the storage context at start-up
+        print(f"cacheproxy: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        print(
+            f"cacheproxy: error: cannot listen on {settings.host}:{settings.port}: "
+            f"{e.strerror or e}",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "cache_dir": args.cache_dir,
+        "upstream": args.upstream,
+        "index_ttl": args.index_ttl,
+        "offline": args.offline,
+    }
+    try:
+        settings = build_settings(flags, os.environ)
+    except ConfigError as e:
+        print(f"cacheproxy: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    level = args.log_level or os.environ.get("CACHEPROXY_LOG_LEVEL") or "info"
+    return serve(settings, level)

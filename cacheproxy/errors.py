@@ -1,0 +1,61 @@
+"""The exception hierarchy. Handlers map these to HTTP statuses; the CLI to exit codes.
+
+CacheProxyError
+├── ConfigError                 invalid settings (CLI exit code 2)
+├── IndexParseError             an upstream page we cannot read (also a ValueError)
+├── NotFound                    upstream says the project or file does not exist (404)
+├── IntegrityError              downloaded bytes differ from the index's size or hash
+└── UpstreamError               upstream could not give us an answer
+    ├── UpstreamUnavailable     connect/DNS failure or timeout (502, 504 for timeouts)
+    ├── UpstreamStatusError     upstream answered with an unexpected status (502)
+    └── OfflineMiss             offline mode and nothing cached (504)
+"""
+
+
+class CacheProxyError(Exception):
+    """Base of every error cacheproxy raises on purpose."""
+
+
+class ConfigError(CacheProxyError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class IndexParseError(CacheProxyError, ValueError):
+    """An upstream index page could not be parsed."""
+
+
+class NotFound(CacheProxyError):
+    """Upstream has no such project or file."""
+
+
+class IntegrityError(CacheProxyError):
+    """A download did not match the size or sha256 the index promised."""
+
+
+class UpstreamError(CacheProxyError):
+    """Upstream could not be asked, or did not answer usefully."""
+
+    status = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connecting, resolving or reading from upstream failed."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.status = 504 if timeout else 502
+
+
+class UpstreamStatusError(UpstreamError):
+    """Upstream answered with a status we cannot serve (5xx, 429, ...)."""
+
+    def __init__(self, message: str, upstream_status: int) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+
+
+class OfflineMiss(UpstreamError):
+    """Offline mode was asked for something that is not in the cache."""
+
+    status = 504

@@ -1,0 +1,84 @@
+"""Distribution files and their PEP 658 metadata: from a link on the proxy to a FileSpec.
+
+A file is known by the record its project page left when it was rendered. When there is no
+record (a lock file's URL with the prefix swapped, or a page never fetched here), the
+project is read from the filename and its page fetched, which records the file.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from cacheproxy.downloads import FileSpec
+from cacheproxy.errors import NotFound
+from cacheproxy.layout import METADATA_SUFFIX, metadata_url, project_of
+from cacheproxy.pages import Pages
+from cacheproxy.storage import FileRecord, Storage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    spec: FileSpec
+    filename: str
+    is_metadata: bool
+
+
+class Files:
+    """Resolves file keys to what must be fetched and where it is stored."""
+
+    def __init__(self, storage: Storage, pages: Pages) -> None:
+        self._storage = storage
+        self._pages = pages
+
+    async def resolve(self, key: str) -> Resolved:
+        """What ``/packages/<key>`` serves.
+
+        Raises:
+            NotFound: no index page lists this file (or its metadata is not advertised).
+            UpstreamError: the page that would list it could not be fetched.
+        """
+        filename = key.rsplit("/", 1)[-1]
+        record = await self._record(key, filename)
+        if record is not None:
+            return Resolved(self._spec(key, record), filename, is_metadata=False)
+        if key.endswith(METADATA_SUFFIX):
+            dist_key = key[: -len(METADATA_SUFFIX)]
+            dist = await self._record(dist_key, filename[: -len(METADATA_SUFFIX)])
+            if dist is not None:
+                # PEP 658 / standards 4.2: only what upstream advertised is served.
+                if not dist.metadata:
+                    raise NotFound(f"no metadata is advertised for {dist_key.rsplit('/', 1)[-1]}")
+                sha = dist.metadata_sha256
+                final = (
+                    self._storage.blob_path(sha) if sha else self._storage.unhashed_blob_path(key)
+                )
+                spec = FileSpec(url=metadata_url(dist.url), final=final, sha256=sha, size=None)
+                return Resolved(spec, filename, is_metadata=True)
+        raise NotFound(f"{filename} is not listed by the upstream index")
+
+    async def _record(self, key: str, filename: str) -> FileRecord | None:
+        record = await self._storage.get_file(key)
+        if record is not None:
+            return record
+        project = project_of(filename)
+        if project is None:
+            return None
+        # Fetch (or refresh) the page that should list it; rendering it records its files.
+        for revalidate in (False, True):
+            try:
+                await self._pages.project(project, revalidate=revalidate)
+            except NotFound:
+                return None
+            record = await self._storage.get_file(key)
+            if record is not None:
+                return record
+        return None
+
+    def _spec(self, key: str, record: FileRecord) -> FileSpec:
+        final = (
+            self._storage.blob_path(record.sha256)
+            if record.sha256
+            else self._storage.unhashed_blob_path(key)
+        )
+        return FileSpec(url=record.url, final=final, sha256=record.sha256, size=record.size)

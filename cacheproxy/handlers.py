@@ -1,0 +1,321 @@
+"""HTTP handlers: parse the request, call the services, send stored bytes.
+
+Everything expensive happened at miss time; a hit here is a record read, a header check and
+a sendfile. Domain errors become a status and a one-line text body (never a traceback).
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import AsyncGenerator
+from typing import IO
+
+from aiohttp import web
+from packaging.utils import canonicalize_name
+
+from cacheproxy.downloads import Download
+from cacheproxy.errors import IndexParseError, NotFound, UpstreamError, UpstreamStatusError
+from cacheproxy.files import Resolved
+from cacheproxy.keys import downloads_key, files_key, pages_key, settings_key, storage_key
+from cacheproxy.layout import PREFIX, BadPath, file_key
+from cacheproxy.negotiate import OFFERS, accepts_gzip, choose_media_type
+from cacheproxy.pages import PageResult
+from cacheproxy.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
+from cacheproxy.responses import SendfileResponse, text_error
+
+logger = logging.getLogger(__name__)
+
+# PEP 508 names; anything else cannot be a project (and must not reach upstream).
+_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+# Files never change at a given URL on a PyPI-style index (standards 5.7).
+FILE_CACHE_CONTROL = "max-age=31536000, immutable, public"
+
+
+def _wants_revalidation(request: web.Request) -> bool:
+    cc = request.headers.get("Cache-Control", "").lower().replace(" ", "")
+    return "no-cache" in cc or "max-age=0" in cc
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    # RFC 9110 §13.1.2: weak comparison for If-None-Match.
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
+
+
+def _index_headers(result: PageResult, etag: str, gz: bool) -> dict[str, str]:
+    headers = {
+        "ETag": etag,
+        "Vary": "Accept, Accept-Encoding",  # standards 2.4
+        "Cache-Control": f"max-age={result.max_age}, public",
+        "X-Cache": result.cache,
+    }
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    if result.record.serial:
+        headers["X-PyPI-Last-Serial"] = result.record.serial
+    if result.reason:
+        headers["X-Cache-Reason"] = result.reason[:200]
+    return headers
+
+
+def _upstream_error(e: UpstreamError | IndexParseError) -> web.Response:
+    if isinstance(e, IndexParseError):
+        return text_error(502, f"upstream page could not be read: {e}", {"X-Cache": "MISS"})
+    status = e.status
+    # standards 7.6: an upstream 401/403 is passed through as such.
+    if isinstance(e, UpstreamStatusError) and e.upstream_status in (401, 403):
+        status = e.upstream_status
+    return text_error(status, str(e), {"X-Cache": "MISS"})
+
+
+async def _send_page(request: web.Request, result: PageResult) -> web.StreamResponse:
+    media = choose_media_type(request.headers.get("Accept"), request.query.get("format"))
+    if media is None:
+        offered = ", ".join(m.content_type for m in OFFERS)
+        return text_error(406, f"not acceptable; this index serves {offered}")
+    gz = accepts_gzip(request.headers.get("Accept-Encoding"))
+    kind = f"{media.kind}.gz" if gz else media.kind
+    body = result.record.bodies[kind]
+    headers = _index_headers(result, body.etag, gz)
+    if _etag_matches(request.headers.get("If-None-Match"), body.etag):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = media.content_type
+    storage = request.app[storage_key]
+    try:
+        fobj = open(storage.page_body_path(body), "rb")  # closed by the response
+    except FileNotFoundError:
+        # A refresh replaced this body between our record read and the open: retry once.
+        raise _Retry() from None
+    return SendfileResponse(fobj, offset=0, count=body.size, headers=headers)
+
+
+class _Retry(Exception):
+    pass
+
+
+async def simple_index(request: web.Request) -> web.StreamResponse:
+    pages = request.app[pages_key]
+    for _ in range(2):
+        try:
+            result = await pages.project_list(revalidate=_wants_revalidation(request))
+            return await _send_page(request, result)
+        except NotFound:
+            return text_error(404, "upstream has no project list")
+        except (UpstreamError, IndexParseError) as e:
+            return _upstream_error(e)
+        except _Retry:
+            continue
+    return text_error(503, "page changed while sending; retry")
+
+
+async def project_redirect(request: web.Request) -> web.StreamResponse:
+    """``/simple/<name>`` (no slash) → ``/simple/<normalised>/`` (PEP 503)."""
+    raw = request.match_info["project"]
+    if not _NAME_RE.match(raw):
+        return text_error(400, f"not a valid project name: {raw[:100]!r}")
+    return _redirect(request, f"{canonicalize_name(raw)}/")
+
+
+def _redirect(request: web.Request, location: str) -> web.Response:
+    # Relative Location, so a proxy behind a path prefix or any Host keeps working.
+    if request.query_string:
+        location = f"{location}?{request.query_string}"
+    return web.Response(status=301, headers={"Location": location})
+
+
+async def project_page(request: web.Request) -> web.StreamResponse:
+    raw = request.match_info["project"]
+    if not _NAME_RE.match(raw):
+        return text_error(400, f"not a valid project name: {raw[:100]!r}")
+    name = canonicalize_name(raw)
+    if name != raw:
+        # PEP 503: one URL (and one cache entry) per project.
+        return _redirect(request, f"../{name}/")
+    pages = request.app[pages_key]
+    for _ in range(2):
+        try:
+            result = await pages.project(name, revalidate=_wants_revalidation(request))
+            return await _send_page(request, result)
+        except NotFound:
+            return text_error(404, f"no such project: {name}", {"X-Cache": "HIT"})
+        except (UpstreamError, IndexParseError) as e:
+            return _upstream_error(e)
+        except _Retry:
+            continue
+    return text_error(503, "page changed while sending; retry")
+
+
+def _file_headers(resolved: Resolved, etag: str | None, cache: str) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/octet-stream",  # never a Content-Encoding (5.1)
+        "Accept-Ranges": "bytes",
+        "Cache-Control": FILE_CACHE_CONTROL,
+        "X-Cache": cache,
+    }
+    if etag:
+        headers["ETag"] = etag
+    return headers
+
+
+def _file_etag(resolved: Resolved, size: int) -> str:
+    # A stable, strong validator per content for pip's resume If-Range (standards 5.5).
+    sha = resolved.spec.sha256
+    return f'"{sha}"' if sha else f'"{size:x}-{resolved.spec.final.name[:16]}"'
+
+
+async def package_file(request: web.Request) -> web.StreamResponse:
+    raw = request.raw_path.split("?", 1)[0][len(PREFIX) :]
+    try:
+        key = file_key(raw)
+    except BadPath as e:
+        return text_error(400, str(e))
+    try:
+        resolved = await request.app[files_key].resolve(key)
+    except NotFound as e:
+        return text_error(404, str(e))
+    except (UpstreamError, IndexParseError) as e:
+        return _upstream_error(e)
+    try:
+        fobj = open(resolved.spec.final, "rb")  # closed by the response
+    except FileNotFoundError:
+        return await _serve_miss(request, resolved)
+    return _serve_hit(request, resolved, fobj)
+
+
+def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
+    size = os.fstat(fobj.fileno()).st_size
+    etag = _file_etag(resolved, size)
+    headers = _file_headers(resolved, etag, "HIT")
+    if _etag_matches(request.headers.get("If-None-Match"), etag):
+        fobj.close()
+        return web.Response(status=304, headers=headers)
+    try:
+        byte_range = (
+            parse_range(request.headers.get("Range"), size)
+            if if_range_matches(request.headers.get("If-Range"), etag)
+            else None
+        )
+    except RangeNotSatisfiable:
+        fobj.close()
+        headers["Content-Range"] = f"bytes */{size}"
+        return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
+    if byte_range is None:
+        return SendfileResponse(fobj, offset=0, count=size, headers=headers)
+    headers["Content-Range"] = byte_range.content_range(size)
+    return SendfileResponse(
+        fobj, offset=byte_range.start, count=byte_range.length, status=206, headers=headers
+    )
+
+
+async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamResponse:
+    if request.app[settings_key].offline:
+        return text_error(504, f"offline mode: {resolved.filename} is not cached")
+    spec = resolved.spec
+    if request.method == "HEAD" and spec.size is not None:
+        # Answer from the index's size; no download just for a HEAD (standards 5.2).
+        headers = _file_headers(resolved, _file_etag(resolved, spec.size), "MISS")
+        headers["Content-Length"] = str(spec.size)
+        return web.Response(status=200, headers=headers)
+    downloads = request.app[downloads_key]
+    download, reader, _new = downloads.join(spec)
+    try:
+        await asyncio.shield(download.started)
+    except UpstreamStatusError as e:
+        os.close(reader)
+        if e.upstream_status in (404, 410):
+            return text_error(404, f"{resolved.filename}: upstream has no such file")
+        return _upstream_error(e)
+    except UpstreamError as e:
+        os.close(reader)
+        return _upstream_error(e)
+    except Exception as e:  # an integrity failure before the first byte
+        os.close(reader)
+        return text_error(502, str(e))
+    size = download.size
+    range_header = request.headers.get("Range")
+    if range_header and size is not None and request.method != "HEAD":
+        try:
+            byte_range = parse_range(range_header, size)
+        except RangeNotSatisfiable:
+            os.close(reader)
+            headers = _file_headers(resolved, None, "MISS")
+            headers["Content-Range"] = f"bytes */{size}"
+            return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
+        if byte_range is not None and if_range_matches(
+            request.headers.get("If-Range"), _file_etag(resolved, size)
+        ):
+            return await _stream(request, resolved, download, reader, byte_range)
+    return await _stream(request, resolved, download, reader, None)
+
+
+async def _stream(
+    request: web.Request,
+    resolved: Resolved,
+    download: Download,
+    reader: int,
+    byte_range: ByteRange | None,
+) -> web.StreamResponse:
+    """Stream from the growing temporary while the download runs (design: stream to all)."""
+    size = download.size
+    headers = _file_headers(
+        resolved, _file_etag(resolved, size) if size is not None else None, "MISS"
+    )
+    resp = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
+    if byte_range is not None and size is not None:
+        resp.headers["Content-Range"] = byte_range.content_range(size)
+        resp.content_length = byte_range.length
+    elif size is not None:
+        resp.content_length = size
+    start, end = (byte_range.start, byte_range.end + 1) if byte_range else (0, None)
+    chunks: AsyncGenerator[bytes] = download.stream(reader, start, end)
+    try:
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        async for chunk in chunks:
+            await resp.write(chunk)
+    except Exception as e:
+        # The download failed (or the client left). Break the connection off: with
+        # Content-Length set the client sees a short body, never a "complete" bad file.
+        logger.info("aborting transfer of %s: %s", resolved.filename, e)
+        resp.force_close()
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+    finally:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+        os.close(reader)
+    await resp.write_eof()
+    return resp
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: no upstream, no disk work."""
+    return web.Response(text="ok\n")
+
+
+async def home(request: web.Request) -> web.Response:
+    settings = request.app[settings_key]
+    text = (
+        "cacheproxy: a caching proxy for the Python package index\n\n"
+        f"index:    {request.url.origin()}/simple/\n"
+        f"upstream: {settings.upstream_redacted}\n"
+        f"pip:      pip install --index-url {request.url.origin()}/simple/ PACKAGE\n"
+    )
+    return web.Response(text=text)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", home)
+    app.router.add_get("/-/health", health)
+    app.router.add_get("/simple/", simple_index)
+    app.router.add_get("/simple/{project}", project_redirect)
+    app.router.add_get("/simple/{project}/", project_page)
+    app.router.add_get(PREFIX + "{tail:.+}", package_file)

@@ -1,0 +1,19 @@
+"""Typed application keys: every long-lived object the handlers share, and nothing else."""
+
+import aiohttp
+from aiohttp import web
+
+from cacheproxy.downloads import Downloads
+from cacheproxy.files import Files
+from cacheproxy.pages import Pages
+from cacheproxy.settings import Settings
+from cacheproxy.storage import Storage
+from cacheproxy.upstream import Upstream
+
+settings_key = web.AppKey("settings_key", Settings)
+session_key = web.AppKey("session_key", aiohttp.ClientSession)
+storage_key = web.AppKey("storage_key", Storage)
+upstream_key = web.AppKey("upstream_key", Upstream)
+pages_key = web.AppKey("pages_key", Pages)
+files_key = web.AppKey("files_key", Files)
+downloads_key = web.AppKey("downloads_key", Downloads)

@@ -1,0 +1,67 @@
+"""The proxy's URL layout for files: ``/packages/<upstream path>`` (design.md).
+
+For PyPI the path under ``/packages/`` is the path on PyPI's file host, so a URL in a lock
+file maps to the proxy by swapping the prefix. Files of other indexes keep their whole
+upstream path. Keys are percent-decoded so ``+`` and ``%2B`` name one file (standards 1.6).
+"""
+
+from urllib.parse import unquote
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from yarl import URL
+
+PREFIX = "/packages/"
+METADATA_SUFFIX = ".metadata"  # PEP 658: <file URL>.metadata
+
+
+class BadPath(ValueError):
+    """A request path that can never name a file (traversal, NUL, empty segments)."""
+
+
+def upstream_rest(url: str) -> str:
+    """The raw (still percent-encoded) path a file gets under ``/packages/``."""
+    raw = URL(url, encoded=True).raw_path
+    return raw[len(PREFIX) :] if raw.startswith(PREFIX) else raw.lstrip("/")
+
+
+def file_key(rest: str) -> str:
+    """The cache key of a file from its raw path under ``/packages/``.
+
+    Raises:
+        BadPath: the path is empty or contains ``.``/``..``/empty segments, NUL or ``\\``.
+    """
+    try:
+        key = unquote(rest, errors="strict") if "%" in rest else rest
+    except UnicodeDecodeError:
+        raise BadPath(f"not a file path: {rest[:200]!r}") from None
+    segments = key.split("/")
+    if not key or any(s in ("", ".", "..") for s in segments) or "\x00" in key or "\\" in key:
+        raise BadPath(f"not a file path: {rest[:200]!r}")
+    return key
+
+
+def page_link(rest: str) -> str:
+    """A file link relative to ``/simple/<project>/``, so any Host or prefix works (3.2)."""
+    return f"../..{PREFIX}{rest}"
+
+
+def metadata_url(url: str) -> str:
+    """PEP 658: the metadata of a file is at its URL with ``.metadata`` appended."""
+    u = URL(url, encoded=True)
+    return str(u.with_path(u.raw_path + METADATA_SUFFIX, encoded=True))
+
+
+def project_of(filename: str) -> NormalizedName | None:
+    """The project a wheel or sdist filename belongs to, if it follows the standards."""
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[0]
+        return parse_sdist_filename(filename)[0]
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None

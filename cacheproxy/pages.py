@@ -1,0 +1,254 @@
+"""Index pages: fresh when possible, stale rather than broken, one upstream fetch at a time.
+
+Freshness policy for each page (project pages and the root project list):
+
+* within its TTL (``index_ttl``; ``negative_ttl`` for a remembered 404) it is served as
+  stored (HIT);
+* after it, upstream is asked conditionally with the stored ETag/Last-Modified: a 304 only
+  refreshes the timestamp (HIT), a 200 is parsed, rendered and stored (MISS);
+* when upstream fails or times out, the stored copy is served (STALE) and upstream is left
+  alone for ``failure_backoff`` seconds; with no copy the error goes to the client;
+* offline mode never asks upstream.
+
+All the work happens here, once, on the miss: the stored record holds the rendered JSON
+and HTML (and their gzip) with ETags, and the file records the links point at. A hit only
+reads a small record and sends a file.
+"""
+
+import asyncio
+import gzip
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
+from cacheproxy.layout import BadPath, file_key, page_link, upstream_rest
+from cacheproxy.models import DistFile, ProjectPage
+from cacheproxy.settings import Settings
+from cacheproxy.simple_parse import parse_project_list, parse_project_page
+from cacheproxy.simple_render import (
+    render_html,
+    render_json,
+    render_list_html,
+    render_list_json,
+)
+from cacheproxy.storage import FileRecord, PageRecord, Storage
+from cacheproxy.upstream import PageResponse, Upstream
+
+logger = logging.getLogger(__name__)
+
+ROOT_KEY = ""  # the project list's key; no project normalises to ""
+# The root list is huge upstream and changes constantly but matters to nobody's install.
+ROOT_MIN_TTL = 3600.0
+# Pages above this size are rendered in a worker thread so the event loop keeps serving.
+_THREAD_RENDER_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PageResult:
+    record: PageRecord
+    cache: str  # "HIT", "MISS" or "STALE"
+    max_age: int  # what clients may cache it for
+    reason: str | None = None  # why it is stale
+
+
+def _gzip(data: bytes) -> bytes:
+    # mtime=0: the same body always compresses to the same bytes, hence the same ETag.
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def _with_gzip(bodies: dict[str, bytes]) -> dict[str, bytes]:
+    return {**bodies, **{f"{k}.gz": _gzip(v) for k, v in bodies.items()}}
+
+
+def render_project(page: ProjectPage) -> tuple[dict[str, bytes], list[tuple[str, FileRecord]]]:
+    """Rewrite every link to the proxy; return the bodies and the file records behind them."""
+    links: dict[int, str] = {}
+    records: list[tuple[str, FileRecord]] = []
+    kept: list[DistFile] = []
+    for f in page.files:
+        rest = upstream_rest(f.url)
+        try:
+            key = file_key(rest)
+        except BadPath:
+            logger.warning("dropping %s from %s: unusable URL path", f.filename, page.name)
+            continue
+        links[id(f)] = page_link(rest)
+        kept.append(f)
+        records.append(
+            (
+                key,
+                FileRecord(
+                    url=f.url,
+                    project=page.name,
+                    sha256=f.sha256,
+                    size=f.size,
+                    metadata_sha256=f.metadata_sha256,
+                    metadata=f.core_metadata is not False,
+                ),
+            )
+        )
+    page = replace(page, files=tuple(kept))
+
+    def link_for(f: DistFile) -> str:
+        return links[id(f)]
+
+    bodies = {"json": render_json(page, link_for), "html": render_html(page, link_for)}
+    return _with_gzip(bodies), records
+
+
+class Pages:
+    """Gets index pages through the cache. One instance per app."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        upstream: Upstream,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._storage = storage
+        self._upstream = upstream
+        self._settings = settings
+        self._clock = clock
+        self._inflight: dict[str, asyncio.Task[PageResult]] = {}
+        self._failed_at: dict[str, float] = {}
+
+    async def project(self, name: NormalizedName, *, revalidate: bool = False) -> PageResult:
+        """The project page, via the cache.
+
+        Raises:
+            NotFound: upstream says there is no such project.
+            UpstreamError: upstream failed and nothing is stored (OfflineMiss offline).
+        """
+        return await self._get(name, self._settings.index_ttl, revalidate, self._fetch_project)
+
+    async def project_list(self, *, revalidate: bool = False) -> PageResult:
+        """The root project list, via the cache (same errors as :meth:`project`)."""
+        ttl = max(self._settings.index_ttl, ROOT_MIN_TTL)
+        return await self._get(ROOT_KEY, ttl, revalidate, self._fetch_list)
+
+    async def _get(
+        self,
+        key: str,
+        ttl: float,
+        revalidate: bool,
+        fetch: Callable[[str, PageRecord | None], Coroutine[Any, Any, PageResult]],
+    ) -> PageResult:
+        record = await self._storage.get_page(key)
+        now = self._clock()
+        if record is not None:
+            age = now - record.fetched_at
+            lifetime = ttl if record.status == 200 else self._settings.negative_ttl
+            fresh = age < lifetime and not (revalidate and age >= self._settings.revalidate_floor)
+            if fresh or self._settings.offline:
+                return self._result(record, "HIT", max(0.0, lifetime - age))
+            failed_at = self._failed_at.get(key)
+            if failed_at is not None and now - failed_at < self._settings.failure_backoff:
+                return self._result(record, "STALE", 0, "upstream recently failed")
+        elif self._settings.offline:
+            what = f"project {key!r}" if key else "the project list"
+            raise OfflineMiss(f"offline mode: {what} is not cached")
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(fetch(key, record), name=f"page {key or '/'}")
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        try:
+            # Shielded: a client hanging up must not cancel the fetch other clients share.
+            return await asyncio.shield(task)
+        except (UpstreamError, IndexParseError) as e:
+            if record is None:
+                raise
+            logger.warning("serving stale %s: %s", key or "/", e)
+            return self._result(record, "STALE", 0, str(e))
+
+    def _result(
+        self, record: PageRecord, cache: str, max_age: float, reason: str | None = None
+    ) -> PageResult:
+        if record.status != 200:
+            raise NotFound("no such project upstream")
+        ttl = int(min(max_age, self._settings.index_ttl))
+        return PageResult(record, cache, ttl, reason)
+
+    async def _fetch(self, key: str, old: PageRecord | None) -> PageResponse:
+        url = self._upstream.page_url(key or None)
+        usable = old is not None and old.status == 200
+        try:
+            resp = await self._upstream.fetch_page(
+                url,
+                etag=old.upstream_etag if usable and old else None,
+                last_modified=old.upstream_last_modified if usable and old else None,
+            )
+        except UpstreamError:
+            self._failed_at[key] = self._clock()
+            raise
+        self._failed_at.pop(key, None)
+        if resp.status == 304 and not usable:
+            # We sent no validator; a 304 here is an upstream bug. Treat it as a failure.
+            raise UpstreamError(f"upstream answered 304 to an unconditional request for {key}")
+        return resp
+
+    async def _store(
+        self,
+        key: str,
+        old: PageRecord | None,
+        resp: PageResponse,
+        render: Callable[[], tuple[dict[str, bytes], list[tuple[str, FileRecord]]]],
+    ) -> PageResult:
+        now = self._clock()
+        if resp.status == 304 and old is not None:
+            record = await self._storage.put_page(key, replace(old, fetched_at=now))
+            return self._result(record, "HIT", self._settings.index_ttl)
+        if resp.status == 404:
+            await self._storage.put_page(key, PageRecord(status=404, fetched_at=now))
+            raise NotFound("no such project upstream")
+        if len(resp.body) > _THREAD_RENDER_BYTES:
+            bodies, files = await asyncio.to_thread(render)
+        else:
+            bodies, files = render()
+        record = PageRecord(
+            status=200,
+            fetched_at=now,
+            upstream_etag=resp.etag,
+            upstream_last_modified=resp.last_modified,
+            serial=resp.serial,
+        )
+        record = await self._storage.put_page(key, record, bodies, files)
+        return self._result(record, "MISS", self._settings.index_ttl)
+
+    async def _fetch_project(self, key: str, old: PageRecord | None) -> PageResult:
+        resp = await self._fetch(key, old)
+        name = canonicalize_name(key)
+
+        def render() -> tuple[dict[str, bytes], list[tuple[str, FileRecord]]]:
+            page = parse_project_page(resp.body, resp.content_type, resp.url, name)
+            return render_project(page)
+
+        return await self._store(key, old, resp, render)
+
+    async def _fetch_list(self, key: str, old: PageRecord | None) -> PageResult:
+        resp = await self._fetch(key, old)
+
+        def render() -> tuple[dict[str, bytes], list[tuple[str, FileRecord]]]:
+            projects = parse_project_list(resp.body, resp.content_type)
+
+            def link_for(name: str) -> str:
+                return f"{canonicalize_name(name)}/"
+
+            bodies = {
+                "json": render_list_json(projects, link_for),
+                "html": render_list_html(projects, link_for),
+            }
+            return _with_gzip(bodies), []
+
+        return await self._store(key, old, resp, render)
+
+    async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)

@@ -1,0 +1,209 @@
+"""The one frozen settings object, and where its values come from.
+
+Precedence: command-line flags over ``CACHEPROXY_*`` environment variables over defaults.
+Library code never reads the environment: the CLI builds a :class:`Settings` once and passes
+it down. Everything is validated here so a bad value is one clear line at start-up.
+"""
+
+import configparser
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yarl import URL
+
+from cacheproxy.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+# 8503, after PEP 503: no common service uses it (unlike 3141 devpi, 3142 apt-cacher, 5000).
+DEFAULT_PORT = 8503
+DEFAULT_INDEX_TTL = 600.0  # PyPI's own max-age for project pages (standards 0.1)
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with any password (and a token-like user name) replaced by ``***``.
+
+    Upstream URLs may carry credentials; they must never reach logs, errors or pages.
+    """
+    u = url if isinstance(url, URL) else URL(url)
+    if u.password is not None:
+        u = u.with_password("***")
+    elif u.user is not None:
+        u = u.with_user("***")
+    return str(u)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything `cacheproxy serve` needs, validated."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    cache_dir: Path
+    upstream: URL
+    index_ttl: float = DEFAULT_INDEX_TTL
+    offline: bool = False
+    # A 404 from upstream is remembered this long: new projects must appear quickly.
+    negative_ttl: float = 60.0
+    # standards 6.4: a client's "max-age=0"/"no-cache" makes us revalidate upstream only
+    # when our copy is older than this, so old pips and `uv --refresh` don't stampede upstream.
+    revalidate_floor: float = 30.0
+    # After upstream failed for a page, serve the stale copy without retrying for this long.
+    failure_backoff: float = 30.0
+    connect_timeout: float = 10.0
+    # Files: only connect/read timeouts, never a total one (CUDA wheels are gigabytes; 7.5).
+    read_timeout: float = 60.0
+    # Index pages: a total bound, because a client is waiting on it.
+    page_timeout: float = 30.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be between 1 and 65535, not {self.port}")
+        if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
+            raise ConfigError(
+                "upstream must be an http(s) URL of a simple index, "
+                f"not {redact_url(self.upstream)!r}"
+            )
+        for name in ("index_ttl", "negative_ttl", "revalidate_floor", "failure_backoff"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        for name in ("connect_timeout", "read_timeout", "page_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+    @property
+    def upstream_redacted(self) -> str:
+        return redact_url(self.upstream)
+
+
+def normalise_index_url(raw: str) -> URL:
+    """Parse an index URL and make sure it ends in ``/`` (pages are relative to it)."""
+    raw = raw.strip()
+    try:
+        url = URL(raw)
+    except ValueError as e:
+        raise ConfigError(f"upstream is not a valid URL: {redact_url(raw)!r}") from e
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"upstream must be an http(s) URL of a simple index, not {redact_url(raw)!r}"
+        )
+    if not url.path.endswith("/"):
+        url = url.with_path(url.path + "/", encoded=False)
+    return url.with_fragment(None)
+
+
+def pip_config_files(environ: Mapping[str, str]) -> list[Path]:
+    """pip's configuration files, lowest precedence first (pip's own order)."""
+    if environ.get("PIP_CONFIG_FILE") == os.devnull:
+        return []
+    home = Path(environ.get("HOME", str(Path.home())))
+    xdg_config = Path(environ.get("XDG_CONFIG_HOME", str(home / ".config")))
+    dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
+    files = [Path(d) / "pip" / "pip.conf" for d in reversed(dirs) if d]
+    files += [Path("/etc/pip.conf"), home / ".pip" / "pip.conf", xdg_config / "pip" / "pip.conf"]
+    if site := environ.get("VIRTUAL_ENV"):
+        files.append(Path(site) / "pip.conf")
+    if explicit := environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(explicit))
+    return files
+
+
+def pip_index_url(environ: Mapping[str, str]) -> str:
+    """The index pip on this host uses: PIP_INDEX_URL, pip.conf's index-url, else pip's default.
+
+    The default comes from pip itself at run time, so no registry host is written here.
+    """
+    if url := environ.get("PIP_INDEX_URL", "").strip():
+        return url.split()[0]
+    found: str | None = None
+    for path in pip_config_files(environ):
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (OSError, configparser.Error):
+            continue
+        for section in ("global", "install"):
+            if parser.has_option(section, "index-url"):
+                found = parser.get(section, "index-url").split()[0]
+    if found:
+        return found
+    try:
+        from pip._internal.models.index import PyPI
+    except ImportError as e:  # pragma: no cover - pip is in every venv we support
+        raise ConfigError(
+            "no upstream configured and pip is not importable: pass --upstream URL"
+        ) from e
+    return str(PyPI.simple_url)
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """XDG user cache dir: $XDG_CACHE_HOME/cacheproxy, else ~/.cache/cacheproxy."""
+    base = environ.get("XDG_CACHE_HOME") or str(
+        Path(environ.get("HOME", str(Path.home()))) / ".cache"
+    )
+    return Path(base) / "cacheproxy"
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def parse_number(name: str, raw: str | float, *, integer: bool = False) -> float:
+    try:
+        value = int(raw) if integer else float(raw)
+    except (TypeError, ValueError):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}, not {raw!r}") from None
+    return value
+
+
+def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
+    """Settings from parsed CLI flags (None = not given) over CACHEPROXY_* variables.
+
+    Raises:
+        ConfigError: any value is invalid; the message says which and why.
+    """
+
+    def pick(name: str) -> object | None:
+        value = flags.get(name)
+        if value is not None:
+            return value
+        env = environ.get(f"CACHEPROXY_{name.upper()}")
+        return env if env not in (None, "") else None
+
+    host = str(pick("host") or DEFAULT_HOST)
+    port_raw = pick("port")
+    port = int(parse_number("port", str(port_raw), integer=True)) if port_raw else DEFAULT_PORT
+    cache_raw = pick("cache_dir")
+    cache_dir = Path(str(cache_raw)).expanduser() if cache_raw else default_cache_dir(environ)
+    upstream_raw = pick("upstream")
+    upstream = normalise_index_url(str(upstream_raw) if upstream_raw else pip_index_url(environ))
+    ttl_raw = pick("index_ttl")
+    index_ttl = (
+        parse_number("index-ttl", str(ttl_raw)) if ttl_raw is not None else DEFAULT_INDEX_TTL
+    )
+    offline_raw = pick("offline")
+    if isinstance(offline_raw, bool):
+        offline = offline_raw
+    else:
+        offline = parse_bool("offline", str(offline_raw)) if offline_raw is not None else False
+    if upstream.host in (host, "localhost", "127.0.0.1") and upstream.port == port:
+        raise ConfigError(
+            f"upstream {redact_url(upstream)} is this proxy itself "
+            "(is pip configured to use cacheproxy? pass --upstream)"
+        )
+    return Settings(
+        host=host,
+        port=port,
+        cache_dir=cache_dir,
+        upstream=upstream,
+        index_ttl=index_ttl,
+        offline=offline,
+    )

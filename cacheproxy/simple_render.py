@@ -1,0 +1,139 @@
+"""Render the model as PEP 691 JSON and PEP 503 HTML.
+
+Pure functions: the caller passes ``link_for(file)``, the (relative) URL each file gets on
+the proxy, so rendering knows nothing about URL layout. Rendering happens once per upstream
+change (at miss time); hits send the stored bytes.
+"""
+
+import json
+from collections.abc import Callable
+from html import escape
+from typing import Any
+
+from cacheproxy.models import DistFile, ProjectList, ProjectPage
+
+LinkFor = Callable[[DistFile], str]
+
+# Order of preference for the one hash an HTML link can carry (PEP 503: one fragment).
+_HASH_PREFERENCE = ("sha256", "sha512", "sha384", "sha224", "sha1", "md5")
+
+
+def json_api_version(page: ProjectPage) -> str:
+    """The api-version our JSON may claim: PEP 700 (1.1+) requires versions and sizes."""
+    if page.api_version == "1.0":
+        return "1.0"
+    if page.versions is None or any(f.size is None for f in page.files):
+        return "1.0"
+    return page.api_version
+
+
+def _json_file(f: DistFile, link: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "filename": f.filename,
+        "url": link,
+        "hashes": dict(f.hashes),
+        "requires-python": f.requires_python,
+        "yanked": f.yanked,
+    }
+    metadata = dict(f.core_metadata) if not isinstance(f.core_metadata, bool) else f.core_metadata
+    # PEP 714: the new key, plus the old one for clients that predate the rename (as PyPI does).
+    entry["core-metadata"] = metadata
+    entry["data-dist-info-metadata"] = metadata
+    if f.size is not None:
+        entry["size"] = f.size
+    if f.upload_time is not None:
+        entry["upload-time"] = f.upload_time
+    if f.gpg_sig is not None:
+        entry["gpg-sig"] = f.gpg_sig
+    entry.update(f.extra)
+    return entry
+
+
+def render_json(page: ProjectPage, link_for: LinkFor) -> bytes:
+    version = json_api_version(page)
+    data: dict[str, Any] = {"meta": {"api-version": version, **page.meta}, "name": page.name}
+    if version != "1.0" and page.versions is not None:
+        data["versions"] = list(page.versions)
+    data["files"] = [_json_file(f, link_for(f)) for f in page.files]
+    data.update(page.extra)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _attr(name: str, value: str) -> str:
+    return f' {name}="{escape(value, quote=True)}"'
+
+
+def _metadata_attr(f: DistFile) -> str:
+    if f.core_metadata is True:
+        return "true"
+    assert not isinstance(f.core_metadata, bool)
+    algo, digest = next(iter(f.core_metadata.items()))
+    return f"{algo}={digest}"
+
+
+def _html_anchor(f: DistFile, link: str) -> str:
+    href = link
+    for algo in _HASH_PREFERENCE:
+        if digest := f.hashes.get(algo):
+            href = f"{link}#{algo}={digest}"
+            break
+    parts = [_attr("href", href)]
+    if f.requires_python is not None:
+        # Escaped, so ">=3.8" becomes "&gt;=3.8" as on PyPI (standards 3.3).
+        parts.append(_attr("data-requires-python", f.requires_python))
+    if f.yanked is not False:
+        parts.append(_attr("data-yanked", "" if f.yanked is True else str(f.yanked)))
+    if f.core_metadata is not False and (f.core_metadata is True or f.core_metadata):
+        value = _metadata_attr(f)
+        # PEP 714: both spellings, same value.
+        parts.append(_attr("data-dist-info-metadata", value))
+        parts.append(_attr("data-core-metadata", value))
+    if f.gpg_sig is not None:
+        parts.append(_attr("data-gpg-sig", "true" if f.gpg_sig else "false"))
+    return f"<a{''.join(parts)}>{escape(f.filename)}</a><br />"
+
+
+def _html_meta(page: ProjectPage) -> list[str]:
+    lines = [f'<meta name="pypi:repository-version" content="{escape(page.api_version)}">']
+    for key in ("tracks", "alternate-locations"):  # PEP 708
+        values = page.extra.get(key)
+        if isinstance(values, list):
+            lines += [f'<meta name="pypi:{key}"{_attr("content", str(v))}>' for v in values]
+    status = page.extra.get("project-status")  # PEP 792
+    if isinstance(status, dict) and isinstance(status.get("status"), str):
+        lines.append(f'<meta name="pypi:project-status"{_attr("content", status["status"])}>')
+        if isinstance(status.get("reason"), str):
+            reason = _attr("content", status["reason"])
+            lines.append(f'<meta name="pypi:project-status-reason"{reason}>')
+    return lines
+
+
+def render_html(page: ProjectPage, link_for: LinkFor) -> bytes:
+    title = escape(page.name)
+    head = "\n    ".join([*_html_meta(page), f"<title>Links for {title}</title>"])
+    anchors = "\n    ".join(_html_anchor(f, link_for(f)) for f in page.files)
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n    "
+        f"{head}\n  </head>\n  <body>\n    <h1>Links for {title}</h1>\n    {anchors}\n"
+        "  </body>\n</html>\n"
+    ).encode()
+
+
+def render_list_json(projects: ProjectList, link_for: Callable[[str], str]) -> bytes:
+    del link_for  # PEP 691's project list carries names only
+    data = {
+        "meta": {"api-version": "1.0"},
+        "projects": [{"name": n} for n in projects.names],
+    }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def render_list_html(projects: ProjectList, link_for: Callable[[str], str]) -> bytes:
+    anchors = "\n    ".join(
+        f"<a{_attr('href', link_for(n))}>{escape(n)}</a><br />" for n in projects.names
+    )
+    return (
+        '<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" '
+        'content="1.0">\n    <title>Simple index</title>\n  </head>\n  <body>\n    '
+        f"{anchors}\n  </body>\n</html>\n"
+    ).encode()

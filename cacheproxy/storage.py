@@ -1,0 +1,262 @@
+"""Local-disk storage: diskcache for records, plain files for bodies.
+
+Layout under the cache directory::
+
+    index/                 diskcache: page records, file records (the only diskcache user)
+    files/sha256/ab/<hex>  distribution and metadata files, named by their sha256
+    pages/<hex>            rendered page bodies (JSON, HTML and their gzip), by sha256
+    tmp/                   downloads in progress; removed at start-up
+
+Files are content-addressed, so a stored file is correct by construction: it only gets its
+name after its bytes hashed to it (or, for the rare index that publishes no hash, it lives
+under ``files/url/`` named by its URL and verified by size). Bodies are plain files so hits
+go out with sendfile. Everything here is behind this class so another backend (an object
+store for a multi-replica team deployment) is a new class, not a rewrite.
+"""
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from cacheproxy.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """One stored representation of a page."""
+
+    etag: str  # quoted strong ETag
+    name: str  # file name under pages/
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """What we know about one index page: its bodies and how fresh they are."""
+
+    status: int  # 200, or 404 for a remembered "no such project"
+    fetched_at: float  # wall-clock time of the last upstream answer (200 or 304)
+    upstream_etag: str | None = None
+    upstream_last_modified: str | None = None
+    serial: str | None = None
+    bodies: Mapping[str, Body] = field(default_factory=dict)  # "json", "json.gz", "html", …
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["schema"] = _SCHEMA
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PageRecord":
+        bodies = {k: Body(**v) for k, v in d["bodies"].items()}
+        return cls(
+            status=d["status"],
+            fetched_at=d["fetched_at"],
+            upstream_etag=d["upstream_etag"],
+            upstream_last_modified=d["upstream_last_modified"],
+            serial=d["serial"],
+            bodies=bodies,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """Where a proxied file comes from and what it must hash to."""
+
+    url: str  # the exact upstream URL from the index page (standards 1.7)
+    project: str
+    sha256: str | None
+    size: int | None
+    metadata_sha256: str | None = None  # PEP 658 hash, when advertised with one
+    metadata: bool = False  # PEP 658 advertised at all
+
+
+def _blob_relpath(sha256: str) -> str:
+    return f"files/sha256/{sha256[:2]}/{sha256}"
+
+
+class Storage:
+    """Typed async facade over the cache directory. Create with :meth:`open`."""
+
+    def __init__(self, root: Path, index: diskcache.Cache) -> None:
+        self.root = root
+        self._index = index
+        self.tmp_dir = root / "tmp"
+
+    @classmethod
+    async def open(cls, root: Path) -> "Storage":
+        """Open (creating) the cache directory and remove stale temporaries.
+
+        Raises:
+            ConfigError: the directory cannot be created or written.
+        """
+        return await asyncio.to_thread(cls._open_sync, root)
+
+    @classmethod
+    def _open_sync(cls, root: Path) -> "Storage":
+        try:
+            for sub in ("files", "pages", "tmp"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=root / "tmp", delete=True)
+            probe.close()
+            # Records are small and must not be evicted behind our back; files and bodies
+            # live outside diskcache, so its own size limit is not the cache's limit.
+            index = diskcache.Cache(
+                str(root / "index"), size_limit=2**62, eviction_policy="none", timeout=60
+            )
+        except OSError as e:
+            raise ConfigError(f"cache dir {root} is not usable: {e.strerror or e}") from e
+        storage = cls(root, index)
+        removed = storage._clean_tmp()
+        if removed:
+            logger.info("removed %d stale temporary file(s) from %s", removed, storage.tmp_dir)
+        return storage
+
+    def _clean_tmp(self) -> int:
+        removed = 0
+        for entry in self.tmp_dir.iterdir():
+            try:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._index.close)
+
+    # -- records -------------------------------------------------------------------------
+
+    async def get_page(self, key: str) -> PageRecord | None:
+        raw = await asyncio.to_thread(self._index.get, ("page", key))
+        if raw is None:
+            return None
+        try:
+            return PageRecord.from_dict(raw)
+        except (KeyError, TypeError):
+            return None  # written by an incompatible version: a miss, not a crash
+
+    async def put_page(
+        self,
+        key: str,
+        record: PageRecord,
+        bodies: Mapping[str, bytes] | None = None,
+        files: Iterable[tuple[str, FileRecord]] = (),
+    ) -> PageRecord:
+        """Store bodies, then the file records they link to, then the page record.
+
+        ``bodies`` maps a representation name to its bytes; the returned record points at
+        them. Order matters: a reader that finds the record always finds its bodies.
+        """
+        return await asyncio.to_thread(self._put_page_sync, key, record, bodies or {}, files)
+
+    def _put_page_sync(
+        self,
+        key: str,
+        record: PageRecord,
+        bodies: Mapping[str, bytes],
+        files: Iterable[tuple[str, FileRecord]],
+    ) -> PageRecord:
+        stored = dict(record.bodies)
+        for kind, data in bodies.items():
+            digest = hashlib.sha256(data).hexdigest()
+            name = digest
+            self._write_atomic(self.root / "pages" / name, data)
+            suffix = "-gz" if kind.endswith(".gz") else ""
+            stored[kind] = Body(etag=f'"{digest[:32]}{suffix}"', name=name, size=len(data))
+        new = PageRecord(
+            status=record.status,
+            fetched_at=record.fetched_at,
+            upstream_etag=record.upstream_etag,
+            upstream_last_modified=record.upstream_last_modified,
+            serial=record.serial,
+            bodies=stored,
+        )
+        old = self._index.get(("page", key))
+        with self._index.transact():
+            for path, frec in files:
+                self._index.set(("file", path), asdict(frec))
+            self._index.set(("page", key), new.to_dict())
+        if old:
+            self._drop_unreferenced(old, new)
+        return new
+
+    def _drop_unreferenced(self, old: Mapping[str, Any], new: PageRecord) -> None:
+        keep = {b.name for b in new.bodies.values()}
+        for body in old.get("bodies", {}).values():
+            if body["name"] not in keep:
+                # A request may be sending it right now; it holds an open descriptor, and
+                # one that lost the race re-reads the record (see handlers).
+                (self.root / "pages" / body["name"]).unlink(missing_ok=True)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        if path.exists():
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def page_body_path(self, body: Body) -> Path:
+        return self.root / "pages" / body.name
+
+    async def get_file(self, path: str) -> FileRecord | None:
+        raw = await asyncio.to_thread(self._index.get, ("file", path))
+        if raw is None:
+            return None
+        try:
+            return FileRecord(**raw)
+        except TypeError:
+            return None
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / _blob_relpath(sha256)
+
+    def unhashed_blob_path(self, url_key: str) -> Path:
+        """Where a file whose index gives no sha256 is kept (named by its proxy path)."""
+        digest = hashlib.sha256(url_key.encode()).hexdigest()
+        return self.root / "files" / "url" / digest[:2] / digest
+
+    def new_temp(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="dl-")
+        return fd, Path(name)
+
+    async def commit(self, tmp: Path, final: Path) -> None:
+        """fsync and move a verified temporary into place (rename, never copy)."""
+        await asyncio.to_thread(self._commit_sync, tmp, final)
+
+    @staticmethod
+    def _commit_sync(tmp: Path, final: Path) -> None:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        os.utime(final, (time.time(), time.time()))
