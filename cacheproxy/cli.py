@@ -17,6 +17,9 @@ from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_sett
 
 logger = logging.getLogger("cacheproxy")
 
+# Client, request line, status, bytes, seconds, cache outcome: what an operator greps for.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf %{X-Cache}o'
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2  # invalid settings, like argparse's own usage errors
@@ -76,6 +79,7 @@ def serve(settings: Settings, log_level: str) -> int:
             port=settings.port,
             print=None,
             access_log=logging.getLogger("aiohttp.access"),
+            access_log_format=ACCESS_LOG_FORMAT,
             handle_signals=True,
         )
     except ConfigError as e:  # raised from the storage context at start-up

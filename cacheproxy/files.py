@@ -58,19 +58,17 @@ class Files:
         raise NotFound(f"{filename} is not listed by the upstream index")
 
     async def _record(self, key: str, filename: str) -> FileRecord | None:
-        record = await self._storage.get_file(key)
-        if record is not None:
-            return record
         project = project_of(filename)
-        if project is None:
-            return None
+        record = await self._storage.get_file(key, project)
+        if record is not None or project is None:
+            return record
         # Fetch (or refresh) the page that should list it; rendering it records its files.
         for revalidate in (False, True):
             try:
                 await self._pages.project(project, revalidate=revalidate)
             except NotFound:
                 return None
-            record = await self._storage.get_file(key)
+            record = await self._storage.get_file(key, project)
             if record is not None:
                 return record
         return None

@@ -25,8 +25,16 @@ class BadPath(ValueError):
 
 
 def upstream_rest(url: str) -> str:
-    """The raw (still percent-encoded) path a file gets under ``/packages/``."""
-    raw = URL(url, encoded=True).raw_path
+    """The raw (still percent-encoded) path a file gets under ``/packages/``.
+
+    Plain string work on an absolute URL (our parser made it absolute): this runs for
+    every file of every page rendered, thousands per big project.
+    """
+    scheme_end = url.find("://")
+    path_start = url.find("/", scheme_end + 3) if scheme_end >= 0 else 0
+    raw = url[path_start:] if path_start >= 0 else "/"
+    for sep in ("?", "#"):
+        raw = raw.split(sep, 1)[0]
     return raw[len(PREFIX) :] if raw.startswith(PREFIX) else raw.lstrip("/")
 
 

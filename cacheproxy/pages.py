@@ -26,7 +26,7 @@ from typing import Any
 from packaging.utils import NormalizedName, canonicalize_name
 
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
-from cacheproxy.layout import BadPath, file_key, page_link, upstream_rest
+from cacheproxy.layout import BadPath, file_key, page_link, project_of, upstream_rest
 from cacheproxy.models import DistFile, ProjectPage
 from cacheproxy.settings import Settings
 from cacheproxy.simple_parse import parse_project_list, parse_project_page
@@ -36,7 +36,7 @@ from cacheproxy.simple_render import (
     render_list_html,
     render_list_json,
 )
-from cacheproxy.storage import FileRecord, PageRecord, Storage
+from cacheproxy.storage import FileMap, FileRecord, PageRecord, Storage
 from cacheproxy.upstream import PageResponse, Upstream
 
 logger = logging.getLogger(__name__)
@@ -65,10 +65,20 @@ def _with_gzip(bodies: dict[str, bytes]) -> dict[str, bytes]:
     return {**bodies, **{f"{k}.gz": _gzip(v) for k, v in bodies.items()}}
 
 
-def render_project(page: ProjectPage) -> tuple[dict[str, bytes], list[tuple[str, FileRecord]]]:
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What a miss produces: the bodies to store and the file records behind their links."""
+
+    bodies: dict[str, bytes]
+    files: FileMap | None = None
+    strays: tuple[str, ...] = ()
+
+
+def render_project(page: ProjectPage) -> Rendered:
     """Rewrite every link to the proxy; return the bodies and the file records behind them."""
     links: dict[int, str] = {}
-    records: list[tuple[str, FileRecord]] = []
+    records: FileMap = {}
+    strays: list[str] = []
     kept: list[DistFile] = []
     for f in page.files:
         rest = upstream_rest(f.url)
@@ -79,26 +89,22 @@ def render_project(page: ProjectPage) -> tuple[dict[str, bytes], list[tuple[str,
             continue
         links[id(f)] = page_link(rest)
         kept.append(f)
-        records.append(
-            (
-                key,
-                FileRecord(
-                    url=f.url,
-                    project=page.name,
-                    sha256=f.sha256,
-                    size=f.size,
-                    metadata_sha256=f.metadata_sha256,
-                    metadata=f.core_metadata is not False,
-                ),
-            )
+        records[key] = FileRecord(
+            url=f.url,
+            sha256=f.sha256,
+            size=f.size,
+            metadata_sha256=f.metadata_sha256,
+            metadata=f.core_metadata is not False,
         )
+        if project_of(key.rsplit("/", 1)[-1]) != page.name:
+            strays.append(key)
     page = replace(page, files=tuple(kept))
 
     def link_for(f: DistFile) -> str:
         return links[id(f)]
 
     bodies = {"json": render_json(page, link_for), "html": render_html(page, link_for)}
-    return _with_gzip(bodies), records
+    return Rendered(_with_gzip(bodies), records, tuple(strays))
 
 
 class Pages:
@@ -198,7 +204,7 @@ class Pages:
         key: str,
         old: PageRecord | None,
         resp: PageResponse,
-        render: Callable[[], tuple[dict[str, bytes], list[tuple[str, FileRecord]]]],
+        render: Callable[[], Rendered],
     ) -> PageResult:
         now = self._clock()
         if resp.status == 304 and old is not None:
@@ -208,9 +214,9 @@ class Pages:
             await self._storage.put_page(key, PageRecord(status=404, fetched_at=now))
             raise NotFound("no such project upstream")
         if len(resp.body) > _THREAD_RENDER_BYTES:
-            bodies, files = await asyncio.to_thread(render)
+            rendered = await asyncio.to_thread(render)
         else:
-            bodies, files = render()
+            rendered = render()
         record = PageRecord(
             status=200,
             fetched_at=now,
@@ -218,14 +224,16 @@ class Pages:
             upstream_last_modified=resp.last_modified,
             serial=resp.serial,
         )
-        record = await self._storage.put_page(key, record, bodies, files)
+        record = await self._storage.put_page(
+            key, record, rendered.bodies, rendered.files, rendered.strays
+        )
         return self._result(record, "MISS", self._settings.index_ttl)
 
     async def _fetch_project(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)
         name = canonicalize_name(key)
 
-        def render() -> tuple[dict[str, bytes], list[tuple[str, FileRecord]]]:
+        def render() -> Rendered:
             page = parse_project_page(resp.body, resp.content_type, resp.url, name)
             return render_project(page)
 
@@ -234,7 +242,7 @@ class Pages:
     async def _fetch_list(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)
 
-        def render() -> tuple[dict[str, bytes], list[tuple[str, FileRecord]]]:
+        def render() -> Rendered:
             projects = parse_project_list(resp.body, resp.content_type)
 
             def link_for(name: str) -> str:
@@ -244,7 +252,7 @@ class Pages:
                 "json": render_list_json(projects, link_for),
                 "html": render_list_html(projects, link_for),
             }
-            return _with_gzip(bodies), []
+            return Rendered(_with_gzip(bodies))
 
         return await self._store(key, old, resp, render)
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,11 +79,20 @@ class FileRecord:
     """Where a proxied file comes from and what it must hash to."""
 
     url: str  # the exact upstream URL from the index page (standards 1.7)
-    project: str
     sha256: str | None
     size: int | None
     metadata_sha256: str | None = None  # PEP 658 hash, when advertised with one
     metadata: bool = False  # PEP 658 advertised at all
+
+
+FileMap = dict[str, FileRecord]
+# How many file records the in-memory map cache may hold across projects (bounds memory:
+# a record is a few hundred bytes; botocore alone lists thousands of files).
+_MAP_CACHE_ENTRIES = 50_000
+
+
+def _pack(r: FileRecord) -> tuple[str, str | None, int | None, str | None, bool]:
+    return (r.url, r.sha256, r.size, r.metadata_sha256, r.metadata)
 
 
 def _blob_relpath(sha256: str) -> str:
@@ -96,6 +106,9 @@ class Storage:
         self.root = root
         self._index = index
         self.tmp_dir = root / "tmp"
+        # project -> its file records, most recently used last (see get_file).
+        self._maps: OrderedDict[str, FileMap] = OrderedDict()
+        self._map_entries = 0
 
     @classmethod
     async def open(cls, root: Path) -> "Storage":
@@ -158,21 +171,28 @@ class Storage:
         key: str,
         record: PageRecord,
         bodies: Mapping[str, bytes] | None = None,
-        files: Iterable[tuple[str, FileRecord]] = (),
+        files: FileMap | None = None,
+        strays: Iterable[str] = (),
     ) -> PageRecord:
         """Store bodies, then the file records they link to, then the page record.
 
         ``bodies`` maps a representation name to its bytes; the returned record points at
         them. Order matters: a reader that finds the record always finds its bodies.
+        ``files`` are the page's file records, stored as one value per project (one write
+        instead of thousands); ``strays`` are the keys whose filename does not name this
+        project, which get a pointer so :meth:`get_file` finds them without a hint.
         """
-        return await asyncio.to_thread(self._put_page_sync, key, record, bodies or {}, files)
+        return await asyncio.to_thread(
+            self._put_page_sync, key, record, bodies or {}, files, tuple(strays)
+        )
 
     def _put_page_sync(
         self,
         key: str,
         record: PageRecord,
         bodies: Mapping[str, bytes],
-        files: Iterable[tuple[str, FileRecord]],
+        files: FileMap | None,
+        strays: tuple[str, ...],
     ) -> PageRecord:
         stored = dict(record.bodies)
         for kind, data in bodies.items():
@@ -191,9 +211,13 @@ class Storage:
         )
         old = self._index.get(("page", key))
         with self._index.transact():
-            for path, frec in files:
-                self._index.set(("file", path), asdict(frec))
+            if files is not None:
+                self._index.set(("files", key), {k: _pack(r) for k, r in files.items()})
+                for stray in strays:
+                    self._index.set(("file", stray), key)
             self._index.set(("page", key), new.to_dict())
+        if files is not None:
+            self._remember_map(key, files)
         if old:
             self._drop_unreferenced(old, new)
         return new
@@ -223,14 +247,41 @@ class Storage:
     def page_body_path(self, body: Body) -> Path:
         return self.root / "pages" / body.name
 
-    async def get_file(self, path: str) -> FileRecord | None:
-        raw = await asyncio.to_thread(self._index.get, ("file", path))
-        if raw is None:
-            return None
-        try:
-            return FileRecord(**raw)
-        except TypeError:
-            return None
+    async def get_file(self, key: str, project: str | None) -> FileRecord | None:
+        """The record of file ``key``, looked up in ``project``'s map (the filename's
+        project), else through a stray pointer."""
+        if project is not None:
+            files = self._maps.get(project)
+            if files is not None and key in files:
+                self._maps.move_to_end(project)
+                return files[key]
+        return await asyncio.to_thread(self._get_file_sync, key, project)
+
+    def _get_file_sync(self, key: str, project: str | None) -> FileRecord | None:
+        # Not in memory (a restart, another worker refreshed the page): read from disk.
+        for owner in (project, self._index.get(("file", key))):
+            if not isinstance(owner, str):
+                continue
+            raw = self._index.get(("files", owner))
+            if not isinstance(raw, dict):
+                continue
+            try:
+                files = {k: FileRecord(*v) for k, v in raw.items()}
+            except TypeError:
+                continue  # written by an incompatible version: a miss
+            self._remember_map(owner, files)
+            if key in files:
+                return files[key]
+        return None
+
+    def _remember_map(self, project: str, files: FileMap) -> None:
+        old = self._maps.pop(project, None)
+        self._map_entries -= len(old) if old else 0
+        self._maps[project] = files
+        self._map_entries += len(files)
+        while self._map_entries > _MAP_CACHE_ENTRIES and len(self._maps) > 1:
+            _name, dropped = self._maps.popitem(last=False)
+            self._map_entries -= len(dropped)
 
     # -- blobs ---------------------------------------------------------------------------
 
