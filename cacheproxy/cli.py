@@ -97,7 +97,10 @@ def serve(settings: Settings, log_level: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return int(e.code or 0)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return EXIT_USAGE

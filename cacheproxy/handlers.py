@@ -75,7 +75,9 @@ def _upstream_error(e: UpstreamError | IndexParseError) -> web.Response:
 
 
 async def _send_page(request: web.Request, result: PageResult) -> web.StreamResponse:
-    media = choose_media_type(request.headers.get("Accept"), request.query.get("format"))
+    # Form decoding turns the "+" of "…v1+json" into a space; media types have no spaces.
+    fmt = request.query.get("format", "").replace(" ", "+") or None
+    media = choose_media_type(request.headers.get("Accept"), fmt)
     if media is None:
         offered = ", ".join(m.content_type for m in OFFERS)
         return text_error(406, f"not acceptable; this index serves {offered}")

@@ -1,0 +1,136 @@
+"""Fixtures: real small distributions, a populated fake upstream, and the real proxy."""
+
+import os
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from distbuild import build_sdist, build_wheel
+from fakeindex import FakeIndex
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+from yarl import URL
+
+from cacheproxy.app import create_app
+from cacheproxy.settings import Settings
+
+
+@dataclass(frozen=True)
+class Dists:
+    """Paths of the distributions every test can publish."""
+
+    alpha: Path  # alpha 1.0, requires beta>=1
+    alpha_sdist: Path
+    beta1: Path
+    beta2: Path  # published yanked, with a reason that ends in a space
+    gamma: Path  # a local version: gamma-0.1+abc (a '+' in the filename)
+    big: Path  # ~3 MB, incompressible: long enough to stream in many chunks
+    nometa: Path  # published without PEP 658 metadata
+
+
+@pytest.fixture(scope="session")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Dists:
+    out = tmp_path_factory.mktemp("dists")
+    return Dists(
+        alpha=build_wheel(out, "alpha", "1.0", requires=["beta>=1"], requires_python=">=3.8"),
+        alpha_sdist=build_sdist(out, "alpha", "1.0"),
+        beta1=build_wheel(out, "beta", "1.0"),
+        beta2=build_wheel(out, "beta", "2.0"),
+        gamma=build_wheel(out, "gamma", "0.1+abc"),
+        big=build_wheel(out, "big", "1.0", pad_bytes=3 * 1024 * 1024),
+        nometa=build_wheel(out, "nometa", "1.0"),
+    )
+
+
+YANK_REASON = "Yanked due to conflicts with CVE-2024-35195 mitigation "
+
+
+def populate(fake: FakeIndex, dists: Dists) -> None:
+    fake.add_file("alpha", dists.alpha)
+    fake.add_file("alpha", dists.alpha_sdist, requires_python=">=3.8")
+    fake.add_file("beta", dists.beta1)
+    fake.add_file("beta", dists.beta2, yanked=YANK_REASON)
+    fake.add_file("gamma", dists.gamma)
+    fake.add_file("big", dists.big)
+    fake.add_file("nometa", dists.nometa, metadata=False)
+
+
+@pytest.fixture
+async def fake(aiohttp_server: AiohttpServer, dists: Dists) -> FakeIndex:
+    index = FakeIndex()
+    populate(index, dists)
+    await index.start(aiohttp_server)
+    return index
+
+
+def make_settings(cache_dir: Path, upstream: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "cache_dir": cache_dir,
+        "upstream": URL(upstream),
+        "failure_backoff": 0.0,  # tests decide when upstream is asked again
+        "connect_timeout": 2.0,
+        "read_timeout": 2.0,
+        "page_timeout": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+ProxyFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def make_proxy(aiohttp_client: AiohttpClient, fake: FakeIndex, cache_dir: Path) -> ProxyFactory:
+    """Start a proxy app (as a test client) on ``cache_dir``; call again to "restart"."""
+
+    async def factory(**overrides: Any) -> TestClient[web.Request, web.Application]:
+        settings = make_settings(cache_dir, fake.index_url, **overrides)
+        return await aiohttp_client(create_app(settings))
+
+    return factory
+
+
+@pytest.fixture
+async def proxy(make_proxy: ProxyFactory) -> TestClient[web.Request, web.Application]:
+    return await make_proxy()
+
+
+@pytest.fixture
+async def proxy_server(
+    aiohttp_server: AiohttpServer, fake: FakeIndex, cache_dir: Path
+) -> TestServer:
+    """The proxy on a real loopback port, for real pip/uv subprocesses."""
+    return await aiohttp_server(create_app(make_settings(cache_dir, fake.index_url)))
+
+
+def client_env(tmp: Path) -> dict[str, str]:
+    """An environment that isolates pip and uv from this machine's configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+        UV_NO_CONFIG="1",
+        UV_CACHE_DIR=str(tmp / "uv-cache"),
+        UV_PYTHON_DOWNLOADS="never",
+        XDG_CACHE_HOME=str(tmp / "xdg-cache"),
+        HOME=str(tmp / "home"),
+    )
+    return env
+
+
+def uv_binary() -> str:
+    found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if found is None:
+        pytest.fail("uv is not installed: it is part of the test extra (pip install -e '.[test]')")
+    return found

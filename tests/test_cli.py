@@ -1,0 +1,116 @@
+"""The command line: exit codes, one-line errors, the start-up log line, a real process."""
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fakeindex import FakeIndex
+
+from cacheproxy.cli import EXIT_USAGE, main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "eighty"], "port must be an integer"),
+        (["serve", "--port", "70000"], "port must be between"),
+        (["serve", "--upstream", "ftp://example.invalid/simple/"], "upstream must be an http(s)"),
+        (["serve", "--index-ttl", "-1", "--upstream", "http://u.invalid/simple/"], "index_ttl"),
+        (["serve", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_invalid_settings_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert err.strip().count("\n") == 0  # one line
+
+
+def test_invalid_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CACHEPROXY_OFFLINE", "maybe")
+    assert main(["serve", "--upstream", "http://u.invalid/simple/"]) == EXIT_USAGE
+    assert "offline must be true or false" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == EXIT_USAGE
+    assert "serve" in capsys.readouterr().err
+
+
+async def start(args: list[str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cacheproxy", "serve", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_serve_process_logs_and_answers(fake: FakeIndex, tmp_path: Path) -> None:
+    port = free_port()
+    proc = await start(
+        ["--port", str(port), "--cache-dir", str(tmp_path / "c"), "--upstream", fake.index_url]
+    )
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        assert f"listening on http://127.0.0.1:{port}/simple/" in line
+        assert f"proxying {fake.index_url}" in line
+        assert str(tmp_path / "c") in line
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/-/health") as resp:
+                        assert resp.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            async with session.get(f"http://127.0.0.1:{port}/simple/alpha/") as resp:
+                assert resp.status == 200
+                assert resp.headers["X-Cache"] == "MISS"
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
+    assert fake.page_gets("alpha")
+
+
+async def test_unusable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = await start(
+        ["--port", str(free_port()), "--cache-dir", str(blocker / "cache"),
+         "--upstream", "http://127.0.0.1:9/simple/"]
+    )  # fmt: skip
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == EXIT_USAGE
+    text = err.decode()
+    assert "cache dir" in text
+    assert "not usable" in text
+    assert "Traceback" not in text
+
+
+async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = await start(
+            ["--port", str(port), "--cache-dir", str(tmp_path / "c"),
+             "--upstream", "http://127.0.0.1:9/simple/"]
+        )  # fmt: skip
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert "cannot listen" in err.decode()
+    assert "Traceback" not in err.decode()

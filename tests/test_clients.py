@@ -1,0 +1,99 @@
+"""Real clients through the real proxy: pip and uv install, cold then warm (standards T14).
+
+The warm run must make zero upstream file requests, whatever the clients' own caches do
+(they are disabled here, as they are after ``docker builder prune``).
+"""
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import client_env, uv_binary
+from fakeindex import FakeIndex
+
+pytestmark = pytest.mark.clients
+
+
+async def run(cmd: list[str], tmp: Path) -> str:
+    """Run a client without blocking the loop that serves the proxy and the fake."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        env=client_env(tmp),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, f"{cmd[:4]} failed:\n{text}"
+    return text
+
+
+def pip_cmd(index: str, target: Path, *reqs: str) -> list[str]:
+    return [
+        sys.executable, "-m", "pip", "install", "--no-cache-dir", "--index-url", index,
+        "--target", str(target), *reqs,
+    ]  # fmt: skip
+
+
+def uv_cmd(index: str, target: Path, *reqs: str) -> list[str]:
+    return [
+        uv_binary(), "pip", "install", "--no-cache", "--index-url", index,
+        "--python", sys.executable, "--target", str(target), *reqs,
+    ]  # fmt: skip
+
+
+def installed(target: Path) -> set[str]:
+    return {p.name.split("-")[0].lower() for p in target.glob("*.dist-info")}
+
+
+ALL = ("alpha", "gamma", "big", "nometa")  # alpha pulls in beta 1.0 (2.0 is yanked)
+
+
+@pytest.mark.parametrize("tool", ["pip", "uv"])
+async def test_install_cold_then_warm(
+    tool: str, proxy_server: TestServer, fake: FakeIndex, tmp_path: Path
+) -> None:
+    index = str(proxy_server.make_url("/simple/"))
+    make = pip_cmd if tool == "pip" else uv_cmd
+    cold = tmp_path / "cold"
+    out = await run(make(index, cold, *ALL), tmp_path)
+    assert installed(cold) == {"alpha", "beta", "gamma", "big", "nometa"}
+    assert "Range requests not supported" not in out
+    assert (cold / "beta" / "__init__.py").read_text().strip() == '__version__ = "1.0"'
+    # The yanked beta 2.0 was never chosen, so never downloaded.
+    assert fake.file_gets("beta-2.0-py3-none-any.whl") == []
+    cold_gets = [r for r in fake.file_gets() if r.method == "GET"]
+    assert len(cold_gets) == 5  # one per wheel, even for uv's HEAD + Range dance on nometa
+    fake.clear_log()
+    warm = tmp_path / "warm"
+    await run(make(index, warm, *ALL), tmp_path)
+    assert installed(warm) == installed(cold)
+    assert fake.file_gets() == []
+    assert [r for r in fake.requests if r.host == "files"] == []
+
+
+async def test_pip_require_hashes(
+    proxy_server: TestServer, fake: FakeIndex, tmp_path: Path
+) -> None:
+    """Lock files and --require-hashes see upstream's bytes exactly (standards 3.1, 8.6)."""
+    alpha = next(f for f in fake.files("alpha") if f.filename.endswith(".whl"))
+    beta = fake.files("beta")[0]
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text(
+        f"alpha==1.0 --hash=sha256:{alpha.sha256}\nbeta==1.0 --hash=sha256:{beta.sha256}\n"
+    )
+    index = str(proxy_server.make_url("/simple/"))
+    out = await run(pip_cmd(index, tmp_path / "t", "--require-hashes", "-r", str(reqs)), tmp_path)
+    assert "Successfully installed alpha-1.0 beta-1.0" in out
+
+
+async def test_uv_without_metadata_uses_ranges(
+    proxy_server: TestServer, fake: FakeIndex, tmp_path: Path
+) -> None:
+    """No PEP 658 upstream: uv probes with HEAD + Range, and must not fall back to streaming."""
+    index = str(proxy_server.make_url("/simple/"))
+    out = await run([*uv_cmd(index, tmp_path / "t", "nometa"), "-v"], tmp_path)
+    assert "Range requests not supported" not in out
+    assert len([r for r in fake.file_gets("nometa-1.0-py3-none-any.whl") if r.method == "GET"]) == 1
