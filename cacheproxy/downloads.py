@@ -35,6 +35,7 @@ class FileSpec:
     final: Path  # where the verified file goes
     sha256: str | None
     size: int | None
+    filename: str = ""  # for logs
 
 
 class Download:
@@ -130,7 +131,7 @@ class Download:
             await storage.commit(self.tmp, spec.final)
             self.size = self.written
             self.finished.set_result(spec.final)
-            logger.info("stored %s (%d bytes)", spec.final.name, self.written)
+            logger.info("stored %s (%d bytes)", spec.filename or spec.final.name, self.written)
         except BaseException as e:
             err = e if isinstance(e, CacheProxyError) else _as_error(e, shown)
             if not isinstance(e, asyncio.CancelledError):
@@ -178,8 +179,15 @@ class Downloads:
 
         Synchronous on purpose: the reader is opened in the same step as the lookup, so a
         download that fails later cannot unlink its temporary before we hold it open.
+
+        Raises:
+            FileNotFoundError: the file was stored a moment ago; open it from the store.
         """
         download = self._inflight.get(spec.final)
+        if download is not None and download.finished.done():
+            if download.finished.exception() is None:
+                raise FileNotFoundError(spec.final)  # committed: the caller opens it
+            download = None  # failed and not yet forgotten: start afresh
         started = download is None
         if download is None:
             fd, tmp = self._storage.new_temp()
@@ -188,13 +196,16 @@ class Downloads:
             task = asyncio.create_task(self._run(download), name=f"download {spec.final.name}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # The temporary vanishes when the download ends (renamed or deleted); then the
+        # caller looks in the store again.
         return download, download.open_reader(), started
 
     async def _run(self, download: Download) -> None:
         try:
             await download.run(self._upstream, self._storage)
         finally:
-            self._inflight.pop(download.spec.final, None)
+            if self._inflight.get(download.spec.final) is download:
+                del self._inflight[download.spec.final]
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -53,7 +53,13 @@ class Files:
                 final = (
                     self._storage.blob_path(sha) if sha else self._storage.unhashed_blob_path(key)
                 )
-                spec = FileSpec(url=metadata_url(dist.url), final=final, sha256=sha, size=None)
+                spec = FileSpec(
+                    url=metadata_url(dist.url),
+                    final=final,
+                    sha256=sha,
+                    size=None,
+                    filename=filename,
+                )
                 return Resolved(spec, filename, is_metadata=True)
         raise NotFound(f"{filename} is not listed by the upstream index")
 
@@ -79,4 +85,10 @@ class Files:
             if record.sha256
             else self._storage.unhashed_blob_path(key)
         )
-        return FileSpec(url=record.url, final=final, sha256=record.sha256, size=record.size)
+        return FileSpec(
+            url=record.url,
+            final=final,
+            sha256=record.sha256,
+            size=record.size,
+            filename=key.rsplit("/", 1)[-1],
+        )

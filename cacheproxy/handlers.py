@@ -15,10 +15,17 @@ from typing import IO
 from aiohttp import web
 from packaging.utils import canonicalize_name
 
-from cacheproxy.downloads import Download
+from cacheproxy.downloads import CHUNK, Download
 from cacheproxy.errors import IndexParseError, NotFound, UpstreamError, UpstreamStatusError
 from cacheproxy.files import Resolved
-from cacheproxy.keys import downloads_key, files_key, pages_key, settings_key, storage_key
+from cacheproxy.keys import (
+    downloads_key,
+    files_key,
+    pages_key,
+    settings_key,
+    storage_key,
+    upstream_key,
+)
 from cacheproxy.layout import PREFIX, BadPath, file_key
 from cacheproxy.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.pages import PageResult
@@ -31,6 +38,8 @@ logger = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 # Files never change at a given URL on a PyPI-style index (standards 5.7).
 FILE_CACHE_CONTROL = "max-age=31536000, immutable, public"
+# A Range starting this far beyond what the running download has written goes upstream.
+FORWARD_RANGE_AHEAD = 1024 * 1024
 
 
 def _wants_revalidation(request: web.Request) -> bool:
@@ -183,11 +192,17 @@ async def package_file(request: web.Request) -> web.StreamResponse:
         return text_error(404, str(e))
     except (UpstreamError, IndexParseError) as e:
         return _upstream_error(e)
-    try:
-        fobj = open(resolved.spec.final, "rb")  # closed by the response
-    except FileNotFoundError:
-        return await _serve_miss(request, resolved)
-    return _serve_hit(request, resolved, fobj)
+    # A download can end between "not in the store" and "join it": look again (bounded).
+    for _ in range(3):
+        try:
+            fobj = open(resolved.spec.final, "rb")  # closed by the response
+        except FileNotFoundError:
+            try:
+                return await _serve_miss(request, resolved)
+            except FileNotFoundError:
+                continue
+        return _serve_hit(request, resolved, fobj)
+    return text_error(503, f"{resolved.filename} changed state while opening; retry")
 
 
 def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
@@ -226,6 +241,10 @@ async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamRes
         return web.Response(status=200, headers=headers)
     downloads = request.app[downloads_key]
     download, reader, _new = downloads.join(spec)
+    forwarded = await _maybe_forward_range(request, resolved, download)
+    if forwarded is not None:
+        os.close(reader)
+        return forwarded
     try:
         await asyncio.shield(download.started)
     except UpstreamStatusError as e:
@@ -254,6 +273,60 @@ async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamRes
         ):
             return await _stream(request, resolved, download, reader, byte_range)
     return await _stream(request, resolved, download, reader, None)
+
+
+async def _maybe_forward_range(
+    request: web.Request, resolved: Resolved, download: Download
+) -> web.StreamResponse | None:
+    """Forward a Range far ahead of the running download to upstream (standards 5.4).
+
+    uv reads a wheel's zip directory (its last bytes) before deciding to download it; on a
+    cold multi-GB wheel, waiting for our download to get there would stall resolution.
+    The full download keeps running in the background and is verified as usual; the
+    client verifies the whole file it installs. None: not applicable, or upstream cannot.
+    """
+    size = resolved.spec.size
+    if size is None or request.method == "HEAD" or "Range" not in request.headers:
+        return None
+    try:
+        byte_range = parse_range(request.headers["Range"], size)
+    except RangeNotSatisfiable:
+        return None
+    if byte_range is None or byte_range.start < download.written + FORWARD_RANGE_AHEAD:
+        return None
+    if not if_range_matches(request.headers.get("If-Range"), _file_etag(resolved, size)):
+        return None
+    upstream = request.app[upstream_key]
+    wanted = byte_range.content_range(size)
+    headers = _file_headers(resolved, _file_etag(resolved, size), "MISS")
+    headers["Content-Range"] = wanted
+    resp = web.StreamResponse(status=206, headers=headers)
+    resp.content_length = byte_range.length
+    try:
+        async with upstream.open_file(
+            resolved.spec.url, range_header=f"bytes={byte_range.start}-{byte_range.end}"
+        ) as up:
+            if up.status != 206 or up.headers.get("Content-Range") != wanted:
+                return None  # upstream ignores ranges: follow our own download instead
+            await resp.prepare(request)
+            sent = 0
+            async for chunk in up.content.iter_chunked(CHUNK):
+                sent += len(chunk)
+                await resp.write(chunk)
+            if sent != byte_range.length:
+                raise ConnectionResetError("short range from upstream")
+            await resp.write_eof()
+            return resp
+    except UpstreamError:
+        return None
+    except Exception as e:  # after prepare(): break the transfer off, never "complete"
+        if not resp.prepared:
+            return None
+        logger.info("aborting forwarded range of %s: %s", resolved.filename, e)
+        resp.force_close()
+        if request.transport is not None:
+            request.transport.close()
+        return resp
 
 
 async def _stream(
