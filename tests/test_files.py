@@ -324,12 +324,15 @@ async def test_files_survive_restart_with_upstream_down(
     assert miss.status == 502
 
 
-async def test_startup_removes_stale_temporaries(make_proxy: ProxyFactory, cache_dir: Path) -> None:
+async def test_startup_removes_stale_temporaries_and_stays_offline(
+    make_proxy: ProxyFactory, fake: FakeIndex, cache_dir: Path
+) -> None:
     (cache_dir / "tmp").mkdir(parents=True)
     (cache_dir / "tmp" / "dl-leftover").write_bytes(b"partial")
     proxy = await make_proxy()
     assert (await proxy.get("/-/health")).status == 200
     assert temporaries(cache_dir) == []
+    assert fake.requests == []  # no project-list prefetch, no network work at start-up
 
 
 async def test_offline_file_miss_is_504(make_proxy: ProxyFactory, fake: FakeIndex) -> None:
