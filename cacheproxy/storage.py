@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -109,6 +110,8 @@ class Storage:
         # project -> its file records, most recently used last (see get_file).
         self._maps: OrderedDict[str, FileMap] = OrderedDict()
         self._map_entries = 0
+        # The loop thread reads the maps; worker threads (put_page, disk reads) update them.
+        self._maps_lock = threading.Lock()
 
     @classmethod
     async def open(cls, root: Path) -> "Storage":
@@ -251,10 +254,11 @@ class Storage:
         """The record of file ``key``, looked up in ``project``'s map (the filename's
         project), else through a stray pointer."""
         if project is not None:
-            files = self._maps.get(project)
-            if files is not None and key in files:
-                self._maps.move_to_end(project)
-                return files[key]
+            with self._maps_lock:
+                files = self._maps.get(project)
+                if files is not None and key in files:
+                    self._maps.move_to_end(project)
+                    return files[key]
         return await asyncio.to_thread(self._get_file_sync, key, project)
 
     def _get_file_sync(self, key: str, project: str | None) -> FileRecord | None:
@@ -275,6 +279,10 @@ class Storage:
         return None
 
     def _remember_map(self, project: str, files: FileMap) -> None:
+        with self._maps_lock:
+            self._remember_map_locked(project, files)
+
+    def _remember_map_locked(self, project: str, files: FileMap) -> None:
         old = self._maps.pop(project, None)
         self._map_entries -= len(old) if old else 0
         self._maps[project] = files
