@@ -23,9 +23,10 @@ pytestmark = [pytest.mark.live, pytest.mark.clients]
 async def reachable(url: URL) -> str | None:
     """None when ``url`` answers; otherwise why not."""
     try:
-        async with aiohttp.ClientSession(trust_env=True) as session, session.get(
-            url / "six" / "", timeout=aiohttp.ClientTimeout(total=10)
-        ) as resp:
+        async with (
+            aiohttp.ClientSession(trust_env=True) as session,
+            session.get(url / "six" / "", timeout=aiohttp.ClientTimeout(total=10)) as resp,
+        ):
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except (aiohttp.ClientError, TimeoutError) as e:
         return f"{type(e).__name__}: {e}"
