@@ -25,6 +25,17 @@ class ByteRange:
         return f"bytes {self.start}-{self.end}/{size}"
 
 
+# Longer positions are ignored (RFC 9110 §14.2: a server MAY ignore Range): 100 digits is far
+# beyond any file, and below the int() limit on digits (PYTHONINTMAXSTRDIGITS, at least 640).
+_MAX_DIGITS = 100
+
+
+def _digits_or_empty(text: str) -> bool:
+    # RFC 9110 §14.1.1: positions are 1*DIGIT, and DIGIT is ASCII (RFC 5234). str.isdigit()
+    # alone also accepts "²" (which int() rejects) and Arabic-Indic digits (which int() reads).
+    return text == "" or (text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS)
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The requested range of a ``size``-byte file, or None to send the whole file.
 
@@ -38,7 +49,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     first, dash, last = spec.strip().partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not dash or not _digits_or_empty(first) or not _digits_or_empty(last):
         return None
     if first == "":
         if last == "":
@@ -48,11 +59,13 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise RangeNotSatisfiable(header)
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid (RFC 9110 §14.1.1): ignore the header
     if start >= size:
+        # Also for "bytes=N-": its end defaults to size - 1, which must not make it look
+        # invalid (standards T9: "bytes=999999999-" is a 416, not a 200).
         raise RangeNotSatisfiable(header)
+    end = int(last) if last else size - 1
     return ByteRange(start, min(end, size - 1))
 
 

@@ -6,6 +6,7 @@ it down. Everything is validated here so a bad value is one clear line at start-
 """
 
 import configparser
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,12 +27,26 @@ def redact_url(url: str | URL) -> str:
 
     Upstream URLs may carry credentials; they must never reach logs, errors or pages.
     """
-    u = url if isinstance(url, URL) else URL(url)
-    if u.password is not None:
-        u = u.with_password("***")
-    elif u.user is not None:
-        u = u.with_user("***")
-    return str(u)
+    try:
+        u = url if isinstance(url, URL) else URL(url)
+        if u.absolute:
+            if u.password is not None:
+                u = u.with_password("***")
+            elif u.user is not None:
+                u = u.with_user("***")
+            return str(u)
+        text = url if isinstance(url, str) else str(u)
+    except ValueError:  # unparseable (bad port, bad IPv6 literal): yarl may fail at any step
+        if isinstance(url, URL):
+            return "<unparseable URL>"
+        text = url
+    # Unparseable, or not absolute (in "user:pw@host/simple" yarl takes "user" for a scheme):
+    # hide everything up to the last "@", which covers any userinfo however a parser would
+    # split it, at the price of sometimes hiding the host too.
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,23 +104,39 @@ def normalise_index_url(raw: str) -> URL:
         raise ConfigError(
             f"upstream must be an http(s) URL of a simple index, not {redact_url(raw)!r}"
         )
-    if not url.path.endswith("/"):
-        url = url.with_path(url.path + "/", encoded=False)
-    return url.with_fragment(None)
+    try:
+        # raw_path, encoded=True: keep upstream's percent-encoding (%2B, %2F) as written.
+        # Always rebuilt, because a bare "https://host" has raw_path "/" but prints no slash.
+        path = url.raw_path if url.raw_path.endswith("/") else url.raw_path + "/"
+        return url.with_path(path, encoded=True).with_fragment(None)
+    except ValueError as e:  # yarl checks the port only when the URL is rebuilt
+        raise ConfigError(f"upstream is not a valid URL: {redact_url(raw)!r}") from e
 
 
 def pip_config_files(environ: Mapping[str, str]) -> list[Path]:
-    """pip's configuration files, lowest precedence first (pip's own order)."""
-    if environ.get("PIP_CONFIG_FILE") == os.devnull:
+    """pip's configuration files, lowest precedence first (pip's own order).
+
+    As pip's ``configuration.py`` loads them: global (``$XDG_CONFIG_DIRS``, then ``/etc``),
+    user, site, then ``PIP_CONFIG_FILE``; a later file overrides an earlier one.
+    ``PIP_CONFIG_FILE=os.devnull`` loads none at all: that is also how tests shut out this
+    machine's ``/etc/pip.conf``, which pip (and so this function) always reads otherwise.
+    """
+    explicit = environ.get("PIP_CONFIG_FILE")
+    if explicit == os.devnull:
         return []
-    home = Path(environ.get("HOME", str(Path.home())))
-    xdg_config = Path(environ.get("XDG_CONFIG_HOME", str(home / ".config")))
-    dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
-    files = [Path(d) / "pip" / "pip.conf" for d in reversed(dirs) if d]
-    files += [Path("/etc/pip.conf"), home / ".pip" / "pip.conf", xdg_config / "pip" / "pip.conf"]
+    home = Path(environ.get("HOME") or str(Path.home()))
+    xdg_config = Path(environ.get("XDG_CONFIG_HOME") or str(home / ".config"))
+    # platformdirs keeps the $XDG_CONFIG_DIRS order and pip loads the files in it, so the
+    # *last* directory wins (not the first, as the XDG spec would have it).
+    dirs = (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
+    files = [Path(d) / "pip" / "pip.conf" for d in dirs if d]
+    files.append(Path("/etc/pip.conf"))
+    # pip skips the user files when PIP_CONFIG_FILE names a file that exists.
+    if not (explicit and Path(explicit).exists()):
+        files += [home / ".pip" / "pip.conf", xdg_config / "pip" / "pip.conf"]
     if site := environ.get("VIRTUAL_ENV"):
         files.append(Path(site) / "pip.conf")
-    if explicit := environ.get("PIP_CONFIG_FILE"):
+    if explicit:
         files.append(Path(explicit))
     return files
 
@@ -117,18 +148,26 @@ def pip_index_url(environ: Mapping[str, str]) -> str:
     """
     if url := environ.get("PIP_INDEX_URL", "").strip():
         return url.split()[0]
-    found: str | None = None
+    # pip merges the files (a later one overriding), then applies the sections in the order
+    # [global] < [install] (cli/parser.py, _get_ordered_configuration_items): an [install]
+    # value in any file beats every [global] one, and an empty value counts as unset.
+    found: dict[str, str] = {}
     for path in pip_config_files(environ):
         parser = configparser.RawConfigParser()
         try:
             parser.read(path, encoding="utf-8")
-        except (OSError, configparser.Error):
+        except (OSError, UnicodeDecodeError, configparser.Error):
             continue
         for section in ("global", "install"):
-            if parser.has_option(section, "index-url"):
-                found = parser.get(section, "index-url").split()[0]
-    if found:
-        return found
+            if not parser.has_section(section):
+                continue
+            for key, value in parser.items(section):
+                # pip's _normalize_name: any case, "_" for "-", an optional leading "--".
+                if key.lower().replace("_", "-").removeprefix("--") == "index-url":
+                    found[section] = value
+    for section in ("install", "global"):
+        if words := found.get(section, "").split():
+            return words[0]
     try:
         from pip._internal.models.index import PyPI
     except ImportError as e:  # pragma: no cover - pip is in every venv we support
@@ -161,6 +200,8 @@ def parse_number(name: str, raw: str | float, *, integer: bool = False) -> float
     except (TypeError, ValueError):
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{name} must be {kind}, not {raw!r}") from None
+    if not math.isfinite(value):  # "nan" would pass every range check; "inf" breaks max-age
+        raise ConfigError(f"{name} must be a finite number, not {raw!r}")
     return value
 
 
@@ -180,7 +221,12 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
 
     host = str(pick("host") or DEFAULT_HOST)
     port_raw = pick("port")
-    port = int(parse_number("port", str(port_raw), integer=True)) if port_raw else DEFAULT_PORT
+    # "is not None": a given 0 must reach the range check, not silently become the default.
+    port = (
+        int(parse_number("port", str(port_raw), integer=True))
+        if port_raw is not None
+        else DEFAULT_PORT
+    )
     cache_raw = pick("cache_dir")
     cache_dir = Path(str(cache_raw)).expanduser() if cache_raw else default_cache_dir(environ)
     upstream_raw = pick("upstream")

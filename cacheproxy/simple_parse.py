@@ -94,13 +94,17 @@ def _file_from_json(raw: object, base: URL) -> DistFile | None:
     metadata = _core_metadata_json(
         raw.get("core-metadata", raw.get("data-dist-info-metadata", raw.get("dist-info-metadata")))
     )
+    try:
+        absolute = str(base.join(URL(url, encoded=True)))
+    except ValueError:  # e.g. "http://[::1": a link we cannot follow is dropped, like in HTML
+        return None
     rp = raw.get("requires-python")
     size = raw.get("size")
     upload_time = raw.get("upload-time")
     gpg = raw.get("gpg-sig")
     return DistFile(
         filename=filename,
-        url=str(base.join(URL(url, encoded=True))),
+        url=absolute,
         hashes=hashes,
         requires_python=rp if isinstance(rp, str) else None,
         yanked=_yanked(raw.get("yanked", False)),
@@ -115,7 +119,7 @@ def _file_from_json(raw: object, base: URL) -> DistFile | None:
 def _load_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: deeply nested arrays/objects
         raise IndexParseError(f"invalid JSON index page: {e}") from None
     if not isinstance(data, dict):
         raise IndexParseError("JSON index page is not an object")
@@ -210,6 +214,7 @@ def _file_from_anchor(attrs: Mapping[str, str | None], base: URL) -> DistFile | 
         return None
     try:
         url = base.join(URL(href.strip(), encoded=True))
+        absolute = str(url.with_fragment(None))  # yarl checks some parts (the port) only here
     except ValueError:
         return None
     # pip names a link by its URL's last path segment; the anchor text is display only.
@@ -227,7 +232,7 @@ def _file_from_anchor(attrs: Mapping[str, str | None], base: URL) -> DistFile | 
     gpg = attrs.get("data-gpg-sig")
     return DistFile(
         filename=filename,
-        url=str(url.with_fragment(None)),
+        url=absolute,
         hashes=hashes,
         requires_python=attrs.get("data-requires-python") or None,
         yanked=yanked,
@@ -253,6 +258,22 @@ def _html_extra(meta: list[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
     return _check_api_version(version), extra
 
 
+def _base_url(page_url: URL, href: str | None) -> URL:
+    """The URL relative links resolve against: ``<base href>`` joined to the page URL.
+
+    An unparseable href is ignored, as the HTML standard says ("set the frozen base URL":
+    on failure the fallback base URL, i.e. the document's own URL, is used).
+    """
+    if not href:
+        return page_url
+    try:
+        base = page_url.join(URL(href.strip(), encoded=True))
+        str(base)  # yarl checks some parts (the port) only when the URL is built
+    except ValueError:
+        return page_url
+    return base
+
+
 def parse_project_page(
     body: bytes, content_type: str | None, page_url: URL, name: NormalizedName
 ) -> ProjectPage:
@@ -264,7 +285,7 @@ def parse_project_page(
     if is_json(body, content_type):
         return _parse_json_page(body, page_url, name)
     parser = _parse_html(body)
-    base = page_url.join(URL(parser.base, encoded=True)) if parser.base else page_url
+    base = _base_url(page_url, parser.base)
     files = tuple(
         f for f in (_file_from_anchor(attrs, base) for attrs, _text in parser.anchors) if f
     )

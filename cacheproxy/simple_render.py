@@ -49,6 +49,21 @@ def _json_file(f: DistFile, link: str) -> dict[str, Any]:
     return entry
 
 
+def _json_bytes(data: object) -> bytes:
+    # UTF-8 rather than \u escapes keeps pages small. A lone surrogate (json.loads makes one
+    # from an upstream "\ud800" escape) has no UTF-8 form: backslashreplace writes it back as
+    # that same JSON escape, so the value still round-trips exactly.
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "backslashreplace"
+    )
+
+
+def _html_bytes(text: str) -> bytes:
+    # HTML cannot carry a lone surrogate at all; a character reference turns it into U+FFFD
+    # for the client's parser instead of failing the whole page.
+    return text.encode("utf-8", "xmlcharrefreplace")
+
+
 def render_json(page: ProjectPage, link_for: LinkFor) -> bytes:
     version = json_api_version(page)
     data: dict[str, Any] = {"meta": {"api-version": version, **page.meta}, "name": page.name}
@@ -56,7 +71,7 @@ def render_json(page: ProjectPage, link_for: LinkFor) -> bytes:
         data["versions"] = list(page.versions)
     data["files"] = [_json_file(f, link_for(f)) for f in page.files]
     data.update(page.extra)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return _json_bytes(data)
 
 
 def _attr(name: str, value: str) -> str:
@@ -112,11 +127,11 @@ def render_html(page: ProjectPage, link_for: LinkFor) -> bytes:
     title = escape(page.name)
     head = "\n    ".join([*_html_meta(page), f"<title>Links for {title}</title>"])
     anchors = "\n    ".join(_html_anchor(f, link_for(f)) for f in page.files)
-    return (
+    return _html_bytes(
         "<!DOCTYPE html>\n<html>\n  <head>\n    "
         f"{head}\n  </head>\n  <body>\n    <h1>Links for {title}</h1>\n    {anchors}\n"
         "  </body>\n</html>\n"
-    ).encode()
+    )
 
 
 def render_list_json(projects: ProjectList, link_for: Callable[[str], str]) -> bytes:
@@ -125,15 +140,15 @@ def render_list_json(projects: ProjectList, link_for: Callable[[str], str]) -> b
         "meta": {"api-version": "1.0"},
         "projects": [{"name": n} for n in projects.names],
     }
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return _json_bytes(data)
 
 
 def render_list_html(projects: ProjectList, link_for: Callable[[str], str]) -> bytes:
     anchors = "\n    ".join(
         f"<a{_attr('href', link_for(n))}>{escape(n)}</a><br />" for n in projects.names
     )
-    return (
+    return _html_bytes(
         '<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" '
         'content="1.0">\n    <title>Simple index</title>\n  </head>\n  <body>\n    '
         f"{anchors}\n  </body>\n</html>\n"
-    ).encode()
+    )
