@@ -240,7 +240,7 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
         offline = offline_raw
     else:
         offline = parse_bool("offline", str(offline_raw)) if offline_raw is not None else False
-    if upstream.host in (host, "localhost", "127.0.0.1") and upstream.port == port:
+    if upstream.host in (host, "localhost", "127.0.0.1", "::1") and upstream.port == port:
         raise ConfigError(
             f"upstream {redact_url(upstream)} is this proxy itself "
             "(is pip configured to use cacheproxy? pass --upstream)"

@@ -69,7 +69,9 @@ def _core_metadata_json(value: object) -> CoreMetadata:
     if isinstance(value, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        return dict(value)
+        # An empty mapping still says "metadata exists", only without a hash: that is True,
+        # so both renderings agree on whether it is advertised.
+        return dict(value) or True
     return False
 
 

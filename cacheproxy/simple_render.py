@@ -82,8 +82,11 @@ def _metadata_attr(f: DistFile) -> str:
     if f.core_metadata is True:
         return "true"
     assert not isinstance(f.core_metadata, bool)
-    algo, digest = next(iter(f.core_metadata.items()))
-    return f"{algo}={digest}"
+    # One hash fits the attribute: the strongest one offered, as for the file link.
+    algo = next((a for a in _HASH_PREFERENCE if a in f.core_metadata), None)
+    if algo is None:
+        algo = next(iter(f.core_metadata))
+    return f"{algo}={f.core_metadata[algo]}"
 
 
 def _html_anchor(f: DistFile, link: str) -> str:

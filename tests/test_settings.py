@@ -468,6 +468,7 @@ def test_invalid_environment_values_name_the_setting(tmp_path: Path) -> None:
         pytest.param({}, "http://LOCALHOST:8503/simple/", id="localhost-case"),
         pytest.param({"host": "0.0.0.0", "port": "9000"}, "http://0.0.0.0:9000/", id="host"),
         pytest.param({"port": "80"}, "http://127.0.0.1/simple/", id="implicit-port"),
+        pytest.param({}, "http://[::1]:8503/simple/", id="ipv6-loopback"),
     ],
 )
 def test_upstream_that_is_the_proxy_itself(

@@ -460,3 +460,28 @@ def test_render_json_keeps_both_metadata_keys_equal(f: DistFile) -> None:
         f.core_metadata if isinstance(f.core_metadata, bool) else dict(f.core_metadata)
     )
     assert "provenance" not in entry
+
+
+def test_empty_metadata_mapping_is_advertised_in_both_formats() -> None:
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.0"},
+            "name": "p",
+            "files": [{"filename": "p-1.whl", "url": "p-1.whl", "hashes": {}, "core-metadata": {}}],
+        }
+    ).encode()
+    page = parse_project_page(body, JSON_TYPE, URL("https://h/simple/p/"), canonicalize_name("p"))
+    assert page.files[0].core_metadata is True
+    html = render_html(page, lambda f: f.filename).decode()
+    assert 'data-core-metadata="true"' in html
+    assert json.loads(render_json(page, lambda f: f.filename))["files"][0]["core-metadata"] is True
+
+
+def test_html_metadata_attribute_prefers_sha256() -> None:
+    f = DistFile(
+        filename="p-1.whl", url="https://h/p-1.whl", core_metadata={"md5": "aa", "sha256": "bb"}
+    )
+    page = ProjectPage(name=canonicalize_name("p"), files=(f,))
+    html = render_html(page, lambda _f: "x").decode()
+    assert 'data-core-metadata="sha256=bb"' in html
+    assert 'data-dist-info-metadata="sha256=bb"' in html
