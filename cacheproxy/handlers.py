@@ -4,57 +4,33 @@ Everything expensive happened at miss time; a hit here is a record read, a heade
 a sendfile. Domain errors become a status and a one-line text body (never a traceback).
 """
 
-import asyncio
-import contextlib
 import logging
-import os
 import re
-from collections.abc import AsyncGenerator
-from typing import IO
 
 from aiohttp import web
 from packaging.utils import canonicalize_name
 
-from cacheproxy.downloads import CHUNK, Download
-from cacheproxy.errors import IndexParseError, NotFound, UpstreamError, UpstreamStatusError
-from cacheproxy.files import Resolved
+from cacheproxy.errors import IndexParseError, NotFound, UpstreamError
+from cacheproxy.file_handlers import package_file
 from cacheproxy.keys import (
-    downloads_key,
-    files_key,
     pages_key,
     settings_key,
     storage_key,
-    upstream_key,
 )
-from cacheproxy.layout import PREFIX, BadPath, file_key
+from cacheproxy.layout import PREFIX
 from cacheproxy.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.pages import PageResult
-from cacheproxy.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
-from cacheproxy.responses import SendfileResponse, text_error
+from cacheproxy.responses import SendfileResponse, etag_matches, text_error, upstream_error
 
 logger = logging.getLogger(__name__)
 
 # PEP 508 names; anything else cannot be a project (and must not reach upstream).
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-# Files never change at a given URL on a PyPI-style index (standards 5.7).
-FILE_CACHE_CONTROL = "max-age=31536000, immutable, public"
-# A Range starting this far beyond what the running download has written goes upstream.
-FORWARD_RANGE_AHEAD = 1024 * 1024
 
 
 def _wants_revalidation(request: web.Request) -> bool:
     cc = request.headers.get("Cache-Control", "").lower().replace(" ", "")
     return "no-cache" in cc or "max-age=0" in cc
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    # RFC 9110 §13.1.2: weak comparison for If-None-Match.
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
-    bare = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
 
 
 def _index_headers(result: PageResult, etag: str, gz: bool) -> dict[str, str]:
@@ -73,16 +49,6 @@ def _index_headers(result: PageResult, etag: str, gz: bool) -> dict[str, str]:
     return headers
 
 
-def _upstream_error(e: UpstreamError | IndexParseError) -> web.Response:
-    if isinstance(e, IndexParseError):
-        return text_error(502, f"upstream page could not be read: {e}", {"X-Cache": "MISS"})
-    status = e.status
-    # standards 7.6: an upstream 401/403 is passed through as such.
-    if isinstance(e, UpstreamStatusError) and e.upstream_status in (401, 403):
-        status = e.upstream_status
-    return text_error(status, str(e), {"X-Cache": "MISS"})
-
-
 async def _send_page(request: web.Request, result: PageResult) -> web.StreamResponse:
     # Form decoding turns the "+" of "…v1+json" into a space; media types have no spaces.
     fmt = request.query.get("format", "").replace(" ", "+") or None
@@ -94,7 +60,7 @@ async def _send_page(request: web.Request, result: PageResult) -> web.StreamResp
     kind = f"{media.kind}.gz" if gz else media.kind
     body = result.record.bodies[kind]
     headers = _index_headers(result, body.etag, gz)
-    if _etag_matches(request.headers.get("If-None-Match"), body.etag):
+    if etag_matches(request.headers.get("If-None-Match"), body.etag):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = media.content_type
     storage = request.app[storage_key]
@@ -119,7 +85,7 @@ async def simple_index(request: web.Request) -> web.StreamResponse:
         except NotFound:
             return text_error(404, "upstream has no project list")
         except (UpstreamError, IndexParseError) as e:
-            return _upstream_error(e)
+            return upstream_error(e)
         except _Retry:
             continue
     return text_error(503, "page changed while sending; retry")
@@ -156,219 +122,10 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         except NotFound:
             return text_error(404, f"no such project: {name}", {"X-Cache": "HIT"})
         except (UpstreamError, IndexParseError) as e:
-            return _upstream_error(e)
+            return upstream_error(e)
         except _Retry:
             continue
     return text_error(503, "page changed while sending; retry")
-
-
-def _file_headers(resolved: Resolved, etag: str | None, cache: str) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/octet-stream",  # never a Content-Encoding (5.1)
-        "Accept-Ranges": "bytes",
-        "Cache-Control": FILE_CACHE_CONTROL,
-        "X-Cache": cache,
-    }
-    if etag:
-        headers["ETag"] = etag
-    return headers
-
-
-def _file_etag(resolved: Resolved, size: int) -> str:
-    # A stable, strong validator per content for pip's resume If-Range (standards 5.5).
-    sha = resolved.spec.sha256
-    return f'"{sha}"' if sha else f'"{size:x}-{resolved.spec.final.name[:16]}"'
-
-
-async def package_file(request: web.Request) -> web.StreamResponse:
-    raw = request.raw_path.split("?", 1)[0][len(PREFIX) :]
-    try:
-        key = file_key(raw)
-    except BadPath as e:
-        return text_error(400, str(e))
-    try:
-        resolved = await request.app[files_key].resolve(key)
-    except NotFound as e:
-        return text_error(404, str(e))
-    except (UpstreamError, IndexParseError) as e:
-        return _upstream_error(e)
-    # A download can end between "not in the store" and "join it": look again (bounded).
-    for _ in range(3):
-        try:
-            fobj = open(resolved.spec.final, "rb")  # closed by the response
-        except FileNotFoundError:
-            try:
-                return await _serve_miss(request, resolved)
-            except FileNotFoundError:
-                continue
-        return _serve_hit(request, resolved, fobj)
-    return text_error(503, f"{resolved.filename} changed state while opening; retry")
-
-
-def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
-    size = os.fstat(fobj.fileno()).st_size
-    etag = _file_etag(resolved, size)
-    headers = _file_headers(resolved, etag, "HIT")
-    if _etag_matches(request.headers.get("If-None-Match"), etag):
-        fobj.close()
-        return web.Response(status=304, headers=headers)
-    try:
-        byte_range = (
-            parse_range(request.headers.get("Range"), size)
-            if if_range_matches(request.headers.get("If-Range"), etag)
-            else None
-        )
-    except RangeNotSatisfiable:
-        fobj.close()
-        headers["Content-Range"] = f"bytes */{size}"
-        return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
-    if byte_range is None:
-        return SendfileResponse(fobj, offset=0, count=size, headers=headers)
-    headers["Content-Range"] = byte_range.content_range(size)
-    return SendfileResponse(
-        fobj, offset=byte_range.start, count=byte_range.length, status=206, headers=headers
-    )
-
-
-async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamResponse:
-    if request.app[settings_key].offline:
-        return text_error(504, f"offline mode: {resolved.filename} is not cached")
-    spec = resolved.spec
-    if request.method == "HEAD" and spec.size is not None:
-        # Answer from the index's size; no download just for a HEAD (standards 5.2).
-        headers = _file_headers(resolved, _file_etag(resolved, spec.size), "MISS")
-        headers["Content-Length"] = str(spec.size)
-        return web.Response(status=200, headers=headers)
-    downloads = request.app[downloads_key]
-    download, reader, _new = downloads.join(spec)
-    forwarded = await _maybe_forward_range(request, resolved, download)
-    if forwarded is not None:
-        os.close(reader)
-        return forwarded
-    try:
-        await asyncio.shield(download.started)
-    except UpstreamStatusError as e:
-        os.close(reader)
-        if e.upstream_status in (404, 410):
-            return text_error(404, f"{resolved.filename}: upstream has no such file")
-        return _upstream_error(e)
-    except UpstreamError as e:
-        os.close(reader)
-        return _upstream_error(e)
-    except Exception as e:  # an integrity failure before the first byte
-        os.close(reader)
-        return text_error(502, str(e))
-    size = download.size
-    range_header = request.headers.get("Range")
-    if range_header and size is not None and request.method != "HEAD":
-        try:
-            byte_range = parse_range(range_header, size)
-        except RangeNotSatisfiable:
-            os.close(reader)
-            headers = _file_headers(resolved, None, "MISS")
-            headers["Content-Range"] = f"bytes */{size}"
-            return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
-        if byte_range is not None and if_range_matches(
-            request.headers.get("If-Range"), _file_etag(resolved, size)
-        ):
-            return await _stream(request, resolved, download, reader, byte_range)
-    return await _stream(request, resolved, download, reader, None)
-
-
-async def _maybe_forward_range(
-    request: web.Request, resolved: Resolved, download: Download
-) -> web.StreamResponse | None:
-    """Forward a Range far ahead of the running download to upstream (standards 5.4).
-
-    uv reads a wheel's zip directory (its last bytes) before deciding to download it; on a
-    cold multi-GB wheel, waiting for our download to get there would stall resolution.
-    The full download keeps running in the background and is verified as usual; the
-    client verifies the whole file it installs. None: not applicable, or upstream cannot.
-    """
-    size = resolved.spec.size
-    if size is None or request.method == "HEAD" or "Range" not in request.headers:
-        return None
-    try:
-        byte_range = parse_range(request.headers["Range"], size)
-    except RangeNotSatisfiable:
-        return None
-    if byte_range is None or byte_range.start < download.written + FORWARD_RANGE_AHEAD:
-        return None
-    if not if_range_matches(request.headers.get("If-Range"), _file_etag(resolved, size)):
-        return None
-    upstream = request.app[upstream_key]
-    wanted = byte_range.content_range(size)
-    headers = _file_headers(resolved, _file_etag(resolved, size), "MISS")
-    headers["Content-Range"] = wanted
-    resp = web.StreamResponse(status=206, headers=headers)
-    resp.content_length = byte_range.length
-    try:
-        async with upstream.open_file(
-            resolved.spec.url, range_header=f"bytes={byte_range.start}-{byte_range.end}"
-        ) as up:
-            if up.status != 206 or up.headers.get("Content-Range") != wanted:
-                return None  # upstream ignores ranges: follow our own download instead
-            await resp.prepare(request)
-            sent = 0
-            async for chunk in up.content.iter_chunked(CHUNK):
-                sent += len(chunk)
-                await resp.write(chunk)
-            if sent != byte_range.length:
-                raise ConnectionResetError("short range from upstream")
-            await resp.write_eof()
-            return resp
-    except UpstreamError:
-        return None
-    except Exception as e:  # after prepare(): break the transfer off, never "complete"
-        if not resp.prepared:
-            return None
-        logger.info("aborting forwarded range of %s: %s", resolved.filename, e)
-        resp.force_close()
-        if request.transport is not None:
-            request.transport.close()
-        return resp
-
-
-async def _stream(
-    request: web.Request,
-    resolved: Resolved,
-    download: Download,
-    reader: int,
-    byte_range: ByteRange | None,
-) -> web.StreamResponse:
-    """Stream from the growing temporary while the download runs (design: stream to all)."""
-    size = download.size
-    headers = _file_headers(
-        resolved, _file_etag(resolved, size) if size is not None else None, "MISS"
-    )
-    resp = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
-    if byte_range is not None and size is not None:
-        resp.headers["Content-Range"] = byte_range.content_range(size)
-        resp.content_length = byte_range.length
-    elif size is not None:
-        resp.content_length = size
-    start, end = (byte_range.start, byte_range.end + 1) if byte_range else (0, None)
-    chunks: AsyncGenerator[bytes] = download.stream(reader, start, end)
-    try:
-        await resp.prepare(request)
-        if request.method == "HEAD":
-            return resp
-        async for chunk in chunks:
-            await resp.write(chunk)
-    except Exception as e:
-        # The download failed (or the client left). Break the connection off: with
-        # Content-Length set the client sees a short body, never a "complete" bad file.
-        logger.info("aborting transfer of %s: %s", resolved.filename, e)
-        resp.force_close()
-        if request.transport is not None:
-            request.transport.close()
-        return resp
-    finally:
-        with contextlib.suppress(Exception):
-            await chunks.aclose()
-        os.close(reader)
-    await resp.write_eof()
-    return resp
 
 
 async def health(request: web.Request) -> web.Response:

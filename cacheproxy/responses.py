@@ -14,6 +14,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body
 
+from cacheproxy.errors import IndexParseError, UpstreamError, UpstreamStatusError
+
 logger = logging.getLogger(__name__)
 
 _FALLBACK_CHUNK = 256 * 1024
@@ -72,3 +74,23 @@ def text_error(status: int, message: str, headers: dict[str, str] | None = None)
     """The one shape of every error: a status and a one-line plain-text reason."""
     line = message.splitlines()[0] if message else web.Response(status=status).reason
     return web.Response(status=status, text=f"{line}\n", headers=headers)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    # RFC 9110 §13.1.2: weak comparison for If-None-Match.
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
+
+
+def upstream_error(e: UpstreamError | IndexParseError) -> web.Response:
+    if isinstance(e, IndexParseError):
+        return text_error(502, f"upstream page could not be read: {e}", {"X-Cache": "MISS"})
+    status = e.status
+    # standards 7.6: an upstream 401/403 is passed through as such.
+    if isinstance(e, UpstreamStatusError) and e.upstream_status in (401, 403):
+        status = e.upstream_status
+    return text_error(status, str(e), {"X-Cache": "MISS"})
