@@ -46,7 +46,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, storage, upstream = app[settings_key], app[storage_key], app[upstream_key]
     pages = Pages(storage, upstream, settings)
-    downloads = Downloads(upstream, storage)
+    downloads = Downloads(upstream, storage, settings.retries)
     app[pages_key] = pages
     app[files_key] = Files(storage, pages)
     app[downloads_key] = downloads

@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="never contact upstream; serve only what is cached [CACHEPROXY_OFFLINE]",
     )
     serve.add_argument(
+        "--connect-timeout", help="seconds to connect upstream [CACHEPROXY_CONNECT_TIMEOUT, 10]"
+    )
+    serve.add_argument(
+        "--read-timeout",
+        help="seconds without a byte from upstream [CACHEPROXY_READ_TIMEOUT, 60]",
+    )
+    serve.add_argument(
+        "--page-timeout",
+        help="seconds for a whole index page fetch [CACHEPROXY_PAGE_TIMEOUT, 30]",
+    )
+    serve.add_argument(
+        "--retries", help="extra attempts for failed upstream requests [CACHEPROXY_RETRIES, 2]"
+    )
+    serve.add_argument(
         "--log-level", default=None, help="debug, info, warning [CACHEPROXY_LOG_LEVEL]"
     )
     return parser
@@ -111,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "upstream": args.upstream,
         "index_ttl": args.index_ttl,
         "offline": args.offline,
+        "connect_timeout": args.connect_timeout,
+        "read_timeout": args.read_timeout,
+        "page_timeout": args.page_timeout,
+        "retries": args.retries,
     }
     try:
         settings = build_settings(flags, os.environ)

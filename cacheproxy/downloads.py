@@ -17,7 +17,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cacheproxy.errors import CacheProxyError, IntegrityError, UpstreamError
+import aiohttp
+
+from cacheproxy.errors import CacheProxyError, IntegrityError, StorageFailed, UpstreamError
 from cacheproxy.settings import redact_url
 from cacheproxy.storage import Storage
 from cacheproxy.upstream import Upstream
@@ -25,6 +27,7 @@ from cacheproxy.upstream import Upstream
 logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
+_RESUME_BACKOFF = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,46 +98,50 @@ class Download:
             if end is not None and offset >= end:
                 return
             if self.finished.done():
-                if self.finished.exception() is not None:
-                    raise CacheProxyError(str(self.finished.exception()))
+                if (failure := self.finished.exception()) is not None:
+                    raise failure  # the same error for every reader: they decide per type
                 if offset >= self.written:
                     return
                 continue
             await asyncio.shield(self._progress)
 
-    async def run(self, upstream: Upstream, storage: Storage) -> None:
+    async def run(self, upstream: Upstream, storage: Storage, retries: int) -> None:
         spec = self.spec
         shown = redact_url(spec.url)
         digest = hashlib.sha256()
+        resumes = 0
         try:
-            async with upstream.open_file(spec.url) as resp:
-                length = upstream.body_length(resp)
-                if spec.size is not None and length is not None and length != spec.size:
-                    raise IntegrityError(
-                        f"{shown}: upstream length {length} != index size {spec.size}"
-                    )
-                self.size = spec.size if spec.size is not None else length
-                self.started.set_result(None)
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    os.write(self._fd, chunk)  # local disk, page cache: cheap enough inline
-                    digest.update(chunk)
-                    self.written += len(chunk)
-                    if self.size is not None and self.written > self.size:
-                        raise IntegrityError(f"{shown}: body longer than {self.size} bytes")
-                    self._notify()
+            while True:
+                try:
+                    await self._transfer(upstream, storage, digest, shown)
+                    break
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+                    # A reset or a short body mid-file: pick up where we are, with a Range
+                    # (upstream file hosts support them; standards 0.6), rather than fail
+                    # every waiting client.
+                    if resumes >= retries:
+                        raise
+                    resumes += 1
+                    logger.info("resuming %s at byte %d: %s", shown, self.written, e)
+                    await asyncio.sleep(_RESUME_BACKOFF * resumes)
             if self.size is not None and self.written != self.size:
                 raise IntegrityError(f"{shown}: got {self.written} of {self.size} bytes")
             if spec.sha256 is not None and digest.hexdigest() != spec.sha256:
                 raise IntegrityError(f"{shown}: sha256 {digest.hexdigest()} != {spec.sha256}")
             os.close(self._fd)
             self._fd = -1
-            await storage.commit(self.tmp, spec.final)
+            try:
+                await storage.commit(self.tmp, spec.final)
+            except OSError as e:
+                raise StorageFailed(f"cannot store {spec.filename}: {e.strerror or e}") from e
             self.size = self.written
             self.finished.set_result(spec.final)
             logger.info("stored %s (%d bytes)", spec.filename or spec.final.name, self.written)
         except BaseException as e:
             err = e if isinstance(e, CacheProxyError) else _as_error(e, shown)
-            if not isinstance(e, asyncio.CancelledError):
+            if isinstance(err, StorageFailed):
+                logger.error("%s; serving it from upstream without storing", err)
+            elif not isinstance(e, asyncio.CancelledError):
                 logger.warning("download failed, nothing stored: %s", err)
             if not self.started.done():
                 self.started.set_exception(err)
@@ -146,6 +153,38 @@ class Download:
                 os.close(self._fd)
             self.tmp.unlink(missing_ok=True)
             self._notify()
+
+    async def _transfer(
+        self, upstream: Upstream, storage: Storage, digest: "hashlib._Hash", shown: str
+    ) -> None:
+        """One upstream request: the whole file, or the rest of it from ``written``."""
+        spec = self.spec
+        resume_at = self.written
+        range_header = f"bytes={resume_at}-" if resume_at else None
+        async with upstream.open_file(spec.url, range_header=range_header) as resp:
+            if resume_at:
+                content_range = resp.headers.get("Content-Range", "")
+                if resp.status != 206 or not content_range.startswith(f"bytes {resume_at}-"):
+                    raise IntegrityError(f"{shown}: upstream cannot resume at byte {resume_at}")
+            else:
+                length = upstream.body_length(resp)
+                if spec.size is not None and length is not None and length != spec.size:
+                    raise IntegrityError(
+                        f"{shown}: upstream length {length} != index size {spec.size}"
+                    )
+                self.size = spec.size if spec.size is not None else length
+                if not self.started.done():
+                    self.started.set_result(None)
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                try:
+                    storage.write_chunk(self._fd, chunk)  # local disk: cheap enough inline
+                except OSError as e:
+                    raise StorageFailed(f"cannot store {spec.filename}: {e.strerror or e}") from e
+                digest.update(chunk)
+                self.written += len(chunk)
+                if self.size is not None and self.written > self.size:
+                    raise IntegrityError(f"{shown}: body longer than {self.size} bytes")
+                self._notify()
 
 
 def _as_error(e: BaseException, shown: str) -> CacheProxyError:
@@ -164,9 +203,10 @@ def _consume(fut: "asyncio.Future[object] | asyncio.Future[None] | asyncio.Futur
 class Downloads:
     """The in-flight downloads of one process, keyed by their final path."""
 
-    def __init__(self, upstream: Upstream, storage: Storage) -> None:
+    def __init__(self, upstream: Upstream, storage: Storage, retries: int = 2) -> None:
         self._upstream = upstream
         self._storage = storage
+        self._retries = retries
         self._inflight: dict[Path, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_start: Callable[[FileSpec], Awaitable[None]] | None = None
@@ -202,7 +242,7 @@ class Downloads:
 
     async def _run(self, download: Download) -> None:
         try:
-            await download.run(self._upstream, self._storage)
+            await download.run(self._upstream, self._storage, self._retries)
         finally:
             if self._inflight.get(download.spec.final) is download:
                 del self._inflight[download.spec.final]

@@ -5,6 +5,7 @@ CacheProxyError
 ├── IndexParseError             an upstream page we cannot read (also a ValueError)
 ├── NotFound                    upstream says the project or file does not exist (404)
 ├── IntegrityError              downloaded bytes differ from the index's size or hash
+├── StorageFailed               the cache cannot store a file (disk full, I/O error)
 └── UpstreamError               upstream could not give us an answer
     ├── UpstreamUnavailable     connect/DNS failure or timeout (502, 504 for timeouts)
     ├── UpstreamStatusError     upstream answered with an unexpected status (502)
@@ -32,6 +33,10 @@ class IntegrityError(CacheProxyError):
     """A download did not match the size or sha256 the index promised."""
 
 
+class StorageFailed(CacheProxyError):
+    """Writing to the cache failed; the file is served from upstream without storing it."""
+
+
 class UpstreamError(CacheProxyError):
     """Upstream could not be asked, or did not answer usefully."""
 
@@ -50,9 +55,12 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamStatusError(UpstreamError):
     """Upstream answered with a status we cannot serve (5xx, 429, ...)."""
 
-    def __init__(self, message: str, upstream_status: int) -> None:
+    def __init__(
+        self, message: str, upstream_status: int, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.upstream_status = upstream_status
+        self.retry_after = retry_after  # seconds, from upstream's Retry-After (429/503)
 
 
 class OfflineMiss(UpstreamError):

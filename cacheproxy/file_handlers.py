@@ -14,7 +14,13 @@ from typing import IO
 from aiohttp import web
 
 from cacheproxy.downloads import CHUNK, Download
-from cacheproxy.errors import IndexParseError, NotFound, UpstreamError, UpstreamStatusError
+from cacheproxy.errors import (
+    IndexParseError,
+    NotFound,
+    StorageFailed,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from cacheproxy.files import Resolved
 from cacheproxy.keys import downloads_key, files_key, settings_key, upstream_key
 from cacheproxy.layout import PREFIX, BadPath, file_key
@@ -107,7 +113,13 @@ async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamRes
         headers["Content-Length"] = str(spec.size)
         return web.Response(status=200, headers=headers)
     downloads = request.app[downloads_key]
-    download, reader, _new = downloads.join(spec)
+    try:
+        download, reader, _new = downloads.join(spec)
+    except FileNotFoundError:
+        raise  # stored a moment ago: the caller opens it
+    except OSError as e:  # no room even for a temporary (ENOSPC): relay, store nothing
+        logger.error("cannot start storing %s (%s); relaying from upstream", spec.filename, e)
+        return await _relay(request, resolved, None, 0, None)
     forwarded = await _maybe_forward_range(request, resolved, download)
     if forwarded is not None:
         os.close(reader)
@@ -216,12 +228,20 @@ async def _stream(
         resp.content_length = size
     start, end = (byte_range.start, byte_range.end + 1) if byte_range else (0, None)
     chunks: AsyncGenerator[bytes] = download.stream(reader, start, end)
+    sent = 0
     try:
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
         async for chunk in chunks:
             await resp.write(chunk)
+            sent += len(chunk)
+    except StorageFailed:
+        # The cache could not keep it (disk full): the client still gets its file, the
+        # rest of it straight from upstream; nothing is stored.
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+        return await _relay(request, resolved, resp, start + sent, end)
     except Exception as e:
         # The download failed (or the client left). Break the connection off: with
         # Content-Length set the client sees a short body, never a "complete" bad file.
@@ -236,3 +256,47 @@ async def _stream(
         os.close(reader)
     await resp.write_eof()
     return resp
+
+
+async def _relay(
+    request: web.Request,
+    resolved: Resolved,
+    resp: web.StreamResponse | None,
+    offset: int,
+    end: int | None,
+) -> web.StreamResponse:
+    """Pipe bytes ``offset..end`` of the file from upstream to the client, storing nothing.
+
+    ``resp`` is the response already under way (None: start a whole-file 200). Only used
+    when the cache cannot store (standards: the client still gets its file); the client
+    checks the hash of what it installs, as it does for any index.
+    """
+    upstream = request.app[upstream_key]
+    whole = offset == 0 and end is None
+    range_header = None if whole else f"bytes={offset}-{'' if end is None else end - 1}"
+    try:
+        async with upstream.open_file(resolved.spec.url, range_header=range_header) as up:
+            if range_header and not up.headers.get("Content-Range", "").startswith(
+                f"bytes {offset}-"
+            ):
+                raise ConnectionResetError("upstream cannot send the rest as a range")
+            if resp is None:
+                resp = web.StreamResponse(status=200, headers=_file_headers(resolved, None, "MISS"))
+                size = resolved.spec.size if resolved.spec.size is not None else up.content_length
+                if size is not None:
+                    resp.content_length = size
+                await resp.prepare(request)
+            async for chunk in up.content.iter_chunked(CHUNK):
+                await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    except Exception as e:
+        if resp is None or not resp.prepared:
+            if isinstance(e, UpstreamError):
+                return upstream_error(e)
+            return text_error(502, f"cannot relay {resolved.filename}: {e}")
+        logger.info("aborting relay of %s: %s", resolved.filename, e)
+        resp.force_close()
+        if request.transport is not None:
+            request.transport.close()
+        return resp

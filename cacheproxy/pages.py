@@ -74,13 +74,20 @@ class Rendered:
     strays: tuple[str, ...] = ()
 
 
-def render_project(page: ProjectPage) -> Rendered:
-    """Rewrite every link to the proxy; return the bodies and the file records behind them."""
+def render_project(page: ProjectPage, allowed: Callable[[str], bool] = bool) -> Rendered:
+    """Rewrite every link to the proxy; return the bodies and the file records behind them.
+
+    Files whose URL fails ``allowed`` (see ``upstream.file_url_allowed``) are dropped:
+    never advertised, so never fetched.
+    """
     links: dict[int, str] = {}
     records: FileMap = {}
     strays: list[str] = []
     kept: list[DistFile] = []
     for f in page.files:
+        if not allowed(f.url):
+            logger.warning("dropping %s from %s: its host is not allowed", f.filename, page.name)
+            continue
         rest = upstream_rest(f.url)
         try:
             key = file_key(rest)
@@ -235,7 +242,7 @@ class Pages:
 
         def render() -> Rendered:
             page = parse_project_page(resp.body, resp.content_type, resp.url, name)
-            return render_project(page)
+            return render_project(page, self._upstream.may_fetch)
 
         return await self._store(key, old, resp, render)
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from yarl import URL
 
@@ -71,6 +72,9 @@ class Settings:
     read_timeout: float = 60.0
     # Index pages: a total bound, because a client is waiting on it.
     page_timeout: float = 30.0
+    # Extra attempts for idempotent upstream requests that failed in a way worth retrying
+    # (connect errors, 429, 5xx, a connection reset mid-file); 0 disables retries.
+    retries: int = 2
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +88,8 @@ class Settings:
         for name in ("index_ttl", "negative_ttl", "revalidate_floor", "failure_backoff"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
+        if not 0 <= self.retries <= 10:
+            raise ConfigError(f"retries must be between 0 and 10, not {self.retries}")
         for name in ("connect_timeout", "read_timeout", "page_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -240,6 +246,12 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
         offline = offline_raw
     else:
         offline = parse_bool("offline", str(offline_raw)) if offline_raw is not None else False
+    tuning: dict[str, Any] = {}
+    for name in ("connect_timeout", "read_timeout", "page_timeout", "retries"):
+        raw = pick(name)
+        if raw is not None:
+            value = parse_number(name.replace("_", "-"), str(raw), integer=name == "retries")
+            tuning[name] = int(value) if name == "retries" else value
     if upstream.host in (host, "localhost", "127.0.0.1", "::1") and upstream.port == port:
         raise ConfigError(
             f"upstream {redact_url(upstream)} is this proxy itself "
@@ -252,4 +264,5 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
         upstream=upstream,
         index_ttl=index_ttl,
         offline=offline,
+        **tuning,
     )

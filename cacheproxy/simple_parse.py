@@ -287,6 +287,10 @@ def parse_project_page(
     if is_json(body, content_type):
         return _parse_json_page(body, page_url, name)
     parser = _parse_html(body)
+    if not parser.anchors and not any(n == "pypi:repository-version" for n, _ in parser.meta):
+        # Not one link and no PEP 629 version tag: an error or portal page served with
+        # 200, not an index page. Storing it would replace a good page with an empty one.
+        raise IndexParseError("upstream sent a page with no links that is not an index page")
     base = _base_url(page_url, parser.base)
     files = tuple(
         f for f in (_file_from_anchor(attrs, base) for attrs, _text in parser.anchors) if f

@@ -301,6 +301,17 @@ class Storage:
         digest = hashlib.sha256(url_key.encode()).hexdigest()
         return self.root / "files" / "url" / digest[:2] / digest
 
+    @staticmethod
+    def write_chunk(fd: int, data: bytes) -> None:
+        """Write all of ``data`` (os.write may write less than asked).
+
+        Raises:
+            OSError: the disk is full (ENOSPC) or failing.
+        """
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
     def new_temp(self) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="dl-")
         return fd, Path(name)

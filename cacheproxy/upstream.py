@@ -4,16 +4,23 @@ Every aiohttp failure is mapped to an :mod:`cacheproxy.errors` type with a one-l
 credential-free reason, so callers decide "stale, 502 or 504" without knowing aiohttp.
 """
 
+import asyncio
+import email.utils
+import ipaddress
+import itertools
 import logging
-from collections.abc import AsyncIterator
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 from yarl import URL
 
 from cacheproxy import __version__
-from cacheproxy.errors import UpstreamStatusError, UpstreamUnavailable
+from cacheproxy.errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
 from cacheproxy.settings import Settings, redact_url
 
 logger = logging.getLogger(__name__)
@@ -26,6 +33,13 @@ PAGE_ACCEPT = (
 )
 # A project page bigger than this is not an index page (protects memory from garbage).
 MAX_PAGE_BYTES = 256 * 1024 * 1024
+# Statuses a second try can fix (pip's own retry list has the same spirit; standards 7.6).
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_FIRST_BACKOFF = 0.25
+# Never wait longer than this between attempts, whatever Retry-After says: a client waits.
+MAX_RETRY_WAIT = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,68 @@ class PageResponse:
     etag: str | None = None
     last_modified: str | None = None
     serial: str | None = None
+
+
+def _internal(host: str) -> tuple[bool, bool]:
+    """(internal, link-local) for a URL host: loopback, private and link-local IP
+    literals and localhost names are internal."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True, False
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False, False  # a DNS name: judged by name only (see may_fetch)
+    return (
+        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified,
+        ip.is_link_local,
+    )
+
+
+def file_url_allowed(url: str, index_url: URL) -> bool:
+    """Whether a file link on an upstream page may be fetched (no SSRF through pages).
+
+    Links must be http(s). A public upstream may not point us at internal addresses
+    (loopback, private ranges, localhost); an internal upstream (a private index, a test
+    server) may use internal file hosts. Link-local targets (cloud metadata services) are
+    refused unless the upstream itself is link-local. A DNS name that resolves to an
+    internal address is not caught here: the configured upstream is trusted that far.
+    """
+    try:
+        target = URL(url, encoded=True)
+    except ValueError:
+        return False
+    if target.scheme not in ("http", "https") or not target.host:
+        return False
+    internal, link_local = _internal(target.host)
+    upstream_internal, upstream_link_local = _internal(index_url.host or "")
+    if link_local and not upstream_link_local:
+        return False
+    return not internal or upstream_internal
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds from now (RFC 9110 §10.2.3: delay-seconds or an HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_error(resp: aiohttp.ClientResponse, shown: str) -> UpstreamStatusError:
+    return UpstreamStatusError(
+        f"upstream answered {resp.status} for {shown}",
+        resp.status,
+        retry_after_seconds(resp.headers.get("Retry-After")),
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -66,12 +142,12 @@ class Upstream:
             if settings.upstream.user
             else None
         )
-        self._page_timeout = aiohttp.ClientTimeout(
-            total=settings.page_timeout, sock_connect=settings.connect_timeout
-        )
         self._file_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
+
+    def may_fetch(self, url: str) -> bool:
+        return file_url_allowed(url, self.index_url)
 
     def page_url(self, project: str | None) -> URL:
         base = self.index_url.with_user(None).with_password(None)
@@ -86,7 +162,8 @@ class Upstream:
     async def fetch_page(
         self, url: URL, *, etag: str | None = None, last_modified: str | None = None
     ) -> PageResponse:
-        """GET an index page, conditionally when we hold a copy.
+        """GET an index page, conditionally when we hold a copy; retried within the
+        page timeout when the failure is worth retrying.
 
         Raises:
             UpstreamUnavailable: connect, DNS, read failure or timeout.
@@ -97,19 +174,30 @@ class Upstream:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+
+        async def once(remaining: float | None) -> PageResponse:
+            return await self._fetch_page_once(url, headers, remaining)
+
+        return await self._retrying(redact_url(url), once, self._settings.page_timeout)
+
+    async def _fetch_page_once(
+        self, url: URL, headers: dict[str, str], remaining: float | None
+    ) -> PageResponse:
         shown = redact_url(url)
+        timeout = aiohttp.ClientTimeout(
+            total=remaining or self._settings.page_timeout,
+            sock_connect=self._settings.connect_timeout,
+        )
         try:
             async with self._session.get(
-                url, headers=headers, timeout=self._page_timeout, auth=self._auth_for(url)
+                url, headers=headers, timeout=timeout, auth=self._auth_for(url)
             ) as resp:
                 if resp.status == 304:
                     return PageResponse(status=304, url=resp.url)
                 if resp.status in (404, 410):
                     return PageResponse(status=404, url=resp.url)
                 if resp.status != 200:
-                    raise UpstreamStatusError(
-                        f"upstream answered {resp.status} for {shown}", resp.status
-                    )
+                    raise _status_error(resp, shown)
                 if (resp.content_length or 0) > MAX_PAGE_BYTES:
                     raise UpstreamStatusError(f"upstream page too large: {shown}", 200)
                 # aiohttp has decoded any Content-Encoding; its length headers no longer
@@ -121,11 +209,10 @@ class Upstream:
                     if total > MAX_PAGE_BYTES:
                         raise UpstreamStatusError(f"upstream page too large: {shown}", 200)
                     parts.append(chunk)
-                body = b"".join(parts)
                 return PageResponse(
                     status=200,
                     url=resp.url,
-                    body=body,
+                    body=b"".join(parts),
                     content_type=resp.headers.get("Content-Type"),
                     etag=resp.headers.get("ETag"),
                     last_modified=resp.headers.get("Last-Modified"),
@@ -138,11 +225,49 @@ class Upstream:
         except (aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(f"cannot fetch {shown}: {_describe(e)}") from e
 
+    async def _retrying(
+        self,
+        what: str,
+        attempt: Callable[[float | None], Awaitable[T]],
+        budget: float | None,
+    ) -> T:
+        """Run ``attempt`` (given the seconds left) with retries and exponential backoff.
+
+        Only failures that a second try can fix are retried: connect/DNS errors and
+        resets, 429 and 5xx. A Retry-After longer than we would wait, or past the budget,
+        fails at once so the caller can serve stale instead of holding the client.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if budget is None else loop.time() + budget
+        delay = _FIRST_BACKOFF
+        for n in itertools.count():
+            remaining = None if deadline is None else deadline - loop.time()
+            try:
+                return await attempt(remaining)
+            except UpstreamStatusError as e:
+                if e.upstream_status not in RETRYABLE_STATUSES or n >= self._settings.retries:
+                    raise
+                err: UpstreamError = e
+                wait = e.retry_after if e.retry_after is not None else delay
+            except UpstreamUnavailable as e:
+                if n >= self._settings.retries or (e.timeout and deadline is not None):
+                    raise  # a timeout has spent the budget already
+                err, wait = e, delay
+            too_late = deadline is not None and loop.time() + wait >= deadline
+            if wait > MAX_RETRY_WAIT or too_late:
+                raise err
+            logger.info("retrying %s in %.2fs: %s", what, wait, err)
+            await asyncio.sleep(wait * (1 + random.random() * 0.2))  # jitter: no herds
+            delay = min(delay * 2, MAX_RETRY_WAIT)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @asynccontextmanager
     async def open_file(
         self, url: str, *, range_header: str | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Stream a file: yields the 200 (or 206 for a Range) response, body unread.
+
+        Opening is retried like a page fetch (no total budget: files may be huge).
 
         Raises:
             UpstreamUnavailable: connect, DNS failure or timeout before the headers.
@@ -153,6 +278,21 @@ class Upstream:
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if range_header:
             headers["Range"] = range_header
+        ok = (200, 206) if range_header else (200,)
+
+        async def once(_remaining: float | None) -> aiohttp.ClientResponse:
+            return await self._open_once(target, headers, ok)
+
+        resp = await self._retrying(redact_url(target), once, None)
+        try:
+            yield resp
+        finally:
+            # Closes the connection when the body was not read to the end.
+            resp.release()
+
+    async def _open_once(
+        self, target: URL, headers: dict[str, str], ok: tuple[int, ...]
+    ) -> aiohttp.ClientResponse:
         shown = redact_url(target)
         try:
             resp = await self._session.get(
@@ -164,16 +304,10 @@ class Upstream:
             raise UpstreamUnavailable(f"too many redirects fetching {shown}") from e
         except (aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(f"cannot fetch {shown}: {_describe(e)}") from e
-        try:
-            ok = (200, 206) if range_header else (200,)
-            if resp.status not in ok:
-                raise UpstreamStatusError(
-                    f"upstream answered {resp.status} for {shown}", resp.status
-                )
-            yield resp
-        finally:
-            # Closes the connection when the body was not read to the end.
+        if resp.status not in ok:
             resp.release()
+            raise _status_error(resp, shown)
+        return resp
 
     @staticmethod
     def body_length(resp: aiohttp.ClientResponse) -> int | None:

@@ -73,6 +73,7 @@ def make_settings(cache_dir: Path, upstream: str, **overrides: Any) -> Settings:
         "cache_dir": cache_dir,
         "upstream": URL(upstream),
         "failure_backoff": 0.0,  # tests decide when upstream is asked again
+        "retries": 0,  # retry tests ask for them; the rest see each fault once
         "connect_timeout": 2.0,
         "read_timeout": 2.0,
         "page_timeout": 2.0,

@@ -288,14 +288,42 @@ class FakeIndex:
         self._corrupt: _Fault | None = None
         self._page_delay = self._file_delay = self._chunk_delay = 0.0
         self._gzip = self._down = False
+        self._fail_headers: dict[str, str] = {}
+        self._redirect_loop = False
+        self._garbage: tuple[bytes, str | None] | None = None
+        self._size_delta = 0
+        self._gzip_files = False
 
-    def fail_pages(self, status: int, times: int | None = None) -> None:
-        """The next ``times`` requests under ``/simple/`` get ``status`` (None: until reset)."""
+    def fail_pages(
+        self, status: int, times: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """The next ``times`` requests under ``/simple/`` get ``status`` (None: until reset),
+        with ``headers`` (e.g. Retry-After)."""
         self._fail_pages = _Fault(status, times)
+        self._fail_headers = dict(headers or {})
 
-    def fail_files(self, status: int, times: int | None = None) -> None:
+    def fail_files(
+        self, status: int, times: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         """The next ``times`` file and ``.metadata`` requests get ``status``."""
         self._fail_files = _Fault(status, times)
+        self._fail_headers = dict(headers or {})
+
+    def redirect_loop_pages(self, on: bool = True) -> None:
+        """Every page request is redirected to itself, forever."""
+        self._redirect_loop = on
+
+    def garbage_pages(self, body: bytes, content_type: str | None = "text/html") -> None:
+        """Every page request gets a 200 with ``body`` (a captive portal, a broken mirror)."""
+        self._garbage = (body, content_type)
+
+    def misreport_sizes(self, delta: int) -> None:
+        """JSON pages say every file is ``delta`` bytes longer than it is."""
+        self._size_delta = delta
+
+    def gzip_files(self, on: bool = True) -> None:
+        """Files go out gzip-encoded, as a server that ignores Accept-Encoding would send."""
+        self._gzip_files = on
 
     def delay_pages(self, seconds: float) -> None:
         self._page_delay = seconds
@@ -395,10 +423,22 @@ class FakeIndex:
             request.transport.close()
         return resp
 
-    async def _page_fault(self) -> web.Response | None:
+    async def _page_fault(self, request: web.Request) -> web.Response | None:
         await self._sleep(self._page_delay)
         if self._fail_pages is not None and self._fail_pages.fire():
-            return web.Response(status=self._fail_pages.value, text="injected")
+            return web.Response(
+                status=self._fail_pages.value, text="injected", headers=self._fail_headers
+            )
+        if self._redirect_loop:
+            return web.Response(status=302, headers={"Location": request.path_qs})
+        if self._garbage is not None:
+            body, ctype = self._garbage
+            garbage = web.Response(status=200, body=body)
+            if ctype is None:
+                garbage.headers["Content-Type"] = ""
+            else:
+                garbage.content_type = ctype
+            return garbage
         return None
 
     async def _page(
@@ -427,7 +467,7 @@ class FakeIndex:
         return await self._send(request, web.StreamResponse(headers=headers), body)
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
-        if (failed := await self._page_fault()) is not None:
+        if (failed := await self._page_fault(request)) is not None:
             return failed
         projects = sorted(self._projects.items())
         links = "".join(
@@ -441,7 +481,7 @@ class FakeIndex:
         return await self._page(request, page, doc, self._serial)
 
     async def _detail(self, request: web.Request) -> web.StreamResponse:
-        if (failed := await self._page_fault()) is not None:
+        if (failed := await self._page_fault(request)) is not None:
             return failed
         key = canonicalize_name(request.match_info["project"])
         if request.path != f"/simple/{key}/":
@@ -478,7 +518,10 @@ class FakeIndex:
             "meta": {"api-version": "1.1", "_last-serial": proj.serial},
             "name": key,
             "versions": sorted({f.version for f in files}, key=Version),  # PEP 700
-            "files": [_json_file(f, self.file_url(f)) for f in files],
+            "files": [
+                {**_json_file(f, self.file_url(f)), "size": f.size + self._size_delta}
+                for f in files
+            ],
         }
         return await self._page(request, page, doc, proj.serial)
 
@@ -491,7 +534,9 @@ class FakeIndex:
     async def _file(self, request: web.Request) -> web.StreamResponse:
         await self._sleep(self._file_delay)
         if self._fail_files is not None and self._fail_files.fire():
-            return web.Response(status=self._fail_files.value, text="injected")
+            return web.Response(
+                status=self._fail_files.value, text="injected", headers=self._fail_headers
+            )
         is_meta = request.path.endswith(".metadata")
         f = self._by_path.get(request.path.removesuffix(".metadata") if is_meta else request.path)
         data = None if f is None else f.metadata_bytes if is_meta else f.data
@@ -514,6 +559,9 @@ class FakeIndex:
         cut = None
         if request.method == "GET" and self._truncate is not None and self._truncate.fire():
             cut = self._truncate.value
+        if self._gzip_files and request.method == "GET":
+            data = gzip.compress(data, mtime=0)
+            resp.headers["Content-Encoding"] = "gzip"
         return await self._send(request, resp, data, cut)
 
 

@@ -562,8 +562,23 @@ def test_garbage_json_is_a_parse_error(body: bytes, content_type: str | None) ->
     ],
 )
 def test_garbage_html_has_no_files(body: bytes) -> None:
-    page = parse(body, "text/html")
+    # Garbage is either refused (no links, no PEP 629 tag: not an index page at all) or
+    # parsed to a page without files; never a crash, never an invented file.
+    try:
+        page = parse(body, "text/html")
+    except IndexParseError:
+        return
     assert page.files == ()
+
+
+def test_page_without_links_needs_the_version_tag() -> None:
+    with pytest.raises(IndexParseError, match="not an index page"):
+        parse(b"<html><body><h1>Service unavailable</h1></body></html>", "text/html")
+    empty = parse(
+        b'<html><head><meta name="pypi:repository-version" content="1.0"></head></html>',
+        "text/html",
+    )
+    assert empty.files == ()
 
 
 # ---- project list -----------------------------------------------------------------------
