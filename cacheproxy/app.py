@@ -1,5 +1,7 @@
 """The application factory: wiring, resources in cleanup contexts, no globals."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,6 +21,7 @@ from cacheproxy.keys import (
 )
 from cacheproxy.middlewares import error_middleware
 from cacheproxy.pages import Pages
+from cacheproxy.repair import log_repair
 from cacheproxy.settings import Settings
 from cacheproxy.storage import Storage
 from cacheproxy.upstream import Upstream, make_session
@@ -27,9 +30,17 @@ logger = logging.getLogger(__name__)
 
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    storage = await Storage.open(app[settings_key].cache_dir)
+    settings = app[settings_key]
+    # With several workers the parent process cleaned and checked the directory before
+    # starting them (cli.serve); a worker doing it would delete its siblings' downloads.
+    single = settings.workers == 1
+    storage = await Storage.open(settings.cache_dir, clean=single)
     app[storage_key] = storage
+    check = asyncio.create_task(asyncio.to_thread(log_repair, storage)) if single else None
     yield
+    if check is not None:
+        with contextlib.suppress(Exception):
+            await check  # a thread cannot be cancelled; it is bounded by the cache size
     await storage.close()
 
 

@@ -75,6 +75,8 @@ class Settings:
     # Extra attempts for idempotent upstream requests that failed in a way worth retrying
     # (connect errors, 429, 5xx, a connection reset mid-file); 0 disables retries.
     retries: int = 2
+    # Processes serving one port (SO_REUSEPORT) and sharing the cache directory.
+    workers: int = 1
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +90,8 @@ class Settings:
         for name in ("index_ttl", "negative_ttl", "revalidate_floor", "failure_backoff"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"workers must be between 1 and 64, not {self.workers}")
         if not 0 <= self.retries <= 10:
             raise ConfigError(f"retries must be between 0 and 10, not {self.retries}")
         for name in ("connect_timeout", "read_timeout", "page_timeout"):
@@ -247,11 +251,12 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
     else:
         offline = parse_bool("offline", str(offline_raw)) if offline_raw is not None else False
     tuning: dict[str, Any] = {}
-    for name in ("connect_timeout", "read_timeout", "page_timeout", "retries"):
+    for name in ("connect_timeout", "read_timeout", "page_timeout", "retries", "workers"):
         raw = pick(name)
         if raw is not None:
-            value = parse_number(name.replace("_", "-"), str(raw), integer=name == "retries")
-            tuning[name] = int(value) if name == "retries" else value
+            integer = name in ("retries", "workers")
+            value = parse_number(name.replace("_", "-"), str(raw), integer=integer)
+            tuning[name] = int(value) if integer else value
     if upstream.host in (host, "localhost", "127.0.0.1", "::1") and upstream.port == port:
         raise ConfigError(
             f"upstream {redact_url(upstream)} is this proxy itself "

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,16 +114,19 @@ class Storage:
         self._maps_lock = threading.Lock()
 
     @classmethod
-    async def open(cls, root: Path) -> "Storage":
-        """Open (creating) the cache directory and remove stale temporaries.
+    async def open(cls, root: Path, *, clean: bool = True) -> "Storage":
+        """Open (creating) the cache directory; with ``clean``, remove stale temporaries.
+
+        Several worker processes share one directory: only the process that starts them
+        cleans (before they start), or one worker would delete another's downloads.
 
         Raises:
             ConfigError: the directory cannot be created or written.
         """
-        return await asyncio.to_thread(cls._open_sync, root)
+        return await asyncio.to_thread(cls.open_sync, root, clean=clean)
 
     @classmethod
-    def _open_sync(cls, root: Path) -> "Storage":
+    def open_sync(cls, root: Path, *, clean: bool = True) -> "Storage":
         try:
             for sub in ("files", "pages", "tmp"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
@@ -137,9 +140,10 @@ class Storage:
         except OSError as e:
             raise ConfigError(f"cache dir {root} is not usable: {e.strerror or e}") from e
         storage = cls(root, index)
-        removed = storage._clean_tmp()
-        if removed:
-            logger.info("removed %d stale temporary file(s) from %s", removed, storage.tmp_dir)
+        if clean:
+            removed = storage._clean_tmp()
+            if removed:
+                logger.info("removed %d stale temporary file(s) from %s", removed, storage.tmp_dir)
         return storage
 
     def _clean_tmp(self) -> int:
@@ -157,6 +161,33 @@ class Storage:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._index.close)
+
+    def close_sync(self) -> None:
+        self._index.close()
+
+    # -- whole-cache walks (repair.py) ---------------------------------------------------
+
+    def page_records(self) -> Iterator[tuple[str, PageRecord | None]]:
+        """Every page record (None when unreadable), for maintenance; synchronous."""
+        for key in list(self._index.iterkeys()):
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "page":
+                raw = self._index.get(key)
+                try:
+                    yield key[1], PageRecord.from_dict(raw)
+                except (KeyError, TypeError):
+                    yield key[1], None
+
+    def file_maps(self) -> Iterator[tuple[str, FileMap]]:
+        for key in list(self._index.iterkeys()):
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "files":
+                raw = self._index.get(key)
+                try:
+                    yield key[1], {k: FileRecord(*v) for k, v in raw.items()}
+                except (AttributeError, TypeError):
+                    continue
+
+    def drop_page(self, key: str) -> None:
+        self._index.delete(("page", key))
 
     # -- records -------------------------------------------------------------------------
 

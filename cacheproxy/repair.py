@@ -1,0 +1,125 @@
+"""Start-up consistency check: make the records and the files on disk agree.
+
+After a crash (kill -9, power loss) the cache may hold: a page record whose body files are
+gone, body files no record points at (written just before the crash), files in the store
+that no page lists, files damaged on disk (size differs from the index), or foreign junk.
+Temporaries are handled separately (removed before anything starts). Each case is repaired
+or dropped and counted in one log line. Files written while the check runs are newer than
+its start and left alone, so it can run in the background while the proxy serves.
+"""
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from cacheproxy.layout import METADATA_SUFFIX
+from cacheproxy.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Anything younger than this when the check starts may belong to a write in progress.
+GRACE_SECONDS = 60.0
+
+
+@dataclass
+class RepairReport:
+    pages: int = 0
+    bodies: int = 0
+    files: int = 0
+    dropped_pages: int = 0  # records whose bodies were missing: refetched on next use
+    orphan_bodies: int = 0
+    orphan_files: int = 0  # stored files no page lists any more
+    damaged_files: int = 0  # size differs from the index, or a name that is not a hash
+
+    @property
+    def changed(self) -> int:
+        return self.dropped_pages + self.orphan_bodies + self.orphan_files + self.damaged_files
+
+    def line(self) -> str:
+        return "consistency check: " + ", ".join(
+            f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
+        )
+
+
+def _expected_files(storage: Storage) -> dict[Path, int | None]:
+    """Every stored file some page links to, with its size when the index gives it."""
+    expected: dict[Path, int | None] = {}
+    for _project, files in storage.file_maps():
+        for key, rec in files.items():
+            if rec.sha256:
+                expected[storage.blob_path(rec.sha256)] = rec.size
+            else:
+                expected[storage.unhashed_blob_path(key)] = rec.size
+            if rec.metadata_sha256:
+                expected.setdefault(storage.blob_path(rec.metadata_sha256), None)
+            elif rec.metadata:
+                expected.setdefault(storage.unhashed_blob_path(key + METADATA_SUFFIX), None)
+    return expected
+
+
+def repair(storage: Storage, now: float | None = None) -> RepairReport:
+    """Check and repair the cache directory (synchronous: run it in a thread)."""
+    cutoff = (time.time() if now is None else now) - GRACE_SECONDS
+    report = RepairReport()
+    referenced: set[str] = set()
+    pages_dir = storage.root / "pages"
+    for key, record in storage.page_records():
+        report.pages += 1
+        names = [] if record is None else [b.name for b in record.bodies.values()]
+        if record is None or any(not (pages_dir / n).exists() for n in names):
+            storage.drop_page(key)
+            report.dropped_pages += 1
+            continue
+        referenced.update(names)
+    for body in pages_dir.iterdir():
+        report.bodies += 1
+        if body.name not in referenced and _older(body, cutoff):
+            body.unlink(missing_ok=True)
+            report.orphan_bodies += 1
+    expected = _expected_files(storage)
+    for path in (storage.root / "files").rglob("*"):
+        if not path.is_file():
+            continue
+        report.files += 1
+        rel = path.relative_to(storage.root / "files").parts
+        well_named = (
+            len(rel) == 3
+            and rel[0] in ("sha256", "url")
+            and _HEX64.match(rel[2]) is not None
+            and rel[1] == rel[2][:2]
+        )
+        if not well_named:
+            path.unlink(missing_ok=True)
+            report.damaged_files += 1
+            continue
+        if path not in expected:
+            if _older(path, cutoff):
+                path.unlink(missing_ok=True)
+                report.orphan_files += 1
+            continue
+        # Stored files were fsynced before their rename, so a crash cannot leave a short
+        # one under its final name; a size that disagrees means the disk damaged it.
+        # (Re-hashing everything is `cacheproxy verify`'s job, not start-up's.)
+        size = expected[path]
+        if size is not None and path.stat().st_size != size:
+            path.unlink(missing_ok=True)
+            report.damaged_files += 1
+    return report
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return os.stat(path).st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def log_repair(storage: Storage) -> RepairReport:
+    report = repair(storage)
+    log = logger.warning if report.changed else logger.info
+    log("%s", report.line())
+    return report

@@ -1,0 +1,137 @@
+"""Crashes and restarts: the start-up check repairs what a crash can leave behind, and a
+process killed with SIGKILL mid-download never leads to a partial file being served."""
+
+import asyncio
+import hashlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from fakeindex import FakeIndex
+from test_cli import free_port
+
+from cacheproxy.repair import GRACE_SECONDS, repair
+from cacheproxy.storage import FileRecord, PageRecord, Storage
+
+OLD = time.time() - 10 * GRACE_SECONDS
+
+
+def age(path: Path) -> Path:
+    os.utime(path, (OLD, OLD))
+    return path
+
+
+def put_blob(store: Storage, data: bytes) -> Path:
+    path = store.blob_path(hashlib.sha256(data).hexdigest())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return age(path)
+
+
+async def test_repair_counts_and_fixes_each_kind_of_damage(tmp_path: Path) -> None:
+    store = await Storage.open(tmp_path)
+    good, damaged = b"good wheel bytes", b"will be cut short"
+    files = {
+        "a/good-1.0-py3-none-any.whl": FileRecord(
+            "https://f/a/good-1.0-py3-none-any.whl", hashlib.sha256(good).hexdigest(), len(good)
+        ),
+        "a/good-2.0-py3-none-any.whl": FileRecord(
+            "https://f/a/good-2.0-py3-none-any.whl",
+            hashlib.sha256(damaged).hexdigest(),
+            len(damaged),
+        ),
+    }
+    await store.put_page("good", PageRecord(status=200, fetched_at=1.0), {"json": b"{}"}, files)
+    lost = await store.put_page("lost", PageRecord(status=200, fetched_at=1.0), {"json": b"[]"})
+    store.page_body_path(lost.bodies["json"]).unlink()  # a record whose body is gone
+    orphan_body = store.root / "pages" / ("f" * 64)
+    orphan_body.write_bytes(b"written just before a crash")
+    age(orphan_body)
+    good_blob = put_blob(store, good)
+    damaged_blob = put_blob(store, damaged)
+    damaged_blob.write_bytes(damaged[:5])  # the disk lost its tail
+    age(damaged_blob)
+    unlisted = put_blob(store, b"a file no page lists any more")
+    fresh = store.blob_path("ab" * 32)
+    fresh.parent.mkdir(parents=True, exist_ok=True)
+    fresh.write_bytes(b"being committed by another worker right now")
+    junk = store.root / "files" / "sha256" / "zz" / "not-a-hash"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"?")
+
+    report = repair(store)
+
+    assert (report.pages, report.dropped_pages) == (2, 1)
+    assert report.orphan_bodies == 1
+    assert report.orphan_files == 1
+    assert report.damaged_files == 2  # the short file and the junk
+    assert report.changed == 5
+    assert await store.get_page("lost") is None  # refetched on next use
+    assert await store.get_page("good") is not None
+    assert good_blob.exists()
+    assert fresh.exists()  # younger than the grace period: left alone
+    for gone in (orphan_body, damaged_blob, unlisted, junk):
+        assert not gone.exists()
+    again = repair(store)
+    assert again.changed == 0  # idempotent
+    assert "dropped pages 0" in again.line()
+    await store.close()
+
+
+async def start(args: list[str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cacheproxy", "serve", "--log-level", "info", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def wait_healthy(session: aiohttp.ClientSession, base: str) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(f"{base}/-/health") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("proxy did not come up")
+
+
+async def test_sigkill_mid_download_then_restart(fake: FakeIndex, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    big = next(f for f in fake.files("big") if f.filename.endswith(".whl"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url]
+    fake.chunk_delay(0.05)  # ~2.5 s for the whole file: time to kill it half way
+    proc = await start(args)
+    async with aiohttp.ClientSession() as session:
+        await wait_healthy(session, base)
+        url = f"{base}{big.url_path}"
+        async with session.get(url) as resp:
+            assert resp.status == 200
+            await resp.content.readexactly(256 * 1024)
+            partial = [p for p in (cache / "tmp").iterdir() if p.stat().st_size > 0]
+            assert partial, "the download should be in progress"
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+    assert not any(p.is_file() for p in (cache / "files").rglob("*"))
+    fake.chunk_delay(0)
+    proc = await start(args)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, base)
+            assert list((cache / "tmp").iterdir()) == []
+            async with session.get(f"{base}{big.url_path}") as resp:
+                assert resp.headers["X-Cache"] == "MISS"
+                body = await resp.read()
+        assert hashlib.sha256(body).hexdigest() == big.sha256
+    finally:
+        proc.terminate()
+        _out, err = await proc.communicate()
+    log = err.decode()
+    assert "removed 1 stale temporary file" in log
+    assert "consistency check:" in log
