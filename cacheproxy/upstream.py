@@ -5,6 +5,7 @@ credential-free reason, so callers decide "stale, 502 or 504" without knowing ai
 """
 
 import asyncio
+import base64
 import email.utils
 import ipaddress
 import itertools
@@ -137,11 +138,11 @@ class Upstream:
         self._session = session
         self._settings = settings
         self.index_url = settings.upstream
-        self._auth = (
-            aiohttp.BasicAuth(settings.upstream.user or "", settings.upstream.password or "")
-            if settings.upstream.user
-            else None
-        )
+        self._authorization: str | None = None
+        if settings.upstream.user is not None:
+            # RFC 7617 basic auth, built by hand: aiohttp 3.14 deprecates BasicAuth.
+            pair = f"{settings.upstream.user}:{settings.upstream.password or ''}"
+            self._authorization = "Basic " + base64.b64encode(pair.encode()).decode()
         self._file_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
@@ -153,11 +154,12 @@ class Upstream:
         base = self.index_url.with_user(None).with_password(None)
         return base if project is None else base / project / ""
 
-    def _auth_for(self, url: URL) -> aiohttp.BasicAuth | None:
-        # Credentials from the upstream URL go to the upstream's own host only.
-        if self._auth and url.host == self.index_url.host and url.user is None:
-            return self._auth
-        return None
+    def _with_auth(self, url: URL, headers: dict[str, str]) -> dict[str, str]:
+        # Credentials from the upstream URL go to the upstream's own host only, never to a
+        # file host its pages name.
+        if self._authorization and url.host == self.index_url.host and url.user is None:
+            return {**headers, "Authorization": self._authorization}
+        return headers
 
     async def fetch_page(
         self, url: URL, *, etag: str | None = None, last_modified: str | None = None
@@ -190,7 +192,7 @@ class Upstream:
         )
         try:
             async with self._session.get(
-                url, headers=headers, timeout=timeout, auth=self._auth_for(url)
+                url, headers=self._with_auth(url, headers), timeout=timeout
             ) as resp:
                 if resp.status == 304:
                     return PageResponse(status=304, url=resp.url)
@@ -296,7 +298,7 @@ class Upstream:
         shown = redact_url(target)
         try:
             resp = await self._session.get(
-                target, headers=headers, timeout=self._file_timeout, auth=self._auth_for(target)
+                target, headers=self._with_auth(target, headers), timeout=self._file_timeout
             )
         except TimeoutError as e:
             raise UpstreamUnavailable(f"timed out fetching {shown}", timeout=True) from e
