@@ -3,9 +3,10 @@
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -14,6 +15,7 @@ from cacheproxy.app import create_app
 from cacheproxy.errors import ConfigError
 from cacheproxy.log import configure_logging
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
+from cacheproxy.workers import bind, prepare_cache, run_workers
 
 logger = logging.getLogger("cacheproxy")
 
@@ -69,34 +71,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", help="extra attempts for failed upstream requests [CACHEPROXY_RETRIES, 2]"
     )
     serve.add_argument(
+        "--workers",
+        help="processes serving the port and sharing the cache [CACHEPROXY_WORKERS, 1]",
+    )
+    serve.add_argument(
         "--log-level", default=None, help="debug, info, warning [CACHEPROXY_LOG_LEVEL]"
     )
     return parser
 
 
 def serve(settings: Settings, log_level: str) -> int:
-    configure_logging(log_level)
-    app = create_app(settings)
+    configure_logging(log_level, with_pid=settings.workers > 1)
     logger.info(
-        "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s",
+        "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s%s",
         __version__,
         settings.host if ":" not in settings.host else f"[{settings.host}]",
         settings.port,
         settings.upstream_redacted,
         settings.cache_dir,
         " (offline)" if settings.offline else "",
+        f", {settings.workers} workers" if settings.workers > 1 else "",
     )
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=logging.getLogger("aiohttp.access"),
-            access_log_format=ACCESS_LOG_FORMAT,
-            handle_signals=True,
-        )
-    except ConfigError as e:  # raised from the storage context at start-up
+        if settings.workers > 1:
+            prepare_cache(settings)
+            sock = bind(settings.host, settings.port)
+            return run_workers(settings, sock, lambda: _run(settings, sock))
+        _run(settings, None)
+    except ConfigError as e:  # an unusable cache directory, found at start-up
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:
@@ -107,6 +109,20 @@ def serve(settings: Settings, log_level: str) -> int:
         )
         return EXIT_RUNTIME
     return EXIT_OK
+
+
+def _run(settings: Settings, sock: socket.socket | None) -> None:
+    where: dict[str, Any] = (
+        {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
+    )
+    web.run_app(
+        create_app(settings),
+        print=None,
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_format=ACCESS_LOG_FORMAT,
+        handle_signals=True,
+        **where,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "read_timeout": args.read_timeout,
         "page_timeout": args.page_timeout,
         "retries": args.retries,
+        "workers": args.workers,
     }
     try:
         settings = build_settings(flags, os.environ)

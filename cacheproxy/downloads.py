@@ -7,19 +7,26 @@ once and follow the ``written`` counter, so the first byte reaches a client as s
 arrives from upstream. At the end the size and sha256 are checked against the index; only
 then is the file renamed into the store. On any failure the temporary is deleted and the
 readers' transfers are broken off, so no client ever receives a "complete" wrong file.
+
+Across worker processes sharing the cache directory, a lock file per file elects the one
+process that downloads it (:mod:`cacheproxy.filelock`); the others *follow* its temporary
+(a fixed name) by watching it grow, and take the final file's appearance as success. The
+kernel drops the lock of a worker that dies, so followers notice that too.
 """
 
 import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from cacheproxy.errors import CacheProxyError, IntegrityError, StorageFailed, UpstreamError
+from cacheproxy.filelock import FileLock
 from cacheproxy.settings import redact_url
 from cacheproxy.storage import Storage
 from cacheproxy.upstream import Upstream
@@ -28,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 _RESUME_BACKOFF = 0.25
+# Following another worker's download: how often to look, and after how long without
+# progress to check that its owner is still alive.
+_FOLLOW_POLL = 0.02
+_STALL_PROBE = 1.0
+_JOIN_ATTEMPTS = 250  # x _FOLLOW_POLL: five seconds to find the other worker's temporary
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +56,10 @@ class FileSpec:
 class Download:
     """One upstream transfer in progress. Readers follow it with :meth:`stream`."""
 
-    def __init__(self, spec: FileSpec, fd: int, tmp: Path) -> None:
+    def __init__(self, spec: FileSpec, tmp: Path, fd: int = -1) -> None:
         self.spec = spec
         self.tmp = tmp
-        self._fd = fd
+        self._fd = fd  # the writing end, for the owner; -1 for a follower
         self.written = 0
         self.size: int | None = spec.size
         loop = asyncio.get_running_loop()
@@ -63,6 +75,32 @@ class Download:
         progress, self._progress = self._progress, asyncio.get_running_loop().create_future()
         if not progress.done():
             progress.set_result(None)
+
+    @property
+    def succeeded(self) -> bool:
+        return self._verified()
+
+    def grow(self, written: int) -> None:
+        """A follower saw the owner's temporary reach ``written`` bytes."""
+        self.written = written
+        if not self.started.done():
+            self.started.set_result(None)
+        self._notify()
+
+    def complete(self, size: int) -> None:
+        """A follower saw the verified file land in the store."""
+        self.written = self.size = size
+        if not self.started.done():
+            self.started.set_result(None)
+        self.finished.set_result(self.spec.final)
+        self._notify()
+
+    def fail(self, err: CacheProxyError) -> None:
+        if not self.started.done():
+            self.started.set_exception(err)
+        if not self.finished.done():
+            self.finished.set_exception(err)
+        self._notify()
 
     def _verified(self) -> bool:
         return self.finished.done() and self.finished.exception() is None
@@ -201,7 +239,7 @@ def _consume(fut: "asyncio.Future[object] | asyncio.Future[None] | asyncio.Futur
 
 
 class Downloads:
-    """The in-flight downloads of one process, keyed by their final path."""
+    """The downloads this process runs or follows, keyed by their final path."""
 
     def __init__(self, upstream: Upstream, storage: Storage, retries: int = 2) -> None:
         self._upstream = upstream
@@ -209,43 +247,118 @@ class Downloads:
         self._retries = retries
         self._inflight: dict[Path, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.on_start: Callable[[FileSpec], Awaitable[None]] | None = None
 
     def __len__(self) -> int:
         return len(self._inflight)
 
-    def join(self, spec: FileSpec) -> tuple[Download, int, bool]:
-        """The download for ``spec`` (started if none runs), a reader fd, and whether new.
+    async def join(self, spec: FileSpec) -> tuple[Download, int, bool]:
+        """The download of ``spec`` (started if nobody runs one), a reader fd on its
+        temporary, and whether this call started it.
 
-        Synchronous on purpose: the reader is opened in the same step as the lookup, so a
-        download that fails later cannot unlink its temporary before we hold it open.
+        The reader is opened in the same step as the lookup (no await in between), so a
+        download that fails later cannot delete its temporary before we hold it open.
 
         Raises:
             FileNotFoundError: the file was stored a moment ago; open it from the store.
+            OSError: the temporary cannot be created (disk full).
         """
-        download = self._inflight.get(spec.final)
-        if download is not None and download.finished.done():
-            if download.finished.exception() is None:
-                raise FileNotFoundError(spec.final)  # committed: the caller opens it
-            download = None  # failed and not yet forgotten: start afresh
-        started = download is None
-        if download is None:
-            fd, tmp = self._storage.new_temp()
-            download = Download(spec, fd, tmp)
-            self._inflight[spec.final] = download
-            task = asyncio.create_task(self._run(download), name=f"download {spec.final.name}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        # The temporary vanishes when the download ends (renamed or deleted); then the
-        # caller looks in the store again.
-        return download, download.open_reader(), started
+        for _ in range(_JOIN_ATTEMPTS):
+            download = self._inflight.get(spec.final)
+            if download is not None and download.finished.done():
+                if download.finished.exception() is None:
+                    raise FileNotFoundError(spec.final)  # committed: the caller opens it
+                download = None  # failed and not yet forgotten: start afresh
+            if download is not None:
+                return download, download.open_reader(), False
+            lock = FileLock(self._storage.lock_path(spec.final))
+            if lock.try_acquire():
+                return self._own(spec, lock)
+            if spec.final.exists():
+                raise FileNotFoundError(spec.final)
+            tmp = self._storage.temp_path(spec.final)
+            try:
+                reader = os.open(tmp, os.O_RDONLY)
+            except FileNotFoundError:
+                # The other worker holds the lock but has not created the temporary yet,
+                # or has just renamed it into place: look again in a moment.
+                await asyncio.sleep(_FOLLOW_POLL)
+                continue
+            download = Download(spec, tmp)
+            self._start(download, self._follow(download))
+            return download, reader, False
+        raise UpstreamError(f"could not join the download of {spec.filename}; retry")
 
-    async def _run(self, download: Download) -> None:
+    def _own(self, spec: FileSpec, lock: FileLock) -> tuple[Download, int, bool]:
+        if spec.final.exists():  # finished between our store lookup and taking the lock
+            lock.release(remove=False)
+            raise FileNotFoundError(spec.final)
+        try:
+            fd, tmp = self._storage.new_temp(spec.final)
+        except OSError:
+            lock.release(remove=False)
+            raise
+        download = Download(spec, tmp, fd)
+        reader = download.open_reader()
+        self._start(download, self._run(download, lock))
+        return download, reader, True
+
+    def _start(self, download: Download, work: Coroutine[Any, Any, None]) -> None:
+        self._inflight[download.spec.final] = download
+        task = asyncio.create_task(work, name=f"download {download.spec.filename}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, download: Download) -> None:
+        if self._inflight.get(download.spec.final) is download:
+            del self._inflight[download.spec.final]
+
+    async def _run(self, download: Download, lock: FileLock) -> None:
         try:
             await download.run(self._upstream, self._storage, self._retries)
         finally:
-            if self._inflight.get(download.spec.final) is download:
-                del self._inflight[download.spec.final]
+            self._forget(download)
+            # On success the file is in place: the lock file can go. After a failure it
+            # stays (empty), so no second lock file can ever exist next to a held one.
+            lock.release(remove=download.succeeded)
+
+    async def _follow(self, download: Download) -> None:
+        """Track a download another worker runs: its temporary's size is our progress;
+        the final file appearing is success; the temporary vanishing without one, or the
+        owner's lock going while nothing moves (it died), is failure."""
+        spec = download.spec
+        loop = asyncio.get_running_loop()
+        last_move = loop.time()
+        try:
+            if download.size is not None and not download.started.done():
+                download.started.set_result(None)
+            while True:
+                if spec.final.exists():
+                    download.complete(spec.final.stat().st_size)
+                    return
+                try:
+                    size = os.stat(download.tmp).st_size
+                except FileNotFoundError:
+                    if spec.final.exists():
+                        continue
+                    raise UpstreamError(
+                        f"the worker downloading {spec.filename} failed; retry"
+                    ) from None
+                if size > download.written:
+                    download.grow(size)
+                    last_move = loop.time()
+                elif loop.time() - last_move > _STALL_PROBE and not FileLock.is_held(
+                    self._storage.lock_path(spec.final)
+                ):
+                    if spec.final.exists():
+                        continue
+                    raise UpstreamError(f"the worker downloading {spec.filename} stopped; retry")
+                await asyncio.sleep(_FOLLOW_POLL)
+        except BaseException as e:
+            download.fail(e if isinstance(e, CacheProxyError) else _as_error(e, spec.filename))
+            if isinstance(e, asyncio.CancelledError):
+                raise
+        finally:
+            self._forget(download)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -114,7 +114,7 @@ async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamRes
         return web.Response(status=200, headers=headers)
     downloads = request.app[downloads_key]
     try:
-        download, reader, _new = downloads.join(spec)
+        download, reader, _new = await downloads.join(spec)
     except FileNotFoundError:
         raise  # stored a moment ago: the caller opens it
     except OSError as e:  # no room even for a temporary (ENOSPC): relay, store nothing

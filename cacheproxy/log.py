@@ -4,9 +4,11 @@ import logging
 import sys
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", *, with_pid: bool = False) -> None:
+    """Log to stderr; ``with_pid`` tells worker processes apart."""
+    pid = "[%(process)d] " if with_pid else ""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {pid}%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

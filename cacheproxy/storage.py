@@ -144,6 +144,7 @@ class Storage:
             removed = storage._clean_tmp()
             if removed:
                 logger.info("removed %d stale temporary file(s) from %s", removed, storage.tmp_dir)
+        (root / "tmp" / "locks").mkdir(exist_ok=True)
         return storage
 
     def _clean_tmp(self) -> int:
@@ -151,10 +152,10 @@ class Storage:
         for entry in self.tmp_dir.iterdir():
             try:
                 if entry.is_dir():
-                    shutil.rmtree(entry)
+                    shutil.rmtree(entry)  # locks/: nobody runs yet, so nobody holds one
                 else:
                     entry.unlink()
-                removed += 1
+                    removed += 1
             except FileNotFoundError:
                 pass
         return removed
@@ -343,9 +344,18 @@ class Storage:
         while view:
             view = view[os.write(fd, view) :]
 
-    def new_temp(self) -> tuple[int, Path]:
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="dl-")
-        return fd, Path(name)
+    def temp_path(self, final: Path) -> Path:
+        """Where ``final`` is written while it downloads. A fixed name, so a worker
+        process can follow a download that another worker runs."""
+        return self.tmp_dir / f"dl-{final.parent.parent.name}-{final.name}"
+
+    def lock_path(self, final: Path) -> Path:
+        return self.tmp_dir / "locks" / f"{final.parent.parent.name}-{final.name}"
+
+    def new_temp(self, final: Path) -> tuple[int, Path]:
+        """Create (truncating) the temporary for ``final``; only its lock holder may."""
+        path = self.temp_path(final)
+        return os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644), path
 
     async def commit(self, tmp: Path, final: Path) -> None:
         """fsync and move a verified temporary into place (rename, never copy)."""

@@ -135,3 +135,12 @@ def uv_binary() -> str:
     if found is None:
         pytest.fail("uv is not installed: it is part of the test extra (pip install -e '.[test]')")
     return found
+
+
+def temporaries(cache_dir: Path) -> list[Path]:
+    """Downloads in progress (or left behind), and lock files of downloads not finished.
+
+    A finished download removes its lock file; a failed one leaves it (empty, harmless).
+    """
+    tmp = cache_dir / "tmp"
+    return [p for p in tmp.iterdir() if p.name != "locks"] if tmp.exists() else []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import ProxyFactory, make_settings
+from conftest import ProxyFactory, make_settings, temporaries
 from fakeindex import FakeFile, FakeIndex
 from packaging.utils import canonicalize_name
 from pytest_aiohttp import AiohttpClient
@@ -34,10 +34,10 @@ Client = TestClient[web.Request, web.Application]
 
 async def assert_cache_verified(cache_dir: Path) -> None:
     for _ in range(100):  # background downloads finish (or clean up) on their own
-        if not any((cache_dir / "tmp").iterdir()):
+        if not temporaries(cache_dir):
             break
         await asyncio.sleep(0.02)
-    assert list((cache_dir / "tmp").iterdir()) == []
+    assert temporaries(cache_dir) == []
     for path in (cache_dir / "files").rglob("*"):
         if path.is_file() and "sha256" in path.parts:
             assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name

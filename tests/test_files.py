@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import ProxyFactory
+from conftest import ProxyFactory, temporaries
 from fakeindex import FakeFile, FakeIndex
 
 from cacheproxy.keys import downloads_key
@@ -38,10 +38,6 @@ def the(fake: FakeIndex, project: str, suffix: str = ".whl") -> FakeFile:
 
 def stored_files(cache_dir: Path) -> list[Path]:
     return [p for p in (cache_dir / "files").rglob("*") if p.is_file()]
-
-
-def temporaries(cache_dir: Path) -> list[Path]:
-    return list((cache_dir / "tmp").iterdir())
 
 
 async def test_cold_then_warm_download(proxy: Client, fake: FakeIndex, cache_dir: Path) -> None:

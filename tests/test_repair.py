@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from conftest import temporaries
 from fakeindex import FakeIndex
 from test_cli import free_port
 
@@ -124,7 +125,7 @@ async def test_sigkill_mid_download_then_restart(fake: FakeIndex, tmp_path: Path
     try:
         async with aiohttp.ClientSession() as session:
             await wait_healthy(session, base)
-            assert list((cache / "tmp").iterdir()) == []
+            assert temporaries(cache) == []
             async with session.get(f"{base}{big.url_path}") as resp:
                 assert resp.headers["X-Cache"] == "MISS"
                 body = await resp.read()

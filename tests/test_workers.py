@@ -1,0 +1,139 @@
+"""Many processes on one cache directory: one upstream download per file across all of
+them, followers stream the owner's download, and a dead owner is noticed.
+
+flock locks exclude other open file descriptions even in one process, so two apps on one
+cache directory in this test process behave like two workers; the last test runs real
+worker processes.
+"""
+
+import asyncio
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from conftest import ProxyFactory, temporaries
+from fakeindex import FakeFile, FakeIndex
+from test_cli import free_port
+from test_repair import wait_healthy
+
+from cacheproxy.filelock import FileLock
+from cacheproxy.keys import storage_key
+
+Client = TestClient[web.Request, web.Application]
+
+
+def big(fake: FakeIndex) -> FakeFile:
+    return next(f for f in fake.files("big") if f.filename.endswith(".whl"))
+
+
+async def two_workers(make_proxy: ProxyFactory) -> tuple[Client, Client]:
+    # workers=2: neither cleans the directory at start, as real workers do not.
+    return await make_proxy(workers=2), await make_proxy(workers=2)
+
+
+async def test_one_download_across_workers(
+    make_proxy: ProxyFactory, fake: FakeIndex, cache_dir: Path
+) -> None:
+    a, b = await two_workers(make_proxy)
+    f = big(fake)
+    fake.chunk_delay(0.01)
+
+    async def get(client: Client) -> bytes:
+        resp = await client.get(f.url_path)
+        assert resp.status == 200
+        return await resp.read()
+
+    bodies = await asyncio.gather(*(get(c) for c in (a, b, a, b, a, b)))
+    assert all(body == f.data for body in bodies)
+    assert len(fake.file_gets(f.filename)) == 1
+    assert temporaries(cache_dir) == []
+    assert list((cache_dir / "tmp" / "locks").iterdir()) == []  # released and removed
+
+
+async def test_follower_sees_owner_failure(
+    make_proxy: ProxyFactory, fake: FakeIndex, cache_dir: Path
+) -> None:
+    a, b = await two_workers(make_proxy)
+    f = big(fake)
+    await (await a.get("/simple/big/")).read()
+    await (await b.get("/simple/big/")).read()
+    fake.chunk_delay(0.01)
+    fake.corrupt_files(times=1)
+    owner = await a.get(f.url_path)
+    await owner.content.read(1024)  # the owner is under way; now the follower joins
+    follower = await b.get(f.url_path)
+    for resp in (owner, follower):
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert not any(p.is_file() for p in (cache_dir / "files").rglob("*"))
+    fake.reset_faults()
+    again = await b.get(f.url_path)  # the next request starts a fresh download
+    assert await again.read() == f.data
+
+
+async def test_follower_notices_a_dead_owner(
+    make_proxy: ProxyFactory, fake: FakeIndex, cache_dir: Path
+) -> None:
+    proxy = await make_proxy(workers=2)
+    f = big(fake)
+    await (await proxy.get("/simple/big/")).read()
+    store = proxy.app[storage_key]
+    final = store.blob_path(f.sha256)
+    # Another "worker" takes the lock and writes part of the file, then dies (its lock
+    # goes with it; its temporary stays, as after kill -9).
+    lock = FileLock(store.lock_path(final))
+    assert lock.try_acquire()
+    store.temp_path(final).write_bytes(f.data[:100_000])
+    resp = await proxy.get(f.url_path)
+    assert resp.status == 200
+    assert int(resp.headers["Content-Length"]) == f.size
+    got = await resp.content.read(100_000)
+    assert got == f.data[:100_000]  # streamed what the owner had written
+    lock.release(remove=False)  # the owner is gone
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    assert fake.file_gets(f.filename) == []
+    os.unlink(store.temp_path(final))  # what the next start-up's cleaning would do
+    again = await proxy.get(f.url_path)
+    assert await again.read() == f.data
+
+
+async def test_real_worker_processes_share_one_download(fake: FakeIndex, tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    f = big(fake)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cacheproxy", "serve", "--workers", "3", "--port", str(port),
+        "--cache-dir", str(tmp_path / "cache"), "--upstream", fake.index_url,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        # One connection per request, so the kernel spreads them over the workers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            await wait_healthy(s, base)
+            for _ in range(12):  # every worker learns the page (each fetches it once)
+                async with s.get(f"{base}/simple/big/") as resp:
+                    assert resp.status == 200
+            fake.chunk_delay(0.01)
+
+            async def get() -> str:
+                async with s.get(f"{base}{f.url_path}") as resp:
+                    assert resp.status == 200
+                    return hashlib.sha256(await resp.read()).hexdigest()
+
+            digests = await asyncio.gather(*(get() for _ in range(12)))
+        assert set(digests) == {f.sha256}
+        assert len(fake.file_gets(f.filename)) == 1
+    finally:
+        proc.terminate()
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    log = err.decode()
+    served_by = set(re.findall(rf"\[(\d+)\] INFO aiohttp.access: .*{re.escape(f.filename)}", log))
+    assert len(served_by) >= 2, log[-3000:]  # really several processes, one download
