@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cacheproxy import __version__
+from cacheproxy import __version__, dockerfile_cli
 from cacheproxy.app import create_app
 from cacheproxy.errors import ConfigError
 from cacheproxy.log import configure_logging
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default=None, help="debug, info, warning [CACHEPROXY_LOG_LEVEL]"
     )
+    dockerfile_cli.add_parser(sub)
     return parser
 
 
@@ -131,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already printed
         return int(e.code or 0)
+    if args.command == "dockerfile":
+        return int(args.func(args))
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -135,5 +135,7 @@ async def test_real_worker_processes_share_one_download(fake: FakeIndex, tmp_pat
         _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     log = err.decode()
-    served_by = set(re.findall(rf"\[(\d+)\] INFO aiohttp.access: .*{re.escape(f.filename)}", log))
-    assert len(served_by) >= 2, log[-3000:]  # really several processes, one download
+    # Several processes really served (which one accepts a given connection is up to the
+    # kernel, so this looks at every request; the two-app tests above pin the file case).
+    served_by = set(re.findall(r"\[(\d+)\] INFO aiohttp.access: ", log))
+    assert len(served_by) >= 2, log[-3000:]

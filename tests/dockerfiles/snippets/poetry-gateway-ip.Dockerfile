@@ -1,0 +1,24 @@
+# cacheproxy: RUN steps reach the proxy as "pypi-cache", mapped to the Docker bridge gateway
+# 172.17.0.1 (from the local Docker engine). One name on every machine keeps the layer cache
+# valid across hosts. BuildKit is needed for RUN --mount (Docker 20.10: DOCKER_BUILDKIT=1):
+#   DOCKER_BUILDKIT=1 docker build --add-host pypi-cache:172.17.0.1 .
+#   docker buildx build --add-host pypi-cache:172.17.0.1 .
+# The proxy must listen on that address (or 0.0.0.0), not only on 127.0.0.1; check from the host:
+#   cacheproxy serve --host 172.17.0.1 --port 8503      (or: docker compose -f deploy/compose.yaml up -d)
+#   python3 -c "import urllib.request as u; print(u.urlopen('http://172.17.0.1:8503/-/health').read())"
+# Docker Desktop: --add-host pypi-cache:host-gateway instead (the gateway IP is inside its VM).
+
+# poetry: `poetry install` cannot be pointed at another index without editing pyproject.toml
+# (python-poetry/poetry#1632), and a `poetry source add` there changes poetry.lock's
+# content-hash. So export the lock (hashes included, and checked) and install it with pip
+# through the proxy; poetry itself runs from a throw-away venv. The index is given to this
+# step only (export in the RUN's shell, not ENV, which would stay in the image);
+# PIP_TRUSTED_HOST: pip ignores a plain-http index on any host but loopback otherwise.
+COPY pyproject.toml poetry.lock ./
+RUN --mount=type=cache,id=cacheproxy-pip,target=/root/.cache/pip,sharing=shared \
+    export PIP_INDEX_URL=http://pypi-cache:8503/simple/ PIP_TRUSTED_HOST=pypi-cache \
+ && python3 -m venv /tmp/poetry \
+ && /tmp/poetry/bin/pip install poetry poetry-plugin-export \
+ && /tmp/poetry/bin/poetry export --format requirements.txt --output /tmp/requirements.txt \
+ && rm -rf /tmp/poetry \
+ && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt

@@ -1,0 +1,20 @@
+# cacheproxy: RUN steps reach the proxy at
+#   https://pypi-cache.example.com/simple/
+# The build must resolve and reach pypi-cache.example.com by itself (no extra docker build flags).
+# BuildKit is needed for RUN --mount (Docker 20.10: DOCKER_BUILDKIT=1). Credentials never go
+# in this URL (they would be in `docker history`): use a secret mount for an index needing them.
+
+# poetry: `poetry install` cannot be pointed at another index without editing pyproject.toml
+# (python-poetry/poetry#1632), and a `poetry source add` there changes poetry.lock's
+# content-hash. So export the lock (hashes included, and checked) and install it with pip
+# through the proxy; poetry itself runs from a throw-away venv. The index is given to this
+# step only (export in the RUN's shell, not ENV, which would stay in the image);
+# PIP_TRUSTED_HOST: pip ignores a plain-http index on any host but loopback otherwise.
+COPY pyproject.toml poetry.lock ./
+RUN --mount=type=cache,id=cacheproxy-pip,target=/root/.cache/pip,sharing=shared \
+    export PIP_INDEX_URL=https://pypi-cache.example.com/simple/ \
+ && python3 -m venv /tmp/poetry \
+ && /tmp/poetry/bin/pip install poetry poetry-plugin-export \
+ && /tmp/poetry/bin/poetry export --format requirements.txt --output /tmp/requirements.txt \
+ && rm -rf /tmp/poetry \
+ && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
