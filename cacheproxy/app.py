@@ -13,13 +13,15 @@ from cacheproxy.handlers import setup_routes
 from cacheproxy.keys import (
     downloads_key,
     files_key,
+    metrics_key,
     pages_key,
     session_key,
     settings_key,
     storage_key,
     upstream_key,
 )
-from cacheproxy.middlewares import error_middleware
+from cacheproxy.metrics import Metrics, flush_periodically
+from cacheproxy.middlewares import error_middleware, metrics_middleware
 from cacheproxy.pages import Pages
 from cacheproxy.repair import log_repair
 from cacheproxy.settings import Settings
@@ -36,11 +38,18 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     single = settings.workers == 1
     storage = await Storage.open(settings.cache_dir, clean=single)
     app[storage_key] = storage
-    check = asyncio.create_task(asyncio.to_thread(log_repair, storage)) if single else None
+    metrics = await asyncio.to_thread(Metrics, settings.cache_dir / "stats")
+    app[metrics_key] = metrics
+    check = asyncio.create_task(asyncio.to_thread(log_repair, storage, metrics)) if single else None
+    flusher = asyncio.create_task(flush_periodically(metrics))
     yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
     if check is not None:
         with contextlib.suppress(Exception):
             await check  # a thread cannot be cancelled; it is bounded by the cache size
+    await asyncio.to_thread(metrics.close)
     await storage.close()
 
 
@@ -49,15 +58,16 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     # No network work at start-up: the session connects lazily on the first miss.
     session = make_session(settings)
     app[session_key] = session
-    app[upstream_key] = Upstream(session, settings)
+    app[upstream_key] = Upstream(session, settings, app[metrics_key])
     yield
     await session.close()
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, storage, upstream = app[settings_key], app[storage_key], app[upstream_key]
-    pages = Pages(storage, upstream, settings)
-    downloads = Downloads(upstream, storage, settings.retries)
+    metrics = app[metrics_key]
+    pages = Pages(storage, upstream, settings, metrics)
+    downloads = Downloads(upstream, storage, metrics, settings.retries)
     app[pages_key] = pages
     app[files_key] = Files(storage, pages)
     app[downloads_key] = downloads
@@ -67,7 +77,9 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware], client_max_size=1024 * 1024
+    )
     app[settings_key] = settings
     # Order matters: later contexts use what earlier ones created, and close first.
     app.cleanup_ctx.extend([storage_ctx, upstream_ctx, services_ctx])

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import aiohttp
 
 from cacheproxy.errors import CacheProxyError, IntegrityError, StorageFailed, UpstreamError
 from cacheproxy.filelock import FileLock
+from cacheproxy.metrics import Metrics
 from cacheproxy.settings import redact_url
 from cacheproxy.storage import Storage
 from cacheproxy.upstream import Upstream
@@ -241,9 +243,12 @@ def _consume(fut: "asyncio.Future[object] | asyncio.Future[None] | asyncio.Futur
 class Downloads:
     """The downloads this process runs or follows, keyed by their final path."""
 
-    def __init__(self, upstream: Upstream, storage: Storage, retries: int = 2) -> None:
+    def __init__(
+        self, upstream: Upstream, storage: Storage, metrics: Metrics, retries: int = 2
+    ) -> None:
         self._upstream = upstream
         self._storage = storage
+        self._metrics = metrics
         self._retries = retries
         self._inflight: dict[Path, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -269,6 +274,7 @@ class Downloads:
                     raise FileNotFoundError(spec.final)  # committed: the caller opens it
                 download = None  # failed and not yet forgotten: start afresh
             if download is not None:
+                self._metrics.add("coalesced")
                 return download, download.open_reader(), False
             lock = FileLock(self._storage.lock_path(spec.final))
             if lock.try_acquire():
@@ -285,6 +291,7 @@ class Downloads:
                 continue
             download = Download(spec, tmp)
             self._start(download, self._follow(download))
+            self._metrics.add("coalesced")
             return download, reader, False
         raise UpstreamError(f"could not join the download of {spec.filename}; retry")
 
@@ -313,9 +320,17 @@ class Downloads:
             del self._inflight[download.spec.final]
 
     async def _run(self, download: Download, lock: FileLock) -> None:
+        started = time.monotonic()
         try:
             await download.run(self._upstream, self._storage, self._retries)
         finally:
+            self._metrics.add("upstream_bytes", value=download.written)
+            self._metrics.add("upstream_download_seconds", value=time.monotonic() - started)
+            if download.succeeded:
+                self._metrics.add("cache_files")
+                self._metrics.add("cache_bytes", value=download.written)
+            elif download.finished.done() and (failure := download.finished.exception()):
+                self._metrics.error(str(failure))
             self._forget(download)
             # On success the file is in place: the lock file can go. After a failure it
             # stays (empty), so no second lock file can ever exist next to a held one.

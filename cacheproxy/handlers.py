@@ -4,8 +4,10 @@ Everything expensive happened at miss time; a hit here is a record read, a heade
 a sendfile. Domain errors become a status and a one-line text body (never a traceback).
 """
 
+import asyncio
 import logging
 import re
+from typing import Any
 
 from aiohttp import web
 from packaging.utils import canonicalize_name
@@ -13,6 +15,8 @@ from packaging.utils import canonicalize_name
 from cacheproxy.errors import IndexParseError, NotFound, UpstreamError
 from cacheproxy.file_handlers import package_file
 from cacheproxy.keys import (
+    downloads_key,
+    metrics_key,
     pages_key,
     settings_key,
     storage_key,
@@ -21,6 +25,7 @@ from cacheproxy.layout import PREFIX
 from cacheproxy.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.pages import PageResult
 from cacheproxy.responses import SendfileResponse, etag_matches, text_error, upstream_error
+from cacheproxy.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +138,43 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the cache directory takes a write and the record store answers."""
+    storage = request.app[storage_key]
+    try:
+        await asyncio.to_thread(storage.check_writable)
+    except Exception as e:  # any failure here means "do not send traffic"
+        return text_error(503, f"not ready: {e}")
+    return web.Response(text="ready\n")
+
+
+def _stats(request: web.Request) -> dict[str, Any]:
+    settings = request.app[settings_key]
+    return collect_stats(
+        request.app[metrics_key],
+        upstream=settings.upstream_redacted,
+        cache_dir=str(settings.cache_dir),
+        workers=settings.workers,
+        in_flight=len(request.app[downloads_key]),
+        max_size=settings.max_size,
+        index_url=f"{request.url.origin()}/simple/",
+    )
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(_stats, request))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    settings = request.app[settings_key]
+    live = {
+        "cacheproxy_downloads_in_flight": float(len(request.app[downloads_key])),
+        "cacheproxy_cache_max_size_bytes": float(settings.max_size or 0),
+    }
+    body = await asyncio.to_thread(render_prometheus, request.app[metrics_key], live)
+    return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+
 async def home(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
     text = (
@@ -147,6 +189,9 @@ async def home(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", home)
     app.router.add_get("/-/health", health)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_get("/-/stats", stats)
+    app.router.add_get("/-/metrics", metrics)
     app.router.add_get("/simple/", simple_index)
     app.router.add_get("/simple/{project}", project_redirect)
     app.router.add_get("/simple/{project}/", project_page)

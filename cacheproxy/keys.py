@@ -5,6 +5,7 @@ from aiohttp import web
 
 from cacheproxy.downloads import Downloads
 from cacheproxy.files import Files
+from cacheproxy.metrics import Metrics
 from cacheproxy.pages import Pages
 from cacheproxy.settings import Settings
 from cacheproxy.storage import Storage
@@ -17,3 +18,4 @@ upstream_key = web.AppKey("upstream_key", Upstream)
 pages_key = web.AppKey("pages_key", Pages)
 files_key = web.AppKey("files_key", Files)
 downloads_key = web.AppKey("downloads_key", Downloads)
+metrics_key = web.AppKey("metrics_key", Metrics)

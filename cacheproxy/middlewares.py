@@ -1,10 +1,13 @@
-"""The last-resort error middleware: a bug becomes a logged traceback and a one-line 500."""
+"""Middlewares: request metrics, and the last-resort error handler (a bug becomes a logged
+traceback and a one-line 500, never a traceback to the client)."""
 
 import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from cacheproxy.keys import metrics_key
+from cacheproxy.layout import METADATA_SUFFIX, PREFIX, project_of
 from cacheproxy.responses import text_error
 
 logger = logging.getLogger(__name__)
@@ -23,3 +26,45 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         logger.exception("unhandled error serving %s %s", request.method, request.path)
         return text_error(500, "internal error (logged by the proxy)")
+
+
+def _route(path: str) -> str:
+    if path.startswith(PREFIX):
+        return "metadata" if path.endswith(METADATA_SUFFIX) else "file"
+    if path == "/simple/":
+        return "list"
+    if path.startswith("/simple/"):
+        return "page"
+    if path.startswith("/-/"):
+        return "ops"
+    return "other"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every response by route, status and cache outcome, and the bytes it carried.
+
+    Only dict updates here (see metrics.py); project names come from the URL, parsed once.
+    """
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:  # 404 for unknown routes, 405, ...: counted, re-raised
+        _count(request, e.status, None)
+        raise
+    _count(request, response.status, response)
+    return response
+
+
+def _count(request: web.Request, status: int, response: web.StreamResponse | None) -> None:
+    path = request.path
+    route = _route(path)
+    cache = response.headers.get("X-Cache", "-") if response is not None else "-"
+    sent = 0
+    if response is not None and request.method != "HEAD" and status in (200, 206):
+        sent = response.content_length or 0
+    project = None
+    if route == "page":
+        project = path[len("/simple/") :].strip("/") or None
+    elif route in ("file", "metadata"):
+        project = project_of(path.rsplit("/", 1)[-1].removesuffix(METADATA_SUFFIX))
+    request.app[metrics_key].request(route, status, cache, sent, project)

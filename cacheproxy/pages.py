@@ -27,6 +27,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.layout import BadPath, file_key, page_link, project_of, upstream_rest
+from cacheproxy.metrics import Metrics
 from cacheproxy.models import DistFile, ProjectPage
 from cacheproxy.settings import Settings
 from cacheproxy.simple_parse import parse_project_list, parse_project_page
@@ -122,8 +123,10 @@ class Pages:
         storage: Storage,
         upstream: Upstream,
         settings: Settings,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._metrics = metrics
         self._storage = storage
         self._upstream = upstream
         self._settings = settings
@@ -219,6 +222,8 @@ class Pages:
             return self._result(record, "HIT", self._settings.index_ttl)
         if resp.status == 404:
             await self._storage.put_page(key, PageRecord(status=404, fetched_at=now))
+            if key and old is not None and old.status == 200:
+                self._metrics.add("cache_pages", value=-1)
             raise NotFound("no such project upstream")
         if len(resp.body) > _THREAD_RENDER_BYTES:
             rendered = await asyncio.to_thread(render)
@@ -234,6 +239,8 @@ class Pages:
         record = await self._storage.put_page(
             key, record, rendered.bodies, rendered.files, rendered.strays
         )
+        if key and (old is None or old.status != 200):
+            self._metrics.add("cache_pages")
         return self._result(record, "MISS", self._settings.index_ttl)
 
     async def _fetch_project(self, key: str, old: PageRecord | None) -> PageResult:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cacheproxy.layout import METADATA_SUFFIX
+from cacheproxy.metrics import Metrics
 from cacheproxy.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ class RepairReport:
     orphan_bodies: int = 0
     orphan_files: int = 0  # stored files no page lists any more
     damaged_files: int = 0  # size differs from the index, or a name that is not a hash
+    live_pages: int = 0  # after the repair: project pages held (status 200)
+    kept_files: int = 0  # after the repair: files in the store, and their bytes
+    kept_bytes: int = 0
 
     @property
     def changed(self) -> int:
@@ -41,7 +45,9 @@ class RepairReport:
 
     def line(self) -> str:
         return "consistency check: " + ", ".join(
-            f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
+            f"{f.name.replace('_', ' ')} {getattr(self, f.name)}"
+            for f in fields(self)
+            if not f.name.startswith(("live_", "kept_"))
         )
 
 
@@ -75,6 +81,7 @@ def repair(storage: Storage, now: float | None = None) -> RepairReport:
             report.dropped_pages += 1
             continue
         referenced.update(names)
+        report.live_pages += record.status == 200 and key != ""
     for body in pages_dir.iterdir():
         report.bodies += 1
         if body.name not in referenced and _older(body, cutoff):
@@ -100,14 +107,21 @@ def repair(storage: Storage, now: float | None = None) -> RepairReport:
             if _older(path, cutoff):
                 path.unlink(missing_ok=True)
                 report.orphan_files += 1
+            else:
+                report.kept_files += 1
+                report.kept_bytes += path.stat().st_size
             continue
         # Stored files were fsynced before their rename, so a crash cannot leave a short
         # one under its final name; a size that disagrees means the disk damaged it.
         # (Re-hashing everything is `cacheproxy verify`'s job, not start-up's.)
         size = expected[path]
-        if size is not None and path.stat().st_size != size:
+        actual = path.stat().st_size
+        if size is not None and actual != size:
             path.unlink(missing_ok=True)
             report.damaged_files += 1
+            continue
+        report.kept_files += 1
+        report.kept_bytes += actual
     return report
 
 
@@ -118,8 +132,13 @@ def _older(path: Path, cutoff: float) -> bool:
         return False
 
 
-def log_repair(storage: Storage) -> RepairReport:
+def log_repair(storage: Storage, metrics: Metrics | None = None) -> RepairReport:
+    """Repair, log the one line, and reset the shared cache-size figures to what is there."""
     report = repair(storage)
     log = logger.warning if report.changed else logger.info
     log("%s", report.line())
+    if metrics is not None:
+        metrics.set_total("cache_files", report.kept_files)
+        metrics.set_total("cache_bytes", report.kept_bytes)
+        metrics.set_total("cache_pages", report.live_pages)
     return report

@@ -75,8 +75,10 @@ class Settings:
     # Extra attempts for idempotent upstream requests that failed in a way worth retrying
     # (connect errors, 429, 5xx, a connection reset mid-file); 0 disables retries.
     retries: int = 2
-    # Processes serving one port (SO_REUSEPORT) and sharing the cache directory.
+    # Processes serving one port (pre-forked) and sharing the cache directory.
     workers: int = 1
+    # Bytes the stored files may take (None: no limit); least recently used go first.
+    max_size: int | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

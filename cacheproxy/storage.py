@@ -166,6 +166,12 @@ class Storage:
     def close_sync(self) -> None:
         self._index.close()
 
+    def check_writable(self) -> None:
+        """Raise unless a file can be created in the cache dir and the records answer."""
+        with tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix="ready-"):
+            pass
+        self._index.get(("ready",))
+
     # -- whole-cache walks (repair.py) ---------------------------------------------------
 
     def page_records(self) -> Iterator[tuple[str, PageRecord | None]]:

@@ -22,6 +22,7 @@ from yarl import URL
 
 from cacheproxy import __version__
 from cacheproxy.errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
+from cacheproxy.metrics import Metrics
 from cacheproxy.settings import Settings, redact_url
 
 logger = logging.getLogger(__name__)
@@ -134,9 +135,12 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
 class Upstream:
     """Fetches from the configured index and the file hosts its pages name."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, settings: Settings, metrics: Metrics
+    ) -> None:
         self._session = session
         self._settings = settings
+        self._metrics = metrics
         self.index_url = settings.upstream
         self._authorization: str | None = None
         if settings.upstream.user is not None:
@@ -178,7 +182,16 @@ class Upstream:
             headers["If-Modified-Since"] = last_modified
 
         async def once(remaining: float | None) -> PageResponse:
-            return await self._fetch_page_once(url, headers, remaining)
+            started = time.monotonic()
+            try:
+                resp = await self._fetch_page_once(url, headers, remaining)
+            except UpstreamError as e:
+                self._metrics.upstream("page", "error", time.monotonic() - started)
+                self._metrics.error(str(e))
+                raise
+            outcome = {200: "ok", 304: "not_modified"}.get(resp.status, "not_found")
+            self._metrics.upstream("page", outcome, time.monotonic() - started)
+            return resp
 
         return await self._retrying(redact_url(url), once, self._settings.page_timeout)
 
@@ -283,7 +296,18 @@ class Upstream:
         ok = (200, 206) if range_header else (200,)
 
         async def once(_remaining: float | None) -> aiohttp.ClientResponse:
-            return await self._open_once(target, headers, ok)
+            started = time.monotonic()
+            try:
+                resp = await self._open_once(target, headers, ok)
+            except UpstreamError as e:
+                missing = isinstance(e, UpstreamStatusError) and e.upstream_status in (404, 410)
+                outcome = "not_found" if missing else "error"
+                self._metrics.upstream("file", outcome, time.monotonic() - started)
+                if not missing:
+                    self._metrics.error(str(e))
+                raise
+            self._metrics.upstream("file", "ok", time.monotonic() - started)
+            return resp
 
         resp = await self._retrying(redact_url(target), once, None)
         try:

@@ -1,0 +1,146 @@
+"""Counters that survive restarts and add up across worker processes.
+
+Each process counts in memory (a dict add on the hot path, nothing more) and flushes its
+deltas every couple of seconds into a small diskcache store in the cache directory
+(``stats/``; diskcache's ``incr`` is atomic across processes). Everything that reads
+figures (``/-/metrics``, ``/-/stats``, the status page, ``cacheproxy stats``) reads that
+store after flushing its own deltas, so any worker answers with the totals of all of them.
+Prometheus counters may therefore start above zero after a restart; that is allowed.
+
+Series (label values are small fixed sets, never user input):
+
+* ``requests``: (route, status class, cache outcome)
+* ``bytes``: (source,) bytes sent to clients from the cache or relayed from upstream
+* ``upstream``: (kind, outcome) requests to upstream; ``upstream_seconds``: latency
+  histogram to the response headers, per kind
+* ``upstream_bytes`` / ``upstream_download_seconds``: file bytes fetched and time taken
+* ``coalesced`` (requests that joined a running download), ``stale`` (stale pages
+  served), ``evictions`` (files removed to respect the size limit)
+* ``history``: hits/misses/stale per 5-minute bucket, for the status page chart
+* ``project``: hits and bytes per project, for "top projects"
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+logger = logging.getLogger(__name__)
+
+# Upper bounds (seconds) of the upstream latency histogram buckets.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HISTORY_BUCKET = 300  # seconds: 5-minute buckets
+HISTORY_KEEP = 6 * 3600  # seconds of history kept
+_ERRORS_KEPT = 20
+FLUSH_INTERVAL = 2.0
+
+Key = tuple[str, ...]
+
+
+class Metrics:
+    """In-memory deltas plus the shared store. One per process (per app in tests)."""
+
+    def __init__(self, stats_dir: Path, clock: Any = time.time) -> None:
+        self._store = diskcache.Cache(str(stats_dir), size_limit=2**40, eviction_policy="none")
+        self._clock = clock
+        self._lock = threading.Lock()  # flushes run in a worker thread
+        self._deltas: defaultdict[Key, float] = defaultdict(float)
+        self._errors: list[tuple[float, str]] = []
+        self.started = clock()
+        # Live figures of this process (not summed across workers: they are "now").
+        self.in_flight = 0
+
+    # -- counting (hot path: dict updates only) --------------------------------------------
+
+    def add(self, *key: str, value: float = 1) -> None:
+        self._deltas[key] += value
+
+    def request(self, route: str, status: int, cache: str, sent: int, project: str | None) -> None:
+        self.add("requests", route, f"{status // 100}xx", cache)
+        if sent:
+            self.add("bytes", "cache" if cache in ("HIT", "STALE") else "upstream", value=sent)
+        # Hit ratio and history count answers only: an error that says "MISS" missed nothing.
+        served = status < 400
+        if served and cache in ("HIT", "MISS", "STALE") and route in ("page", "file", "metadata"):
+            bucket = int(self._clock() // HISTORY_BUCKET * HISTORY_BUCKET)
+            self.add("history", str(bucket), cache.lower())
+            if project is not None and cache == "HIT":
+                self.add("project", project, "hits")
+                self.add("project", project, "bytes", value=sent)
+
+    def upstream(self, kind: str, outcome: str, seconds: float) -> None:
+        self.add("upstream", kind, outcome)
+        for bound in LATENCY_BUCKETS:
+            if seconds <= bound:
+                self.add("upstream_seconds", kind, str(bound))
+                break
+        else:
+            self.add("upstream_seconds", kind, "+Inf")
+        self.add("upstream_seconds_sum", kind, value=seconds)
+
+    def error(self, message: str) -> None:
+        with self._lock:
+            self._errors.append((self._clock(), message[:300]))
+            del self._errors[:-_ERRORS_KEPT]
+
+    # -- the shared store ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Move this process's deltas into the shared store (synchronous; thread-safe)."""
+        with self._lock:
+            deltas, self._deltas = self._deltas, defaultdict(float)
+            errors, self._errors = self._errors, []
+        if not deltas and not errors:
+            return
+        with self._store.transact():
+            for key, value in deltas.items():
+                self._store.incr(("c", *key), value, default=0)
+            if errors:
+                kept = list(self._store.get("errors", []))
+                self._store.set("errors", (kept + errors)[-_ERRORS_KEPT:])
+        self._drop_old_history()
+
+    def _drop_old_history(self) -> None:
+        oldest = self._clock() - HISTORY_KEEP
+        for key in list(self._store.iterkeys()):
+            if isinstance(key, tuple) and key[:2] == ("c", "history") and float(key[2]) < oldest:
+                self._store.delete(key)
+
+    def counters(self) -> Iterator[tuple[Key, float]]:
+        """Every shared counter, as ((series, *labels), value)."""
+        for key in list(self._store.iterkeys()):
+            if isinstance(key, tuple) and key and key[0] == "c":
+                value = self._store.get(key)
+                if isinstance(value, int | float):
+                    yield key[1:], value
+
+    def recent_errors(self) -> list[tuple[float, str]]:
+        return list(self._store.get("errors", []))
+
+    def set_total(self, series: str, value: float) -> None:
+        """Set a shared counter outright (the cache's size after a scan of the disk)."""
+        with self._lock:
+            self._deltas.pop((series,), None)
+        self._store.set(("c", series), value)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.flush()
+        self._store.close()
+
+
+async def flush_periodically(metrics: Metrics) -> None:
+    """Run until cancelled; the final flush happens in ``Metrics.close``."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            await asyncio.to_thread(metrics.flush)
+        except Exception:  # a full disk must not stop serving; the next flush retries
+            logger.warning("could not flush metrics", exc_info=True)

@@ -1,0 +1,118 @@
+"""Operations endpoints: /-/health, /-/ready, /-/stats and /-/metrics (Prometheus), with
+figures that add up across worker processes sharing one cache directory."""
+
+import json
+import shutil
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from conftest import ProxyFactory
+from fakeindex import FakeIndex
+from prometheus_client.parser import text_string_to_metric_families
+
+from cacheproxy.keys import metrics_key
+
+Client = TestClient[web.Request, web.Application]
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+async def traffic(proxy: Client, fake: FakeIndex) -> int:
+    """A miss and a hit of a page and of a file; returns the file's size."""
+    f = fake.files("beta")[0]
+    for _ in range(2):
+        assert (await proxy.get("/simple/beta/", headers={"Accept": JSON})).status == 200
+        resp = await proxy.get(f.url_path)
+        assert await resp.read() == f.data
+    return f.size
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_health_and_ready(proxy: Client, cache_dir: Path) -> None:
+    assert await (await proxy.get("/-/health")).text() == "ok\n"
+    assert (await proxy.get("/-/ready")).status == 200
+    shutil.rmtree(cache_dir / "tmp")
+    (cache_dir / "tmp").write_text("not a directory any more")
+    resp = await proxy.get("/-/ready")
+    assert resp.status == 503
+    assert "not ready" in await resp.text()
+    assert (await proxy.get("/-/health")).status == 200  # liveness does no disk work
+
+
+async def test_prometheus_metrics(proxy: Client, fake: FakeIndex) -> None:
+    size = await traffic(proxy, fake)
+    resp = await proxy.get("/-/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    got = samples(await resp.text())
+    req = "cacheproxy_requests_total"
+    assert got[(req, (("cache", "MISS"), ("route", "file"), ("status", "2xx")))] == 1
+    assert got[(req, (("cache", "HIT"), ("route", "file"), ("status", "2xx")))] == 1
+    assert got[(req, (("cache", "MISS"), ("route", "page"), ("status", "2xx")))] == 1
+    assert got[(req, (("cache", "HIT"), ("route", "page"), ("status", "2xx")))] == 1
+    assert got[("cacheproxy_upstream_bytes_total", ())] == size
+    assert got[("cacheproxy_cache_files", ())] == 1
+    assert got[("cacheproxy_cache_size_bytes", ())] == size
+    assert got[("cacheproxy_cache_pages", ())] == 1
+    assert got[("cacheproxy_upstream_requests_total", (("kind", "file"), ("outcome", "ok")))] == 1
+    assert got[("cacheproxy_upstream_requests_total", (("kind", "page"), ("outcome", "ok")))] == 1
+    hist = "cacheproxy_upstream_request_duration_seconds_count"
+    assert got[(hist, (("kind", "page"),))] == 1
+    assert got[("cacheproxy_downloads_in_flight", ())] == 0
+    for name in (
+        "cacheproxy_response_bytes_total",
+        "cacheproxy_coalesced_waiters_total",
+        "cacheproxy_stale_served_total",
+        "cacheproxy_evictions_total",
+        "cacheproxy_upstream_download_seconds_total",
+        "cacheproxy_cache_max_size_bytes",
+    ):
+        assert any(key[0] == name for key in got), name
+    by_source = {k[1]: v for k, v in got.items() if k[0] == "cacheproxy_response_bytes_total"}
+    assert by_source[(("source", "cache"),)] >= size  # the file hit (plus a page hit)
+
+
+async def test_stats_json_and_errors(proxy: Client, fake: FakeIndex) -> None:
+    await traffic(proxy, fake)
+    fake.fail_pages(503)
+    assert (await proxy.get("/simple/alpha/")).status == 502
+    data = json.loads(await (await proxy.get("/-/stats")).read())
+    assert data["requests"]["hits"] == 2
+    assert data["requests"]["misses"] == 2
+    assert data["hit_ratio"] == 0.5
+    assert data["cache"]["files"] == 1
+    assert data["cache"]["pages"] == 1
+    assert data["top_projects"][0]["name"] == "beta"
+    assert "503" in data["recent_errors"][0]["message"]
+    assert data["history"][-1]["hits"] == 2
+    assert data["index_url"].endswith("/simple/")
+    assert data["upstream"] == fake.index_url
+
+
+async def test_figures_add_up_across_workers(make_proxy: ProxyFactory, fake: FakeIndex) -> None:
+    a = await make_proxy(workers=2)
+    b = await make_proxy(workers=2)
+    await traffic(a, fake)
+    await traffic(b, fake)  # b: all hits, a stored the page and the file
+    a.app[metrics_key].flush()  # what a's flusher does every FLUSH_INTERVAL seconds
+    data = json.loads(await (await b.get("/-/stats")).read())  # b flushes its own, reads all
+    assert data["requests"]["misses"] == 2
+    assert data["requests"]["hits"] == 6
+    assert len(fake.file_gets()) == 1
+
+
+async def test_figures_survive_a_restart(make_proxy: ProxyFactory, fake: FakeIndex) -> None:
+    first = await make_proxy()
+    await traffic(first, fake)
+    await first.close()
+    second = await make_proxy()
+    data = json.loads(await (await second.get("/-/stats")).read())
+    assert data["requests"]["hits"] == 2
+    assert data["cache"]["files"] == 1  # recounted from the disk at start
