@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cacheproxy.downloads import Downloads
+from cacheproxy.evict import evict
 from cacheproxy.files import Files
 from cacheproxy.handlers import setup_routes
 from cacheproxy.keys import (
@@ -29,6 +30,8 @@ from cacheproxy.storage import Storage
 from cacheproxy.upstream import Upstream, make_session
 
 logger = logging.getLogger(__name__)
+
+EVICT_CHECK = 15.0  # seconds between size checks when nothing was stored here
 
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -71,9 +74,34 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[pages_key] = pages
     app[files_key] = Files(storage, pages)
     app[downloads_key] = downloads
+    evictor = (
+        asyncio.create_task(keep_within_limit(storage, metrics, settings.max_size, downloads))
+        if settings.max_size is not None
+        else None
+    )
     yield
+    if evictor is not None:
+        evictor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await evictor
     await downloads.close()
     await pages.close()
+
+
+async def keep_within_limit(
+    storage: Storage, metrics: Metrics, max_size: int, downloads: Downloads
+) -> None:
+    """Evict when the cache grows past ``max_size``: checked when a download is stored and
+    every EVICT_CHECK seconds (other workers store files too)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(downloads.stored.wait(), EVICT_CHECK)
+        downloads.stored.clear()
+        if metrics.current("cache_bytes") > max_size:
+            try:
+                await asyncio.to_thread(evict, storage, metrics, max_bytes=max_size)
+            except Exception:
+                logger.exception("eviction failed; the next check tries again")
 
 
 def create_app(settings: Settings) -> web.Application:

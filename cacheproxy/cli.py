@@ -10,17 +10,14 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cacheproxy import __version__, dockerfile_cli
+from cacheproxy import __version__, dockerfile_cli, maintenance_cli
 from cacheproxy.app import create_app
 from cacheproxy.errors import ConfigError
-from cacheproxy.log import configure_logging
+from cacheproxy.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
 from cacheproxy.workers import bind, prepare_cache, run_workers
 
 logger = logging.getLogger("cacheproxy")
-
-# Client, request line, status, bytes, seconds, cache outcome: what an operator greps for.
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf %{X-Cache}o'
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -71,18 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", help="extra attempts for failed upstream requests [CACHEPROXY_RETRIES, 2]"
     )
     serve.add_argument(
+        "--max-size",
+        help="size limit of stored files, e.g. 50GB or 20%% of the disk [CACHEPROXY_MAX_SIZE]",
+    )
+    serve.add_argument(
         "--workers",
         help="processes serving the port and sharing the cache [CACHEPROXY_WORKERS, 1]",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="text for people, json (one object a line) for machines [CACHEPROXY_LOG_FORMAT]",
     )
     serve.add_argument(
         "--log-level", default=None, help="debug, info, warning [CACHEPROXY_LOG_LEVEL]"
     )
     dockerfile_cli.add_parser(sub)
+    maintenance_cli.add_parsers(sub)
     return parser
 
 
-def serve(settings: Settings, log_level: str) -> int:
-    configure_logging(log_level, with_pid=settings.workers > 1)
+def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
+    configure_logging(log_level, with_pid=settings.workers > 1, fmt=log_format)
     logger.info(
         "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s%s",
         __version__,
@@ -97,8 +105,8 @@ def serve(settings: Settings, log_level: str) -> int:
         if settings.workers > 1:
             prepare_cache(settings)
             sock = bind(settings.host, settings.port)
-            return run_workers(settings, sock, lambda: _run(settings, sock))
-        _run(settings, None)
+            return run_workers(settings, sock, lambda: _run(settings, sock, log_format))
+        _run(settings, None, log_format)
     except ConfigError as e:  # an unusable cache directory, found at start-up
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -112,10 +120,12 @@ def serve(settings: Settings, log_level: str) -> int:
     return EXIT_OK
 
 
-def _run(settings: Settings, sock: socket.socket | None) -> None:
+def _run(settings: Settings, sock: socket.socket | None, log_format: str) -> None:
     where: dict[str, Any] = (
         {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
     )
+    if log_format == "json":
+        where["access_log_class"] = JsonAccessLogger
     web.run_app(
         create_app(settings),
         print=None,
@@ -132,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already printed
         return int(e.code or 0)
-    if args.command == "dockerfile":
+    if args.command != "serve" and hasattr(args, "func"):
         return int(args.func(args))
     if args.command != "serve":
         parser.print_help(sys.stderr)
@@ -149,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "page_timeout": args.page_timeout,
         "retries": args.retries,
         "workers": args.workers,
+        "max_size": args.max_size,
     }
     try:
         settings = build_settings(flags, os.environ)
@@ -156,4 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     level = args.log_level or os.environ.get("CACHEPROXY_LOG_LEVEL") or "info"
-    return serve(settings, level)
+    log_format = args.log_format or os.environ.get("CACHEPROXY_LOG_FORMAT") or "text"
+    if log_format not in ("text", "json"):
+        print(
+            f"cacheproxy: error: log format must be text or json, not {log_format!r}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return serve(settings, level, log_format)

@@ -252,6 +252,8 @@ class Downloads:
         self._retries = retries
         self._inflight: dict[Path, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set whenever this process stores a file (the size-limit check waits on it).
+        self.stored = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -329,6 +331,7 @@ class Downloads:
             if download.succeeded:
                 self._metrics.add("cache_files")
                 self._metrics.add("cache_bytes", value=download.written)
+                self.stored.set()
             elif download.finished.done() and (failure := download.finished.exception()):
                 self._metrics.error(str(failure))
             self._forget(download)

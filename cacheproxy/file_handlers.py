@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator
 from typing import IO
 
@@ -21,6 +22,7 @@ from cacheproxy.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
+from cacheproxy.evict import TOUCH_AFTER
 from cacheproxy.files import Resolved
 from cacheproxy.keys import downloads_key, files_key, settings_key, upstream_key
 from cacheproxy.layout import PREFIX, BadPath, file_key
@@ -79,7 +81,12 @@ async def package_file(request: web.Request) -> web.StreamResponse:
 
 
 def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
-    size = os.fstat(fobj.fileno()).st_size
+    st = os.fstat(fobj.fileno())
+    size = st.st_size
+    if time.time() - st.st_mtime > TOUCH_AFTER:
+        # mtime is the LRU clock of evict.py; refreshed at most once a minute per file.
+        with contextlib.suppress(OSError):
+            os.utime(fobj.fileno())
     etag = _file_etag(resolved, size)
     headers = _file_headers(resolved, etag, "HIT")
     if etag_matches(request.headers.get("If-None-Match"), etag):

@@ -5,6 +5,7 @@ a sendfile. Domain errors become a status and a one-line text body (never a trac
 """
 
 import asyncio
+import hmac
 import logging
 import re
 from typing import Any
@@ -26,6 +27,7 @@ from cacheproxy.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.pages import PageResult
 from cacheproxy.responses import SendfileResponse, etag_matches, text_error, upstream_error
 from cacheproxy.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
+from cacheproxy.status_page import render_status_page
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,30 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(_stats, request))
 
 
+async def admin_invalidate(request: web.Request) -> web.Response:
+    """POST /-/admin/invalidate[/<project>]: forget one project page, or every page.
+
+    Files are not touched (they never change at a URL); the next request for a page
+    fetches it from upstream afresh. Off unless CACHEPROXY_ADMIN_TOKEN is set.
+    """
+    token = request.app[settings_key].admin_token
+    if token is None:
+        return text_error(404, "admin endpoints are off (set CACHEPROXY_ADMIN_TOKEN)")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return text_error(401, "admin token required", {"WWW-Authenticate": "Bearer"})
+    storage = request.app[storage_key]
+    raw = request.match_info.get("project")
+    if raw is None:
+        count = await asyncio.to_thread(storage.drop_all_pages)
+        return web.json_response({"invalidated": count})
+    if not _NAME_RE.match(raw):
+        return text_error(400, f"not a valid project name: {raw[:100]!r}")
+    name = canonicalize_name(raw)
+    found = await asyncio.to_thread(storage.drop_page, name)
+    return web.json_response({"invalidated": 1 if found else 0, "project": name})
+
+
 async def metrics(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
     live = {
@@ -176,14 +202,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def home(request: web.Request) -> web.Response:
-    settings = request.app[settings_key]
-    text = (
-        "cacheproxy: a caching proxy for the Python package index\n\n"
-        f"index:    {request.url.origin()}/simple/\n"
-        f"upstream: {settings.upstream_redacted}\n"
-        f"pip:      pip install --index-url {request.url.origin()}/simple/ PACKAGE\n"
-    )
-    return web.Response(text=text)
+    """The status page for people (status_page.py): server-rendered, no external assets."""
+    body = render_status_page(await asyncio.to_thread(_stats, request))
+    return web.Response(body=body, content_type="text/html", charset="utf-8")
 
 
 def setup_routes(app: web.Application) -> None:
@@ -192,6 +213,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/-/ready", ready)
     app.router.add_get("/-/stats", stats)
     app.router.add_get("/-/metrics", metrics)
+    app.router.add_post("/-/admin/invalidate", admin_invalidate)
+    app.router.add_post("/-/admin/invalidate/{project}", admin_invalidate)
     app.router.add_get("/simple/", simple_index)
     app.router.add_get("/simple/{project}", project_redirect)
     app.router.add_get("/simple/{project}/", project_page)

@@ -124,6 +124,13 @@ class Metrics:
     def recent_errors(self) -> list[tuple[float, str]]:
         return list(self._store.get("errors", []))
 
+    def current(self, series: str) -> float:
+        """A shared counter's total including this process's unflushed delta (one read)."""
+        with self._lock:
+            local = self._deltas.get((series,), 0.0)
+        value = self._store.get(("c", series), 0)
+        return (value if isinstance(value, int | float) else 0) + local
+
     def set_total(self, series: str, value: float) -> None:
         """Set a shared counter outright (the cache's size after a scan of the disk)."""
         with self._lock:

@@ -79,6 +79,9 @@ class Settings:
     workers: int = 1
     # Bytes the stored files may take (None: no limit); least recently used go first.
     max_size: int | None = None
+    # Bearer token for /-/admin/...; None turns those endpoints off. Environment only
+    # (CACHEPROXY_ADMIN_TOKEN): a command-line flag would show in `ps`.
+    admin_token: str | None = field(default=None, repr=False)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -253,6 +256,11 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
     else:
         offline = parse_bool("offline", str(offline_raw)) if offline_raw is not None else False
     tuning: dict[str, Any] = {}
+    max_raw = pick("max_size")
+    if max_raw is not None:
+        from cacheproxy.evict import parse_size  # the one setting that looks at the disk
+
+        tuning["max_size"] = parse_size(str(max_raw), cache_dir)
     for name in ("connect_timeout", "read_timeout", "page_timeout", "retries", "workers"):
         raw = pick(name)
         if raw is not None:
@@ -264,7 +272,11 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
             f"upstream {redact_url(upstream)} is this proxy itself "
             "(is pip configured to use cacheproxy? pass --upstream)"
         )
+    token = environ.get("CACHEPROXY_ADMIN_TOKEN", "").strip() or None
+    if token is not None and len(token) < 16:
+        raise ConfigError("CACHEPROXY_ADMIN_TOKEN must be at least 16 characters")
     return Settings(
+        admin_token=token,
         host=host,
         port=port,
         cache_dir=cache_dir,

@@ -193,8 +193,12 @@ class Storage:
                 except (AttributeError, TypeError):
                     continue
 
-    def drop_page(self, key: str) -> None:
-        self._index.delete(("page", key))
+    def drop_page(self, key: str) -> bool:
+        """Forget a page record (its next request fetches it afresh); True if it was there."""
+        return bool(self._index.delete(("page", key)))
+
+    def drop_all_pages(self) -> int:
+        return sum(self.drop_page(key) for key, _record in list(self.page_records()))
 
     # -- records -------------------------------------------------------------------------
 

@@ -1,0 +1,165 @@
+"""Keeping the cache within its size limit: least recently used files go first.
+
+"Recently used" is the file's mtime: a hit refreshes it (at most once a minute, see
+file_handlers), so the order survives restarts with no bookkeeping of its own, and every
+worker sees the same order. Files used in the last few minutes are never removed, and a
+file that is being sent keeps streaming even if it is removed (its reader holds it open;
+POSIX frees the blocks only after the last close).
+
+Pages are not evicted: they are small, and without its page a file cannot be verified.
+"""
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cacheproxy.errors import ConfigError
+from cacheproxy.filelock import FileLock
+from cacheproxy.metrics import Metrics
+from cacheproxy.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+# Evict down to this share of the limit, so we do not run again for every new file.
+LOW_WATER = 0.9
+# Never remove a file used (or stored) this recently: it may be in a transfer right now.
+PROTECT_SECONDS = 300.0
+# A hit refreshes the file's mtime when it is older than this (one utime a minute at most).
+TOUCH_AFTER = 60.0
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str, cache_dir: Path) -> int:
+    """``50GB``, ``500MiB``, ``1.5T`` or ``10%`` (of the file system holding ``cache_dir``).
+
+    Raises:
+        ConfigError: not a size.
+    """
+    raw = text.strip().lower().replace(" ", "")
+    if raw.endswith("%"):
+        try:
+            share = float(raw[:-1])
+        except ValueError:
+            raise ConfigError(f"max-size must be a size like 50GB or 10%, not {text!r}") from None
+        if not 0 < share <= 100:
+            raise ConfigError(f"max-size percentage must be in (0, 100], not {text!r}")
+        probe = cache_dir
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        st = os.statvfs(probe)
+        return int(st.f_blocks * st.f_frsize * share / 100)
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)([a-z]*)", raw)
+    if match is None or match.group(2) not in _UNITS:
+        raise ConfigError(f"max-size must be a size like 50GB or 10%, not {text!r}")
+    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if value <= 0:
+        raise ConfigError(f"max-size must be positive, not {text!r}")
+    return value
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``2w`` or plain seconds.
+
+    Raises:
+        ConfigError: not a duration.
+    """
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)([smhdw]?)", text.strip().lower())
+    if match is None:
+        raise ConfigError(f"not a duration like 30d or 12h: {text!r}")
+    return float(match.group(1)) * _DURATION.get(match.group(2) or "s", 1)
+
+
+@dataclass
+class EvictReport:
+    files: int = 0  # in the store before
+    bytes: int = 0
+    removed: int = 0
+    removed_bytes: int = 0
+    skipped_recent: int = 0  # would have gone, but were used too recently
+
+    def line(self) -> str:
+        kept = self.bytes - self.removed_bytes
+        return (
+            f"removed {self.removed} file(s), {self.removed_bytes / 1e9:.2f} GB; cache now "
+            f"{kept / 1e9:.2f} GB in {self.files - self.removed} file(s)"
+            + (f"; {self.skipped_recent} recently used kept" if self.skipped_recent else "")
+        )
+
+
+def _stored_files(storage: Storage) -> list[tuple[float, int, Path]]:
+    out = []
+    for path in (storage.root / "files").rglob("*"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if path.is_file():
+            out.append((st.st_mtime, st.st_size, path))
+    return out
+
+
+def evict(
+    storage: Storage,
+    metrics: Metrics | None,
+    *,
+    max_bytes: int | None,
+    older_than: float | None = None,
+    now: float | None = None,
+    protect: float = PROTECT_SECONDS,
+) -> EvictReport | None:
+    """Remove least recently used files above ``max_bytes`` (down to LOW_WATER of it) and
+    files unused for ``older_than`` seconds. None when another process is already at it.
+    Synchronous (a directory walk): run it in a thread."""
+    lock = FileLock(storage.tmp_dir / "locks" / "evict")
+    if not lock.try_acquire():
+        return None
+    try:
+        now = time.time() if now is None else now
+        files = sorted(_stored_files(storage))  # oldest mtime first
+        report = EvictReport(files=len(files), bytes=sum(size for _, size, _ in files))
+        total = report.bytes
+        target = None if max_bytes is None else int(max_bytes * LOW_WATER)
+        over = max_bytes is not None and total > max_bytes
+        for mtime, size, path in files:
+            too_old = older_than is not None and now - mtime > older_than
+            too_big = over and target is not None and total > target
+            if not (too_old or too_big):
+                if older_than is None:
+                    break  # sorted: nothing later qualifies either
+                continue
+            if now - mtime < protect:
+                report.skipped_recent += 1
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            report.removed += 1
+            report.removed_bytes += size
+        if metrics is not None:
+            metrics.add("evictions", value=report.removed)
+            metrics.set_total("cache_files", report.files - report.removed)
+            metrics.set_total("cache_bytes", report.bytes - report.removed_bytes)
+        if report.removed:
+            logger.info("eviction: %s", report.line())
+        return report
+    finally:
+        lock.release(remove=False)

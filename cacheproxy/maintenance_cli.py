@@ -1,0 +1,151 @@
+"""``cacheproxy prune``, ``verify`` and ``stats``: maintenance of a cache directory."""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cacheproxy.errors import ConfigError
+from cacheproxy.evict import evict, parse_duration, parse_size
+from cacheproxy.maintenance import verify
+from cacheproxy.metrics import Metrics
+from cacheproxy.settings import default_cache_dir
+from cacheproxy.stats import collect_stats
+from cacheproxy.storage import Storage
+
+
+def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cache-dir",
+        help="the cache directory [CACHEPROXY_CACHE_DIR, default ~/.cache/cacheproxy]",
+    )
+
+
+def add_parsers(subparsers: "argparse._SubParsersAction[Any]") -> None:
+    prune = subparsers.add_parser(
+        "prune", help="remove least recently used files to fit a size, or files unused for long"
+    )
+    _cache_dir_arg(prune)
+    prune.add_argument("--max-size", help="e.g. 50GB or 20%% [CACHEPROXY_MAX_SIZE]")
+    prune.add_argument("--older-than", help="remove files unused for this long, e.g. 30d")
+    prune.set_defaults(func=run_prune)
+    ver = subparsers.add_parser("verify", help="re-hash stored files; remove any that differ")
+    _cache_dir_arg(ver)
+    ver.set_defaults(func=run_verify)
+    st = subparsers.add_parser("stats", help="print the cache's figures")
+    _cache_dir_arg(st)
+    st.add_argument("--json", action="store_true", help="the /-/stats document instead")
+    st.set_defaults(func=run_stats)
+
+
+def _open(args: argparse.Namespace) -> Storage:
+    raw = args.cache_dir or os.environ.get("CACHEPROXY_CACHE_DIR")
+    path = os.path.expanduser(raw) if raw else str(default_cache_dir(os.environ))
+    if not os.path.isdir(path):
+        raise ConfigError(f"no cache directory at {path}")
+    # clean=False: a proxy may be running on this directory right now.
+    return Storage.open_sync(Path(path), clean=False)
+
+
+def _fail(e: Exception) -> int:
+    print(f"cacheproxy: error: {e}", file=sys.stderr)
+    return 2
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    try:
+        storage = _open(args)
+        raw_max = args.max_size or os.environ.get("CACHEPROXY_MAX_SIZE")
+        max_bytes = parse_size(raw_max, storage.root) if raw_max else None
+        older = parse_duration(args.older_than) if args.older_than else None
+        if max_bytes is None and older is None:
+            raise ConfigError("prune needs --max-size or --older-than")
+    except ConfigError as e:
+        return _fail(e)
+    metrics = Metrics(storage.root / "stats")
+    try:
+        report = evict(storage, metrics, max_bytes=max_bytes, older_than=older)
+    finally:
+        metrics.close()
+        storage.close_sync()
+    if report is None:
+        print("prune: another process is evicting right now; try again in a moment")
+        return 1
+    print(f"prune: {report.line()}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        storage = _open(args)
+    except ConfigError as e:
+        return _fail(e)
+    try:
+        report = verify(storage)
+    finally:
+        storage.close_sync()
+    for bad in report.bad:
+        print(f"corrupt, removed: {bad}")
+    print(f"verify: {report.line()}")
+    return 1 if report.bad else 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    try:
+        storage = _open(args)
+    except ConfigError as e:
+        return _fail(e)
+    metrics = Metrics(storage.root / "stats")
+    try:
+        data = collect_stats(
+            metrics,
+            upstream="-",
+            cache_dir=str(storage.root),
+            workers=0,
+            in_flight=0,
+            max_size=None,
+        )
+    finally:
+        metrics.close()
+        storage.close_sync()
+    if args.json:
+        import json
+
+        print(json.dumps(data, indent=2))
+        return 0
+    req, cache, sent = data["requests"], data["cache"], data["bytes"]
+    ratio = "-" if data["hit_ratio"] is None else f"{data['hit_ratio'] * 100:.1f}%"
+    rows = [
+        ("cache dir", data["cache_dir"]),
+        ("files", f"{cache['files']} ({_human(cache['size_bytes'])})"),
+        ("pages", str(cache["pages"])),
+        ("evictions", str(cache["evictions"])),
+        (
+            "requests",
+            f"{req['total']} ({req['hits']} hits, {req['misses']} misses, "
+            f"{req['stale']} stale, {req['errors']} errors)",
+        ),
+        ("hit ratio", ratio),
+        ("sent from cache", _human(sent["from_cache"])),
+        ("sent from upstream", _human(sent["from_upstream"])),
+        ("time saved", f"{data['time_saved_seconds']:.0f} s (estimate)"),
+    ]
+    for p in data["top_projects"][:5]:
+        rows.append(("top project", f"{p['name']}: {p['hits']} hits, {_human(p['bytes'])}"))
+    for err in data["recent_errors"][:3]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(err["time"]))
+        rows.append(("recent error", f"{when}Z {err['message']}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
