@@ -38,7 +38,7 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     # With several workers the parent process cleaned and checked the directory before
     # starting them (cli.serve); a worker doing it would delete its siblings' downloads.
-    single = settings.workers == 1
+    single = settings.workers == 1 and not settings.shared_dir
     storage = await Storage.open(settings.cache_dir, clean=single)
     app[storage_key] = storage
     metrics = await asyncio.to_thread(Metrics, settings.cache_dir / "stats")

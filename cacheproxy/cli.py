@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cacheproxy import __version__, dockerfile_cli, maintenance_cli
+from cacheproxy import __version__, dockerfile_cli, maintenance_cli, warm_cli
 from cacheproxy.app import create_app
 from cacheproxy.errors import ConfigError
 from cacheproxy.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dockerfile_cli.add_parser(sub)
     maintenance_cli.add_parsers(sub)
+    warm_cli.add_parser(sub)
     return parser
 
 

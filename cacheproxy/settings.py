@@ -77,6 +77,9 @@ class Settings:
     retries: int = 2
     # Processes serving one port (pre-forked) and sharing the cache directory.
     workers: int = 1
+    # Another process may be using the cache directory (a running proxy, when `cacheproxy
+    # warm` fills it directly): do not clean temporaries or repair at start.
+    shared_dir: bool = False
     # Bytes the stored files may take (None: no limit); least recently used go first.
     max_size: int | None = None
     # Bearer token for /-/admin/...; None turns those endpoints off. Environment only
