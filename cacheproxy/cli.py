@@ -15,6 +15,7 @@ from cacheproxy.app import create_app
 from cacheproxy.errors import ConfigError
 from cacheproxy.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
+from cacheproxy.storage import Storage
 from cacheproxy.workers import bind, prepare_cache, run_workers
 
 logger = logging.getLogger("cacheproxy")
@@ -92,6 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
     configure_logging(log_level, with_pid=settings.workers > 1, fmt=log_format)
+    try:
+        if settings.workers > 1:
+            prepare_cache(settings)  # clean and check once, before any worker runs
+        else:
+            Storage.open_sync(settings.cache_dir, clean=False).close_sync()  # usable?
+        sock = bind(settings.host, settings.port)
+    except ConfigError as e:  # an unusable cache directory
+        print(f"cacheproxy: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        print(
+            f"cacheproxy: error: cannot listen on {settings.host}:{settings.port}: "
+            f"{e.strerror or e}",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+    # Only now, with the cache usable and the port bound, is "listening" true.
     logger.info(
         "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s%s",
         __version__,
@@ -102,29 +120,14 @@ def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
         " (offline)" if settings.offline else "",
         f", {settings.workers} workers" if settings.workers > 1 else "",
     )
-    try:
-        if settings.workers > 1:
-            prepare_cache(settings)
-            sock = bind(settings.host, settings.port)
-            return run_workers(settings, sock, lambda: _run(settings, sock, log_format))
-        _run(settings, None, log_format)
-    except ConfigError as e:  # an unusable cache directory, found at start-up
-        print(f"cacheproxy: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:
-        print(
-            f"cacheproxy: error: cannot listen on {settings.host}:{settings.port}: "
-            f"{e.strerror or e}",
-            file=sys.stderr,
-        )
-        return EXIT_RUNTIME
+    if settings.workers > 1:
+        return run_workers(settings, sock, lambda: _run(settings, sock, log_format))
+    _run(settings, sock, log_format)
     return EXIT_OK
 
 
-def _run(settings: Settings, sock: socket.socket | None, log_format: str) -> None:
-    where: dict[str, Any] = (
-        {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
-    )
+def _run(settings: Settings, sock: socket.socket, log_format: str) -> None:
+    where: dict[str, Any] = {"sock": sock}
     if log_format == "json":
         where["access_log_class"] = JsonAccessLogger
     web.run_app(

@@ -114,3 +114,29 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "cannot listen" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_read_only_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    """A really read-only file system (root ignores permission bits, so mount one)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    mount = await asyncio.create_subprocess_exec(
+        "mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    if await mount.wait() != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root and mount rights)")
+    try:
+        proc = await start(
+            ["--port", str(free_port()), "--cache-dir", str(mnt / "cache"),
+             "--upstream", "http://127.0.0.1:9/simple/"]
+        )  # fmt: skip
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        umount = await asyncio.create_subprocess_exec("umount", str(mnt))
+        await umount.wait()
+    assert proc.returncode == EXIT_USAGE
+    text = err.decode()
+    assert "Read-only file system" in text
+    assert "listening" not in text  # it never claimed to be serving
+    assert "Traceback" not in text
