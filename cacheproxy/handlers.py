@@ -24,7 +24,7 @@ from cacheproxy.keys import (
 )
 from cacheproxy.layout import PREFIX
 from cacheproxy.negotiate import OFFERS, accepts_gzip, choose_media_type
-from cacheproxy.pages import PageResult
+from cacheproxy.pages import ROOT_KEY, PageResult
 from cacheproxy.responses import SendfileResponse, etag_matches, text_error, upstream_error
 from cacheproxy.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 from cacheproxy.status_page import render_status_page
@@ -94,6 +94,7 @@ async def simple_index(request: web.Request) -> web.StreamResponse:
         except (UpstreamError, IndexParseError) as e:
             return upstream_error(e)
         except _Retry:
+            pages.forget(ROOT_KEY)
             continue
     return text_error(503, "page changed while sending; retry")
 
@@ -131,6 +132,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         except (UpstreamError, IndexParseError) as e:
             return upstream_error(e)
         except _Retry:
+            pages.forget(name)
             continue
     return text_error(503, "page changed while sending; retry")
 
@@ -183,11 +185,13 @@ async def admin_invalidate(request: web.Request) -> web.Response:
     raw = request.match_info.get("project")
     if raw is None:
         count = await asyncio.to_thread(storage.drop_all_pages)
+        request.app[pages_key].forget_all()
         return web.json_response({"invalidated": count})
     if not _NAME_RE.match(raw):
         return text_error(400, f"not a valid project name: {raw[:100]!r}")
     name = canonicalize_name(raw)
     found = await asyncio.to_thread(storage.drop_page, name)
+    request.app[pages_key].forget(name)  # other workers: within pages.MEMO_SECONDS
     return web.json_response({"invalidated": 1 if found else 0, "project": name})
 
 

@@ -19,6 +19,7 @@ import asyncio
 import gzip
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 ROOT_KEY = ""  # the project list's key; no project normalises to ""
 # The root list is huge upstream and changes constantly but matters to nobody's install.
 ROOT_MIN_TTL = 3600.0
+MEMO_SECONDS = 1.0
+MEMO_ENTRIES = 4096
 # Pages above this size are rendered in a worker thread so the event loop keeps serving.
 _THREAD_RENDER_BYTES = 256 * 1024
 
@@ -132,6 +135,10 @@ class Pages:
         self._settings = settings
         self._clock = clock
         self._inflight: dict[str, asyncio.Task[PageResult]] = {}
+        # Page records read in the last MEMO_SECONDS, so a hot page's hits (and 304s) skip
+        # the record store (a thread hop and an unpickle each). Short, because another
+        # worker may refresh or invalidate the page: it sees the change within a second.
+        self._memo: OrderedDict[str, tuple[float, PageRecord]] = OrderedDict()
         self._failed_at: dict[str, float] = {}
 
     async def project(self, name: NormalizedName, *, revalidate: bool = False) -> PageResult:
@@ -155,7 +162,7 @@ class Pages:
         revalidate: bool,
         fetch: Callable[[str, PageRecord | None], Coroutine[Any, Any, PageResult]],
     ) -> PageResult:
-        record = await self._storage.get_page(key)
+        record = await self._read(key)
         now = self._clock()
         if record is not None:
             age = now - record.fetched_at
@@ -182,6 +189,28 @@ class Pages:
                 raise
             logger.warning("serving stale %s: %s", key or "/", e)
             return self._result(record, "STALE", 0, str(e))
+
+    async def _read(self, key: str) -> PageRecord | None:
+        memo = self._memo.get(key)
+        if memo is not None and time.monotonic() - memo[0] < MEMO_SECONDS:
+            return memo[1]
+        record = await self._storage.get_page(key)
+        if record is not None:
+            self._remember(key, record)
+        return record
+
+    def _remember(self, key: str, record: PageRecord) -> None:
+        self._memo[key] = (time.monotonic(), record)
+        self._memo.move_to_end(key)
+        while len(self._memo) > MEMO_ENTRIES:
+            self._memo.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        """Drop the in-memory copy (its body was replaced, or the page was invalidated)."""
+        self._memo.pop(key, None)
+
+    def forget_all(self) -> None:
+        self._memo.clear()
 
     def _result(
         self, record: PageRecord, cache: str, max_age: float, reason: str | None = None
@@ -219,9 +248,10 @@ class Pages:
         now = self._clock()
         if resp.status == 304 and old is not None:
             record = await self._storage.put_page(key, replace(old, fetched_at=now))
+            self._remember(key, record)
             return self._result(record, "HIT", self._settings.index_ttl)
         if resp.status == 404:
-            await self._storage.put_page(key, PageRecord(status=404, fetched_at=now))
+            self._remember(key, await self._storage.put_page(key, PageRecord(404, now)))
             if key and old is not None and old.status == 200:
                 self._metrics.add("cache_pages", value=-1)
             raise NotFound("no such project upstream")
@@ -239,6 +269,7 @@ class Pages:
         record = await self._storage.put_page(
             key, record, rendered.bodies, rendered.files, rendered.strays
         )
+        self._remember(key, record)
         if key and (old is None or old.status != 200):
             self._metrics.add("cache_pages")
         return self._result(record, "MISS", self._settings.index_ttl)
