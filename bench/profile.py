@@ -9,6 +9,9 @@ the set), ``cold-huge`` (one cold download of the huge file, upstream uncapped).
 ``cold-steps`` is no profile but a clock: pip's request sequence (page, metadata, wheel for
 each distribution, one at a time) cold through a fresh proxy and straight from upstream,
 timing each request, so the cold-install overhead splits into pages, metadata and files.
+``uv-timeline`` is a clock too: when (from the upstream's access log, in seconds from the
+start of uv) a cold uv install fetched its pages, its first file and its largest file,
+direct and through a fresh proxy.
 
 Sets up the same data, upstream and proxy as ``bench/run.py``, attaches
 ``py-spy record --threads`` (blocking: it pauses the process for each sample, which costs
@@ -54,6 +57,7 @@ SCENARIOS = (
     "cold-uv",
     "cold-huge",
     "cold-steps",
+    "uv-timeline",
 )
 
 
@@ -169,6 +173,36 @@ def cold_steps(bench: Bench) -> int:
     return 0
 
 
+def uv_timeline(bench: Bench, rounds: int = 2) -> int:
+    """When, seen from the upstream's access log, a cold uv install fetched what."""
+    assert bench.up is not None
+    assert bench.ds is not None
+    big = f"/packages/{bench.ds.largest.rest}"
+    print("| via | uv s | pages upstream | first file request | largest file upstream | uv done |")
+    print("|---|---|---|---|---|---|")
+    for _ in range(rounds):
+        for who in ("direct", "proxy"):
+            p = bench._fresh_proxy() if who == "proxy" else None
+            mark = bench.up.log_mark()
+            t0 = time.time()
+            took = bench.install("uv", index=p.index_url if p else bench.up.index_url)
+            t1 = time.time()
+            time.sleep(0.3)
+            if p is not None:
+                p.stop()
+            lines = [ln for ln in bench.up.log_since(mark) if ln.end >= t0]
+            pages = [ln for ln in lines if ln.host == "index"]
+            files = [ln for ln in lines if ln.host == "files"]
+            b = next(ln for ln in files if ln.uri == big)
+            print(
+                f"| {who} | {took:.2f} | {min(ln.start for ln in pages) - t0:.2f}–"
+                f"{max(ln.end for ln in pages) - t0:.2f} "
+                f"| {min(ln.start for ln in files) - t0:.2f} "
+                f"| {b.start - t0:.2f}–{b.end - t0:.2f} | {t1 - t0:.2f} |"
+            )
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("scenario", choices=SCENARIOS)
@@ -201,6 +235,8 @@ def main() -> int:
         ds = bench.ds
         if a.scenario == "cold-steps":
             return cold_steps(bench)
+        if a.scenario == "uv-timeline":
+            return uv_timeline(bench)
         if a.scenario in ("cold-pip", "cold-uv", "cold-huge"):
             proxy = Proxy(bench.up.index_url, bench.work, variant=a.variant)
             if a.scenario == "cold-huge":
