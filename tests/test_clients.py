@@ -16,11 +16,12 @@ from fakeindex import FakeIndex
 pytestmark = pytest.mark.clients
 
 
-async def run(cmd: list[str], tmp: Path) -> str:
+async def run(cmd: list[str], tmp: Path, cwd: Path | None = None) -> str:
     """Run a client without blocking the loop that serves the proxy and the fake."""
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         env=client_env(tmp),
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

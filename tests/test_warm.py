@@ -20,6 +20,7 @@ from fakeindex import FakeFile, FakeIndex
 from packaging.utils import canonicalize_name
 from pytest_aiohttp import AiohttpServer
 from rich.console import Console
+from test_clients import run
 from yarl import URL
 
 from cacheproxy.app import create_app
@@ -145,18 +146,7 @@ def poetry_lock_text(fake: FakeIndex, projects: Sequence[str]) -> str:
     return "".join(out)
 
 
-async def run_tool(cmd: list[str], tmp: Path, cwd: Path | None = None) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        env=client_env(tmp),
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, f"{cmd[:4]} failed:\n{text}"
-    return text
+run_tool = run  # one way to run a client, shared with test_clients
 
 
 async def warm_cli(tmp: Path, *args: str) -> tuple[int, str, str]:
