@@ -6,6 +6,7 @@ acceptable (the spec allows either); ``?format=`` overrides Accept (PEP 691 "URL
 """
 
 from enum import Enum
+from functools import lru_cache
 
 
 class MediaType(Enum):
@@ -73,6 +74,9 @@ def _quality(offer: MediaType, ranges: list[tuple[str, float]]) -> float:
     return best[1] if best else 0.0
 
 
+# Clients send a handful of distinct headers, so each is parsed once (bounded: a hostile
+# client varying them only evicts). Every page hit and 304 goes through these two.
+@lru_cache(maxsize=256)
 def choose_media_type(accept: str | None, format_param: str | None = None) -> MediaType | None:
     """The representation to serve, or None for 406 Not Acceptable."""
     if format_param:
@@ -89,6 +93,7 @@ def choose_media_type(accept: str | None, format_param: str | None = None) -> Me
     return best
 
 
+@lru_cache(maxsize=256)
 def accepts_gzip(accept_encoding: str | None) -> bool:
     """Whether the client takes ``gzip`` (explicitly or via ``*``) with q > 0."""
     if not accept_encoding:
