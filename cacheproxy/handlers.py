@@ -7,6 +7,7 @@ a sendfile. Domain errors become a status and a one-line text body (never a trac
 import asyncio
 import hmac
 import logging
+import os
 import re
 from typing import Any
 
@@ -28,6 +29,7 @@ from cacheproxy.pages import ROOT_KEY, PageResult
 from cacheproxy.responses import SendfileResponse, etag_matches, text_error, upstream_error
 from cacheproxy.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 from cacheproxy.status_page import render_status_page
+from cacheproxy.storage import DamagedBody
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,16 @@ async def _send_page(request: web.Request, result: PageResult) -> web.StreamResp
     if etag_matches(request.headers.get("If-None-Match"), body.etag):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = media.content_type
+    if result.data is not None:  # answered before it is on disk (pages.py)
+        return web.Response(body=result.data[body.name], headers=headers)
     storage = request.app[storage_key]
     try:
+        if storage.bodies.fits(body.size):
+            return web.Response(body=await storage.read_body(body), headers=headers)
         fobj = open(storage.page_body_path(body), "rb")  # closed by the response
+        if (actual := os.fstat(fobj.fileno()).st_size) != body.size:
+            fobj.close()
+            raise DamagedBody(body, actual)
     except FileNotFoundError:
         # A refresh replaced this body between our record read and the open: retry once.
         raise _Retry() from None
@@ -81,6 +90,15 @@ async def _send_page(request: web.Request, result: PageResult) -> web.StreamResp
 
 class _Retry(Exception):
     pass
+
+
+async def _drop_damaged(request: web.Request, key: str, e: DamagedBody) -> None:
+    """Forget a page whose body is damaged, so the retry fetches it afresh."""
+    logger.error("dropping page %s: %s", key or "/", e)
+    storage = request.app[storage_key]
+    await asyncio.to_thread(storage.drop_page, key)
+    storage.page_body_path(e.body).unlink(missing_ok=True)
+    request.app[pages_key].forget(key)
 
 
 async def simple_index(request: web.Request) -> web.StreamResponse:
@@ -96,6 +114,8 @@ async def simple_index(request: web.Request) -> web.StreamResponse:
         except _Retry:
             pages.forget(ROOT_KEY)
             continue
+        except DamagedBody as e:
+            await _drop_damaged(request, ROOT_KEY, e)
     return text_error(503, "page changed while sending; retry")
 
 
@@ -134,6 +154,8 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         except _Retry:
             pages.forget(name)
             continue
+        except DamagedBody as e:
+            await _drop_damaged(request, name, e)
     return text_error(503, "page changed while sending; retry")
 
 
@@ -182,6 +204,7 @@ async def admin_invalidate(request: web.Request) -> web.Response:
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return text_error(401, "admin token required", {"WWW-Authenticate": "Bearer"})
     storage = request.app[storage_key]
+    await request.app[pages_key].flush()  # a page still being written would come back
     raw = request.match_info.get("project")
     if raw is None:
         count = await asyncio.to_thread(storage.drop_all_pages)

@@ -13,6 +13,13 @@ Freshness policy for each page (project pages and the root project list):
 All the work happens here, once, on the miss: the stored record holds the rendered JSON
 and HTML (and their gzip) with ETags, and the file records the links point at. A hit only
 reads a small record and sends a file.
+
+A miss is answered from the rendered bytes in memory while they are written to disk in
+the background (fsyncs and one SQLite transaction: tens of milliseconds when a client asks
+for forty pages at once). Until the write is done the page stays *pending*: its hits are
+served from those bytes and its file records are already visible, so the wheel request
+that follows the page resolves. A crash before the write ends loses only the page, which
+the next request fetches again.
 """
 
 import asyncio
@@ -20,7 +27,7 @@ import gzip
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +45,7 @@ from cacheproxy.simple_render import (
     render_list_html,
     render_list_json,
 )
-from cacheproxy.storage import FileMap, FileRecord, PageRecord, Storage
+from cacheproxy.storage import FileMap, FileRecord, PageRecord, Storage, name_bodies
 from cacheproxy.upstream import PageResponse, Upstream
 
 logger = logging.getLogger(__name__)
@@ -58,6 +65,8 @@ class PageResult:
     cache: str  # "HIT", "MISS" or "STALE"
     max_age: int  # what clients may cache it for
     reason: str | None = None  # why it is stale
+    # The bodies' bytes by body name while the page is pending (not yet on disk).
+    data: Mapping[str, bytes] | None = None
 
 
 def _gzip(data: bytes) -> bytes:
@@ -140,6 +149,9 @@ class Pages:
         # worker may refresh or invalidate the page: it sees the change within a second.
         self._memo: OrderedDict[str, tuple[float, PageRecord]] = OrderedDict()
         self._failed_at: dict[str, float] = {}
+        # Pages answered but not yet written: key -> (record, bytes by body name).
+        self._pending: dict[str, tuple[PageRecord, Mapping[str, bytes]]] = {}
+        self._writes: dict[str, asyncio.Task[None]] = {}
 
     async def project(self, name: NormalizedName, *, revalidate: bool = False) -> PageResult:
         """The project page, via the cache.
@@ -169,10 +181,10 @@ class Pages:
             lifetime = ttl if record.status == 200 else self._settings.negative_ttl
             fresh = age < lifetime and not (revalidate and age >= self._settings.revalidate_floor)
             if fresh or self._settings.offline:
-                return self._result(record, "HIT", max(0.0, lifetime - age))
+                return self._result(record, "HIT", max(0.0, lifetime - age), key=key)
             failed_at = self._failed_at.get(key)
             if failed_at is not None and now - failed_at < self._settings.failure_backoff:
-                return self._result(record, "STALE", 0, "upstream recently failed")
+                return self._result(record, "STALE", 0, "upstream recently failed", key=key)
         elif self._settings.offline:
             what = f"project {key!r}" if key else "the project list"
             raise OfflineMiss(f"offline mode: {what} is not cached")
@@ -188,9 +200,12 @@ class Pages:
             if record is None:
                 raise
             logger.warning("serving stale %s: %s", key or "/", e)
-            return self._result(record, "STALE", 0, str(e))
+            return self._result(record, "STALE", 0, str(e), key=key)
 
     async def _read(self, key: str) -> PageRecord | None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending[0]
         memo = self._memo.get(key)
         if memo is not None and time.monotonic() - memo[0] < MEMO_SECONDS:
             return memo[1]
@@ -213,12 +228,20 @@ class Pages:
         self._memo.clear()
 
     def _result(
-        self, record: PageRecord, cache: str, max_age: float, reason: str | None = None
+        self,
+        record: PageRecord,
+        cache: str,
+        max_age: float,
+        reason: str | None = None,
+        *,
+        key: str | None = None,
     ) -> PageResult:
         if record.status != 200:
             raise NotFound("no such project upstream")
         ttl = int(min(max_age, self._settings.index_ttl))
-        return PageResult(record, cache, ttl, reason)
+        pending = self._pending.get(key) if key is not None else None
+        data = pending[1] if pending is not None and pending[0] is record else None
+        return PageResult(record, cache, ttl, reason, data)
 
     async def _fetch(self, key: str, old: PageRecord | None) -> PageResponse:
         url = self._upstream.page_url(key or None)
@@ -246,6 +269,8 @@ class Pages:
         render: Callable[[], Rendered],
     ) -> PageResult:
         now = self._clock()
+        if (earlier := self._writes.get(key)) is not None:
+            await asyncio.wait([earlier])  # a record update must land after the write
         if resp.status == 304 and old is not None:
             record = await self._storage.put_page(key, replace(old, fetched_at=now))
             self._remember(key, record)
@@ -255,24 +280,66 @@ class Pages:
             if key and old is not None and old.status == 200:
                 self._metrics.add("cache_pages", value=-1)
             raise NotFound("no such project upstream")
-        if len(resp.body) > _THREAD_RENDER_BYTES:
-            rendered = await asyncio.to_thread(render)
-        else:
+
+        def work() -> tuple[Rendered, PageRecord, dict[str, bytes]]:
             rendered = render()
-        record = PageRecord(
-            status=200,
-            fetched_at=now,
-            upstream_etag=resp.etag,
-            upstream_last_modified=resp.last_modified,
-            serial=resp.serial,
-        )
-        record = await self._storage.put_page(
-            key, record, rendered.bodies, rendered.files, rendered.strays
-        )
+            named, blobs = name_bodies(rendered.bodies)
+            record = PageRecord(
+                status=200,
+                fetched_at=now,
+                upstream_etag=resp.etag,
+                upstream_last_modified=resp.last_modified,
+                serial=resp.serial,
+                bodies=named,
+            )
+            return rendered, record, blobs
+
+        if len(resp.body) > _THREAD_RENDER_BYTES:
+            rendered, record, blobs = await asyncio.to_thread(work)
+        else:
+            rendered, record, blobs = work()
+        if rendered.files is not None:
+            self._storage.remember_pending(key, rendered.files, rendered.strays)
+        self._pending[key] = (record, blobs)
         self._remember(key, record)
-        if key and (old is None or old.status != 200):
-            self._metrics.add("cache_pages")
-        return self._result(record, "MISS", self._settings.index_ttl)
+        for name, data in blobs.items():
+            self._storage.bodies.put(name, data)
+        previous = self._writes.get(key)
+        new_page = bool(key) and (old is None or old.status != 200)
+        if new_page:
+            self._metrics.add("cache_pages")  # taken back if the write fails
+        write = asyncio.create_task(
+            self._write(key, record, blobs, rendered, previous, new_page),
+            name=f"store page {key or '/'}",
+        )
+        self._writes[key] = write
+        return PageResult(record, "MISS", int(self._settings.index_ttl), data=blobs)
+
+    async def _write(
+        self,
+        key: str,
+        record: PageRecord,
+        blobs: Mapping[str, bytes],
+        rendered: Rendered,
+        previous: asyncio.Task[None] | None,
+        new_page: bool,
+    ) -> None:
+        """Write an answered page to disk, after any earlier write of the same page."""
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self._storage.put_prepared(key, record, blobs, rendered.files, rendered.strays)
+        except Exception as e:  # disk full or failing: served, not kept; try again next time
+            logger.error("cannot store page %s: %s", key or "/", e)
+            self._metrics.error(f"cannot store page {key or '/'}: {e}")
+            if new_page:
+                self._metrics.add("cache_pages", value=-1)
+            self.forget(key)
+        finally:
+            if self._pending.get(key, (None,))[0] is record:
+                del self._pending[key]
+            if self._writes.get(key) is asyncio.current_task():
+                del self._writes[key]
 
     async def _fetch_project(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)
@@ -301,7 +368,13 @@ class Pages:
 
         return await self._store(key, old, resp, render)
 
+    async def flush(self) -> None:
+        """Wait until every answered page is on disk."""
+        while self._writes:
+            await asyncio.wait(list(self._writes.values()))
+
     async def close(self) -> None:
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await self.flush()  # pages already answered are kept

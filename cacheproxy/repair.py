@@ -67,6 +67,13 @@ def _expected_files(storage: Storage) -> dict[Path, int | None]:
     return expected
 
 
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def repair(storage: Storage, now: float | None = None) -> RepairReport:
     """Check and repair the cache directory (synchronous: run it in a thread)."""
     cutoff = (time.time() if now is None else now) - GRACE_SECONDS
@@ -75,8 +82,9 @@ def repair(storage: Storage, now: float | None = None) -> RepairReport:
     pages_dir = storage.root / "pages"
     for key, record in storage.page_records():
         report.pages += 1
-        names = [] if record is None else [b.name for b in record.bodies.values()]
-        if record is None or any(not (pages_dir / n).exists() for n in names):
+        bodies = [] if record is None else list(record.bodies.values())
+        names = [b.name for b in bodies]
+        if record is None or any(_size(pages_dir / b.name) != b.size for b in bodies):
             storage.drop_page(key)
             report.dropped_pages += 1
             continue
@@ -134,11 +142,15 @@ def _older(path: Path, cutoff: float) -> bool:
 
 def log_repair(storage: Storage, metrics: Metrics | None = None) -> RepairReport:
     """Repair, log the one line, and reset the shared cache-size figures to what is there."""
+    series = ("cache_files", "cache_bytes", "cache_pages")
+    # The proxy serves while this scans: what it stores meanwhile is counted as it happens,
+    # so keep those changes on top of the scanned figures rather than overwrite them.
+    before = {name: metrics.current(name) for name in series} if metrics is not None else {}
     report = repair(storage)
     log = logger.warning if report.changed else logger.info
     log("%s", report.line())
     if metrics is not None:
-        metrics.set_total("cache_files", report.kept_files)
-        metrics.set_total("cache_bytes", report.kept_bytes)
-        metrics.set_total("cache_pages", report.live_pages)
+        scanned = (report.kept_files, report.kept_bytes, report.live_pages)
+        for name, value in zip(series, scanned, strict=True):
+            metrics.set_total(name, value + metrics.current(name) - before[name])
     return report

@@ -23,18 +23,21 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diskcache
 
+from cacheproxy.body_cache import BodyCache
 from cacheproxy.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 _SCHEMA = 1
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,16 @@ class FileRecord:
 
 
 FileMap = dict[str, FileRecord]
+
+
+class DamagedBody(Exception):
+    """A stored page body is not what its record says (cut short by a crash, say)."""
+
+    def __init__(self, body: "Body", actual: int) -> None:
+        super().__init__(f"page body {body.name} is {actual} bytes, not {body.size}")
+        self.body = body
+
+
 # How many file records the in-memory map cache may hold across projects (bounds memory:
 # a record is a few hundred bytes; botocore alone lists thousands of files).
 _MAP_CACHE_ENTRIES = 50_000
@@ -100,6 +113,22 @@ def _blob_relpath(sha256: str) -> str:
     return f"files/sha256/{sha256[:2]}/{sha256}"
 
 
+def name_bodies(bodies: Mapping[str, bytes]) -> tuple[dict[str, Body], dict[str, bytes]]:
+    """Name rendered bodies by their sha256 and give each its strong ETag.
+
+    Returns the record's body map (representation -> Body) and the bytes by body name.
+    Pure CPU work, so it runs in the render thread, off the event loop.
+    """
+    named: dict[str, Body] = {}
+    blobs: dict[str, bytes] = {}
+    for kind, data in bodies.items():
+        digest = hashlib.sha256(data).hexdigest()
+        suffix = "-gz" if kind.endswith(".gz") else ""
+        named[kind] = Body(etag=f'"{digest[:32]}{suffix}"', name=digest, size=len(data))
+        blobs[digest] = data
+    return named, blobs
+
+
 class Storage:
     """Typed async facade over the cache directory. Create with :meth:`open`."""
 
@@ -110,8 +139,17 @@ class Storage:
         # project -> its file records, most recently used last (see get_file).
         self._maps: OrderedDict[str, FileMap] = OrderedDict()
         self._map_entries = 0
+        # Stray file keys of pages not yet written (see put_prepared) -> their project.
+        self._pending_strays: dict[str, str] = {}
         # The loop thread reads the maps; worker threads (put_page, disk reads) update them.
         self._maps_lock = threading.Lock()
+        # Three pools, so a burst of writes (SQLite takes one writer at a time, and each
+        # write fsyncs) never queues the record reads that hits and file lookups wait on.
+        # One page writer: page writes are applied in the order they were asked for.
+        self._reads = ThreadPoolExecutor(4, thread_name_prefix="cacheproxy-read")
+        self._page_writes = ThreadPoolExecutor(1, thread_name_prefix="cacheproxy-page-write")
+        self._file_writes = ThreadPoolExecutor(2, thread_name_prefix="cacheproxy-file-write")
+        self.bodies = BodyCache()
 
     @classmethod
     async def open(cls, root: Path, *, clean: bool = True) -> "Storage":
@@ -161,10 +199,15 @@ class Storage:
         return removed
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._index.close)
+        await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
+        for pool in (self._page_writes, self._file_writes, self._reads):
+            pool.shutdown(wait=True)
         self._index.close()
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def check_writable(self) -> None:
         """Raise unless a file can be created in the cache dir and the records answer."""
@@ -203,7 +246,7 @@ class Storage:
     # -- records -------------------------------------------------------------------------
 
     async def get_page(self, key: str) -> PageRecord | None:
-        raw = await asyncio.to_thread(self._index.get, ("page", key))
+        raw = await self._run(self._reads, self._index.get, ("page", key))
         if raw is None:
             return None
         try:
@@ -221,51 +264,67 @@ class Storage:
     ) -> PageRecord:
         """Store bodies, then the file records they link to, then the page record.
 
-        ``bodies`` maps a representation name to its bytes; the returned record points at
-        them. Order matters: a reader that finds the record always finds its bodies.
-        ``files`` are the page's file records, stored as one value per project (one write
-        instead of thousands); ``strays`` are the keys whose filename does not name this
-        project, which get a pointer so :meth:`get_file` finds them without a hint.
+        ``bodies`` maps a representation name ("json", "html.gz", …) to its bytes; the
+        returned record points at them (and keeps ``record``'s other bodies). See
+        :meth:`put_prepared` for ``files`` and ``strays``.
         """
-        return await asyncio.to_thread(
-            self._put_page_sync, key, record, bodies or {}, files, tuple(strays)
-        )
+        named, blobs = name_bodies(bodies or {})
+        full = replace(record, bodies={**record.bodies, **named})
+        await self.put_prepared(key, full, blobs, files, tuple(strays))
+        return full
 
-    def _put_page_sync(
+    def remember_pending(self, key: str, files: FileMap, strays: Iterable[str]) -> None:
+        """Make a page's file records visible to :meth:`get_file` before they are written,
+        so the file requests that follow a page answered from memory resolve at once."""
+        self._remember_map(key, files)
+        with self._maps_lock:
+            for stray in strays:
+                self._pending_strays[stray] = key
+
+    async def put_prepared(
         self,
         key: str,
         record: PageRecord,
-        bodies: Mapping[str, bytes],
+        blobs: Mapping[str, bytes],
+        files: FileMap | None = None,
+        strays: tuple[str, ...] = (),
+    ) -> None:
+        """Write ``record`` durably: its bodies (``blobs``, by body name), then the file
+        records they link to, then the record itself.
+
+        Order matters: a reader that finds the record always finds its bodies. ``files``
+        are the page's file records, stored as one value per project (one write instead
+        of thousands); ``strays`` are the keys whose filename does not name this project,
+        which get a pointer so :meth:`get_file` finds them without a hint.
+        """
+        await self._run(self._page_writes, self._put_sync, key, record, blobs, files, strays)
+
+    def _put_sync(
+        self,
+        key: str,
+        record: PageRecord,
+        blobs: Mapping[str, bytes],
         files: FileMap | None,
         strays: tuple[str, ...],
-    ) -> PageRecord:
-        stored = dict(record.bodies)
-        for kind, data in bodies.items():
-            digest = hashlib.sha256(data).hexdigest()
-            name = digest
+    ) -> None:
+        for name, data in blobs.items():
             self._write_atomic(self.root / "pages" / name, data)
-            suffix = "-gz" if kind.endswith(".gz") else ""
-            stored[kind] = Body(etag=f'"{digest[:32]}{suffix}"', name=name, size=len(data))
-        new = PageRecord(
-            status=record.status,
-            fetched_at=record.fetched_at,
-            upstream_etag=record.upstream_etag,
-            upstream_last_modified=record.upstream_last_modified,
-            serial=record.serial,
-            bodies=stored,
-        )
         old = self._index.get(("page", key))
         with self._index.transact():
             if files is not None:
                 self._index.set(("files", key), {k: _pack(r) for k, r in files.items()})
                 for stray in strays:
                     self._index.set(("file", stray), key)
-            self._index.set(("page", key), new.to_dict())
+            self._index.set(("page", key), record.to_dict())
         if files is not None:
             self._remember_map(key, files)
+        if strays:
+            with self._maps_lock:
+                for stray in strays:
+                    if self._pending_strays.get(stray) == key:
+                        del self._pending_strays[stray]
         if old:
-            self._drop_unreferenced(old, new)
-        return new
+            self._drop_unreferenced(old, record)
 
     def _drop_unreferenced(self, old: Mapping[str, Any], new: PageRecord) -> None:
         keep = {b.name for b in new.bodies.values()}
@@ -276,8 +335,11 @@ class Storage:
                 (self.root / "pages" / body["name"]).unlink(missing_ok=True)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        if path.exists():
-            return
+        try:
+            if path.stat().st_size == len(data):
+                return  # the same name is the same bytes (unless cut short: rewrite it)
+        except FileNotFoundError:
+            pass
         fd, tmp = tempfile.mkstemp(dir=self.tmp_dir)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -292,16 +354,31 @@ class Storage:
     def page_body_path(self, body: Body) -> Path:
         return self.root / "pages" / body.name
 
+    async def read_body(self, body: Body) -> bytes:
+        """A small body's bytes, from memory when recently used (see body_cache.py).
+
+        Raises:
+            FileNotFoundError: a refresh replaced the body since its record was read.
+            DamagedBody: the file is not the size its record says.
+        """
+        data = self.bodies.get(body.name)
+        if data is None:
+            data = await self._run(self._reads, self.page_body_path(body).read_bytes)
+            if len(data) != body.size:
+                raise DamagedBody(body, len(data))
+            self.bodies.put(body.name, data)
+        return data
+
     async def get_file(self, key: str, project: str | None) -> FileRecord | None:
         """The record of file ``key``, looked up in ``project``'s map (the filename's
         project), else through a stray pointer."""
-        if project is not None:
-            with self._maps_lock:
-                files = self._maps.get(project)
-                if files is not None and key in files:
-                    self._maps.move_to_end(project)
+        with self._maps_lock:
+            for owner in (project, self._pending_strays.get(key)):
+                files = self._maps.get(owner) if owner is not None else None
+                if owner is not None and files is not None and key in files:
+                    self._maps.move_to_end(owner)
                     return files[key]
-        return await asyncio.to_thread(self._get_file_sync, key, project)
+        return await self._run(self._reads, self._get_file_sync, key, project)
 
     def _get_file_sync(self, key: str, project: str | None) -> FileRecord | None:
         # Not in memory (a restart, another worker refreshed the page): read from disk.
@@ -367,9 +444,27 @@ class Storage:
         path = self.temp_path(final)
         return os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644), path
 
+    def writeback(self, fd: int) -> "asyncio.Future[None]":
+        """Start flushing what has been written to ``fd`` to disk, without waiting.
+
+        Works on a duplicate descriptor, so the caller may close ``fd`` at any time.
+        Best effort: the fsync at :meth:`commit` is what guarantees durability.
+        """
+        dup = os.dup(fd)
+
+        def flush() -> None:
+            try:
+                os.fdatasync(dup)
+            except OSError:
+                pass  # commit's fsync will report a failing disk
+            finally:
+                os.close(dup)
+
+        return asyncio.get_running_loop().run_in_executor(self._file_writes, flush)
+
     async def commit(self, tmp: Path, final: Path) -> None:
         """fsync and move a verified temporary into place (rename, never copy)."""
-        await asyncio.to_thread(self._commit_sync, tmp, final)
+        await self._run(self._file_writes, self._commit_sync, tmp, final)
 
     @staticmethod
     def _commit_sync(tmp: Path, final: Path) -> None:

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory, temporaries
 from fakeindex import FakeFile, FakeIndex
 
-from cacheproxy.keys import downloads_key
+from cacheproxy import downloads
+from cacheproxy.keys import downloads_key, storage_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]
@@ -349,3 +350,28 @@ def test_no_partial_file_helper_is_honest(tmp_path: Path) -> None:
     assert stored_files(tmp_path) == [tmp_path / "files/sha256/ab/x"]
     os.remove(tmp_path / "files" / "sha256" / "ab" / "x")
     assert stored_files(tmp_path) == []
+
+
+async def test_long_downloads_are_flushed_to_disk_as_they_go(
+    proxy: Client, fake: FakeIndex, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Early flushes keep the commit's fsync (which the last byte waits for) short. They
+    # run on a duplicate descriptor in a worker thread while the download goes on.
+    monkeypatch.setattr(downloads, "WRITEBACK_EVERY", 256 * 1024)
+    storage = proxy.app[storage_key]
+    flushed: list[int] = []
+    real = storage.writeback
+
+    def counting(fd: int) -> "asyncio.Future[None]":
+        flushed.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(storage, "writeback", counting)
+    fake.chunk_delay(0.001)  # many reads, so the flushes interleave with writes
+    f = the(fake, "big")
+    resp = await proxy.get(await link_of(proxy, "big", f.filename))
+    assert await resp.read() == f.data
+    assert len(flushed) >= 2
+    (blob,) = stored_files(cache_dir)
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == f.sha256
+    assert temporaries(cache_dir) == []

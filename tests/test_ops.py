@@ -11,7 +11,7 @@ from conftest import ProxyFactory
 from fakeindex import FakeIndex
 from prometheus_client.parser import text_string_to_metric_families
 
-from cacheproxy.keys import metrics_key
+from cacheproxy.keys import metrics_key, pages_key
 
 Client = TestClient[web.Request, web.Application]
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -100,6 +100,9 @@ async def test_figures_add_up_across_workers(make_proxy: ProxyFactory, fake: Fak
     a = await make_proxy(workers=2)
     b = await make_proxy(workers=2)
     await traffic(a, fake)
+    # Pages are not coordinated across workers: one answered by a moments ago may still
+    # be on its way to disk (pages.py), and b would fetch it too. Let it land.
+    await a.app[pages_key].flush()
     await traffic(b, fake)  # b: all hits, a stored the page and the file
     a.app[metrics_key].flush()  # what a's flusher does every FLUSH_INTERVAL seconds
     data = json.loads(await (await b.get("/-/stats")).read())  # b flushes its own, reads all

@@ -349,6 +349,7 @@ async def test_offline_serves_cache_and_504s_the_rest(
 ) -> None:
     online = await make_proxy()
     await online.get("/simple/alpha/")
+    await online.close()  # a restart in offline mode
     fake.clear_log()
     offline = await make_proxy(offline=True, index_ttl=0)
     resp = await offline.get("/simple/alpha/")

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from conftest import temporaries
 from fakeindex import FakeIndex
 from test_cli import free_port
 
-from cacheproxy.repair import GRACE_SECONDS, repair
+from cacheproxy import repair as repair_module
+from cacheproxy.metrics import Metrics
+from cacheproxy.repair import GRACE_SECONDS, RepairReport, log_repair, repair
 from cacheproxy.storage import FileRecord, PageRecord, Storage
 
 OLD = time.time() - 10 * GRACE_SECONDS
@@ -48,6 +51,8 @@ async def test_repair_counts_and_fixes_each_kind_of_damage(tmp_path: Path) -> No
     await store.put_page("good", PageRecord(status=200, fetched_at=1.0), {"json": b"{}"}, files)
     lost = await store.put_page("lost", PageRecord(status=200, fetched_at=1.0), {"json": b"[]"})
     store.page_body_path(lost.bodies["json"]).unlink()  # a record whose body is gone
+    short = await store.put_page("short", PageRecord(status=200, fetched_at=1.0), {"json": b"{1}"})
+    store.page_body_path(short.bodies["json"]).write_bytes(b"{")  # cut short by a crash
     orphan_body = store.root / "pages" / ("f" * 64)
     orphan_body.write_bytes(b"written just before a crash")
     age(orphan_body)
@@ -65,12 +70,13 @@ async def test_repair_counts_and_fixes_each_kind_of_damage(tmp_path: Path) -> No
 
     report = repair(store)
 
-    assert (report.pages, report.dropped_pages) == (2, 1)
+    assert (report.pages, report.dropped_pages) == (3, 2)
     assert report.orphan_bodies == 1
     assert report.orphan_files == 1
     assert report.damaged_files == 2  # the short file and the junk
-    assert report.changed == 5
+    assert report.changed == 6
     assert await store.get_page("lost") is None  # refetched on next use
+    assert await store.get_page("short") is None
     assert await store.get_page("good") is not None
     assert good_blob.exists()
     assert fresh.exists()  # younger than the grace period: left alone
@@ -136,3 +142,25 @@ async def test_sigkill_mid_download_then_restart(fake: FakeIndex, tmp_path: Path
     log = err.decode()
     assert "removed 1 stale temporary file" in log
     assert "consistency check:" in log
+
+
+async def test_figures_stored_during_the_scan_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The start-up scan runs while the proxy serves: a page stored meanwhile is counted
+    # as it happens and must not be wiped out by the scan's figure.
+    store = await Storage.open(tmp_path / "cache")
+    await store.put_page("old", PageRecord(status=200, fetched_at=1.0), {"json": b"{}"})
+    metrics = Metrics(tmp_path / "cache" / "stats")
+    real = repair_module.repair
+
+    def serving_meanwhile(storage: Storage) -> RepairReport:
+        report = real(storage)
+        metrics.add("cache_pages")  # a page answered (and counted) during the scan
+        return report
+
+    monkeypatch.setattr(repair_module, "repair", serving_meanwhile)
+    log_repair(store, metrics)
+    assert metrics.current("cache_pages") == 2
+    metrics.close()
+    await store.close()
