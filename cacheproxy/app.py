@@ -22,7 +22,7 @@ from cacheproxy.keys import (
     upstream_key,
 )
 from cacheproxy.metrics import Metrics, flush_periodically
-from cacheproxy.middlewares import error_middleware, metrics_middleware
+from cacheproxy.middlewares import serve_middleware
 from cacheproxy.pages import Pages
 from cacheproxy.repair import log_repair
 from cacheproxy.settings import Settings
@@ -105,9 +105,7 @@ async def keep_within_limit(
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        middlewares=[metrics_middleware, error_middleware], client_max_size=1024 * 1024
-    )
+    app = web.Application(middlewares=[serve_middleware], client_max_size=1024 * 1024)
     app[settings_key] = settings
     # Order matters: later contexts use what earlier ones created, and close first.
     app.cleanup_ctx.extend([storage_ctx, upstream_ctx, services_ctx])

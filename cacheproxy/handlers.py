@@ -5,6 +5,7 @@ a sendfile. Domain errors become a status and a one-line text body (never a trac
 """
 
 import asyncio
+import functools
 import hmac
 import logging
 import os
@@ -12,7 +13,7 @@ import re
 from typing import Any
 
 from aiohttp import web
-from packaging.utils import canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name
 
 from cacheproxy.errors import IndexParseError, NotFound, UpstreamError
 from cacheproxy.file_handlers import package_file
@@ -35,6 +36,13 @@ logger = logging.getLogger(__name__)
 
 # PEP 508 names; anything else cannot be a project (and must not reach upstream).
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _project_name(raw: str) -> NormalizedName | None:
+    """The normalised name (PEP 503), or None if ``raw`` cannot be a project; once per
+    distinct spelling, since every page request needs it."""
+    return canonicalize_name(raw) if _NAME_RE.match(raw) else None
 
 
 def _wants_revalidation(request: web.Request) -> bool:
@@ -60,7 +68,10 @@ def _index_headers(result: PageResult, etag: str, gz: bool) -> dict[str, str]:
 
 async def _send_page(request: web.Request, result: PageResult) -> web.StreamResponse:
     # Form decoding turns the "+" of "…v1+json" into a space; media types have no spaces.
-    fmt = request.query.get("format", "").replace(" ", "+") or None
+    # request.query builds a MultiDict: only worth it when there is a query string at all.
+    fmt = None
+    if request.query_string:
+        fmt = request.query.get("format", "").replace(" ", "+") or None
     media = choose_media_type(request.headers.get("Accept"), fmt)
     if media is None:
         offered = ", ".join(m.content_type for m in OFFERS)
@@ -136,9 +147,9 @@ def _redirect(request: web.Request, location: str) -> web.Response:
 
 async def project_page(request: web.Request) -> web.StreamResponse:
     raw = request.match_info["project"]
-    if not _NAME_RE.match(raw):
+    name = _project_name(raw)
+    if name is None:
         return text_error(400, f"not a valid project name: {raw[:100]!r}")
-    name = canonicalize_name(raw)
     if name != raw:
         # PEP 503: one URL (and one cache entry) per project.
         return _redirect(request, f"../{name}/")

@@ -42,6 +42,9 @@ _ERRORS_KEPT = 20
 FLUSH_INTERVAL = 2.0
 
 Key = tuple[str, ...]
+# (route, status // 100, cache outcome, project, history bucket) of one kind of response.
+_ResponseKey = tuple[str, int, str, str | None, int]
+_OUTCOMES = ("HIT", "MISS", "STALE")
 
 
 class Metrics:
@@ -52,6 +55,8 @@ class Metrics:
         self._clock = clock
         self._lock = threading.Lock()  # flushes run in a worker thread
         self._deltas: defaultdict[Key, float] = defaultdict(float)
+        self._responses: defaultdict[_ResponseKey, int] = defaultdict(int)
+        self._response_bytes: defaultdict[_ResponseKey, int] = defaultdict(int)
         self._errors: list[tuple[float, str]] = []
         self.started = clock()
         # Live figures of this process (not summed across workers: they are "now").
@@ -63,17 +68,34 @@ class Metrics:
         self._deltas[key] += value
 
     def request(self, route: str, status: int, cache: str, sent: int, project: str | None) -> None:
-        self.add("requests", route, f"{status // 100}xx", cache)
+        # One increment per response (two with bytes); expanded into the series at flush.
+        bucket = int(self._clock() // HISTORY_BUCKET * HISTORY_BUCKET)
+        key = (route, status // 100, cache, project, bucket)
+        self._responses[key] += 1
         if sent:
-            self.add("bytes", "cache" if cache in ("HIT", "STALE") else "upstream", value=sent)
-        # Hit ratio and history count answers only: an error that says "MISS" missed nothing.
-        served = status < 400
-        if served and cache in ("HIT", "MISS", "STALE") and route in ("page", "file", "metadata"):
-            bucket = int(self._clock() // HISTORY_BUCKET * HISTORY_BUCKET)
-            self.add("history", str(bucket), cache.lower())
-            if project is not None and cache == "HIT":
-                self.add("project", project, "hits")
-                self.add("project", project, "bytes", value=sent)
+            self._response_bytes[key] += sent
+
+    def _expand(
+        self,
+        deltas: defaultdict[Key, float],
+        responses: list[tuple[_ResponseKey, int]],
+        sent: dict[_ResponseKey, int],
+    ) -> None:
+        for key, count in responses:
+            route, status_class, cache, project, bucket = key
+            nbytes = sent.get(key, 0)
+            deltas[("requests", route, f"{status_class}xx", cache)] += count
+            if nbytes:
+                source = "cache" if cache in ("HIT", "STALE") else "upstream"
+                deltas[("bytes", source)] += nbytes
+            # Hit ratio and history count answers only: an error that says "MISS" missed
+            # nothing.
+            served = status_class < 4
+            if served and cache in _OUTCOMES and route in ("page", "file", "metadata"):
+                deltas[("history", str(bucket), cache.lower())] += count
+                if project is not None and cache == "HIT":
+                    deltas[("project", project, "hits")] += count
+                    deltas[("project", project, "bytes")] += nbytes
 
     def upstream(self, kind: str, outcome: str, seconds: float) -> None:
         self.add("upstream", kind, outcome)
@@ -96,11 +118,16 @@ class Metrics:
         """Move this process's deltas into the shared store (synchronous; thread-safe)."""
         with self._lock:
             deltas, self._deltas = self._deltas, defaultdict(float)
+            responses, self._responses = self._responses, defaultdict(int)
+            sent, self._response_bytes = self._response_bytes, defaultdict(int)
             errors, self._errors = self._errors, []
+        # The event loop adds without the lock (it must stay cheap): copy each swapped-out
+        # dict in one C-level step rather than iterate it while a late add could land.
+        self._expand(deltas, list(responses.items()), dict(sent))
         if not deltas and not errors:
             return
         with self._store.transact():
-            for key, value in deltas.items():
+            for key, value in list(deltas.items()):
                 self._store.incr(("c", *key), value, default=0)
             if errors:
                 kept = list(self._store.get("errors", []))

@@ -80,6 +80,8 @@ def etag_matches(header: str | None, etag: str) -> bool:
     # RFC 9110 §13.1.2: weak comparison for If-None-Match.
     if header is None:
         return False
+    if header == etag:  # what revalidating clients send: the one tag they were given
+        return True
     if header.strip() == "*":
         return True
     bare = etag.removeprefix("W/")
