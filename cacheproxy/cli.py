@@ -98,7 +98,7 @@ def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
             prepare_cache(settings)  # clean and check once, before any worker runs
         else:
             Storage.open_sync(settings.cache_dir, clean=False).close_sync()  # usable?
-        sock = bind(settings.host, settings.port)
+        socks = bind(settings.host, settings.port, settings.workers)
     except ConfigError as e:  # an unusable cache directory
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -114,15 +114,15 @@ def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
         "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s%s",
         __version__,
         settings.host if ":" not in settings.host else f"[{settings.host}]",
-        settings.port,
+        socks[0].getsockname()[1],  # the kernel's pick for --port 0
         settings.upstream_redacted,
         settings.cache_dir,
         " (offline)" if settings.offline else "",
         f", {settings.workers} workers" if settings.workers > 1 else "",
     )
     if settings.workers > 1:
-        return run_workers(settings, sock, lambda: _run(settings, sock, log_format))
-    _run(settings, sock, log_format)
+        return run_workers(settings, socks, lambda sock: _run(settings, sock, log_format))
+    _run(settings, socks[0], log_format)
     return EXIT_OK
 
 

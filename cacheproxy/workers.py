@@ -1,10 +1,14 @@
-"""Pre-fork workers: N processes accept on one listening socket and share one cache dir.
+"""Pre-fork workers: N processes, one listening socket each, sharing one cache dir.
 
-Why pre-fork rather than SO_REUSEPORT binds: the parent binds once, so "port in use" is
-one clear error at start, and it can clean the cache directory and check it *before* any
-worker runs (a worker cleaning it would delete its siblings' downloads). Cross-process
+The parent binds every socket before any worker runs, so "port in use" is one clear error
+at start, and it cleans the cache directory and checks it *before* any worker runs (a
+worker cleaning it would delete its siblings' downloads). Each worker gets its own
+SO_REUSEPORT socket on the port: the kernel spreads connections across them evenly. With
+one shared socket, the worker that woke first accepted a whole burst of connections (all
+16 of a load test's keep-alive connections, say) and the other sat idle. Cross-process
 single-flight is the workers' business (downloads.py, filelock.py); the parent only starts
-them, forwards SIGTERM/SIGINT, and replaces a worker that dies.
+them, forwards SIGTERM/SIGINT, and replaces a worker that dies (its socket, kept open
+by the parent, holds new connections for the replacement).
 """
 
 import contextlib
@@ -28,15 +32,12 @@ EXIT_RUNTIME = 1
 _MAX_RESTARTS_PER_MINUTE = 5
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket all workers share.
-
-    Raises:
-        OSError: the address is in use or cannot be bound.
-    """
+def _listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(1024)
@@ -45,6 +46,31 @@ def bind(host: str, port: int) -> socket.socket:
         raise
     sock.set_inheritable(True)
     return sock
+
+
+def bind(host: str, port: int, count: int = 1) -> list[socket.socket]:
+    """``count`` listening sockets on one port: one per worker.
+
+    Raises:
+        OSError: the address is in use or cannot be bound.
+    """
+    first = _listener(host, port, reuse_port=False)
+    if count == 1:
+        return [first]
+    # Bound without SO_REUSEPORT first, so a listener already there (another cacheproxy
+    # of the same user included, which SO_REUSEPORT would silently share the port with)
+    # is refused; then the workers' sockets take the port (the kernel's pick, for 0).
+    port = first.getsockname()[1]
+    first.close()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(_listener(host, port, reuse_port=True))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def prepare_cache(settings: Settings) -> None:
@@ -60,8 +86,12 @@ def prepare_cache(settings: Settings) -> None:
         storage.close_sync()
 
 
-def run_workers(settings: Settings, sock: socket.socket, serve_one: Callable[[], None]) -> int:
-    """Fork ``settings.workers`` processes running ``serve_one`` and supervise them."""
+def run_workers(
+    settings: Settings,
+    socks: list[socket.socket],
+    serve_one: Callable[[socket.socket], None],
+) -> int:
+    """Fork one process per socket running ``serve_one`` on it, and supervise them."""
     children: dict[int, int] = {}
     stopping = False
     deaths: deque[float] = deque()
@@ -73,7 +103,10 @@ def run_workers(settings: Settings, sock: socket.socket, serve_one: Callable[[],
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                serve_one()
+                for i, other in enumerate(socks):
+                    if i != index:
+                        other.close()  # a worker keeps its own socket only
+                serve_one(socks[index])
             except (SystemExit, KeyboardInterrupt):
                 pass  # a second SIGTERM while shutting down (aiohttp's GracefulExit)
             except BaseException:
@@ -92,7 +125,7 @@ def run_workers(settings: Settings, sock: socket.socket, serve_one: Callable[[],
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    for index in range(settings.workers):
+    for index in range(len(socks)):
         spawn(index)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -120,5 +153,6 @@ def run_workers(settings: Settings, sock: socket.socket, serve_one: Callable[[],
         logger.error("worker %d (pid %d) exited with %s; starting another", index, pid, exit_code)
         time.sleep(0.2)
         spawn(index)
-    sock.close()
+    for sock in socks:
+        sock.close()
     return code

@@ -101,13 +101,19 @@ async def test_unusable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in text
 
 
-async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuseport"])
+async def test_port_in_use_is_a_clear_error(tmp_path: Path, workers: str, reuse_port: bool) -> None:
+    # reuseport: the holder is another multi-worker proxy, whose SO_REUSEPORT sockets would
+    # let ours share the port silently if we bound with SO_REUSEPORT straight away.
     with socket.socket() as s:
+        if reuse_port:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
         proc = await start(
-            ["--port", str(port), "--cache-dir", str(tmp_path / "c"),
+            ["--port", str(port), "--cache-dir", str(tmp_path / "c"), "--workers", workers,
              "--upstream", "http://127.0.0.1:9/simple/"]
         )  # fmt: skip
         _out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -139,3 +140,47 @@ async def test_real_worker_processes_share_one_download(fake: FakeIndex, tmp_pat
     # kernel, so this looks at every request; the two-app tests above pin the file case).
     served_by = set(re.findall(r"\[(\d+)\] INFO aiohttp.access: ", log))
     assert len(served_by) >= 2, log[-3000:]
+
+
+def worker_pids(parent: int) -> list[str]:
+    return Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+
+
+async def test_keep_alive_connections_spread_over_workers(fake: FakeIndex, tmp_path: Path) -> None:
+    # Each worker has its own SO_REUSEPORT socket, so the kernel spreads a burst of
+    # connections over them. With one shared socket the worker that woke first accepted
+    # the whole burst (a load test's 16 keep-alive connections) and the other sat idle.
+    # The workers are paused while the 16 connect, so the burst is really one.
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cacheproxy", "serve", "--workers", "2", "--port", str(port),
+        "--cache-dir", str(tmp_path / "cache"), "--upstream", fake.index_url,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as probe:
+            await wait_healthy(probe, f"http://127.0.0.1:{port}")
+        children = worker_pids(proc.pid)
+        assert len(children) == 2
+        for pid in children:
+            os.kill(int(pid), signal.SIGSTOP)
+        try:  # the kernel completes the handshakes; nobody accepts yet
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(16)]
+        finally:
+            for pid in children:
+                os.kill(int(pid), signal.SIGCONT)
+        for _ in range(3):  # each connection kept alive for three requests
+            for _reader, writer in conns:
+                writer.write(b"GET /-/health HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            for reader, _writer in conns:
+                assert (await reader.readuntil(b"ok\n")).startswith(b"HTTP/1.1 200")
+        for _reader, writer in conns:
+            writer.close()
+    finally:
+        proc.terminate()
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    served = re.findall(r"\[(\d+)\] INFO aiohttp.access: .*GET /-/health", err.decode())
+    by_pid = {pid: served.count(pid) for pid in set(served)}
+    assert sum(by_pid.values()) == 48 + 1  # and the probe's
+    # 16 connections hashed over 2 sockets: all on one has probability 2 / 2**16.
+    assert len(by_pid) == 2, by_pid
