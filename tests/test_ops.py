@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory
@@ -119,3 +120,21 @@ async def test_figures_survive_a_restart(make_proxy: ProxyFactory, fake: FakeInd
     data = json.loads(await (await second.get("/-/stats")).read())
     assert data["requests"]["hits"] == 2
     assert data["cache"]["files"] == 1  # recounted from the disk at start
+
+
+async def test_a_bug_is_a_one_line_500_and_counted(
+    proxy: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in the proxy")
+
+    monkeypatch.setattr(proxy.app[pages_key], "project", broken)
+    resp = await proxy.get("/simple/alpha/")
+    assert resp.status == 500
+    assert await resp.text() == "internal error (logged by the proxy)\n"
+    assert any("a bug in the proxy" in (r.exc_text or "") for r in caplog.records)
+    assert (await proxy.get("/no/such/route")).status == 404
+    proxy.app[metrics_key].flush()
+    counted = dict(proxy.app[metrics_key].counters())
+    assert counted[("requests", "page", "5xx", "-")] == 1
+    assert counted[("requests", "other", "4xx", "-")] == 1
