@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from cacheproxy.body_cache import BodyCache
+from cacheproxy.disk_writer import write_all
 from cacheproxy.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ class Storage:
         self._reads = ThreadPoolExecutor(4, thread_name_prefix="cacheproxy-read")
         self._page_writes = ThreadPoolExecutor(1, thread_name_prefix="cacheproxy-page-write")
         self._file_writes = ThreadPoolExecutor(2, thread_name_prefix="cacheproxy-file-write")
+        # Downloads hash and write their bytes here (disk_writer.py), one job per download.
+        self.write_pool = ThreadPoolExecutor(4, thread_name_prefix="cacheproxy-download")
         self.bodies = BodyCache()
 
     @classmethod
@@ -202,7 +205,7 @@ class Storage:
         await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
-        for pool in (self._page_writes, self._file_writes, self._reads):
+        for pool in (self._page_writes, self._file_writes, self.write_pool, self._reads):
             pool.shutdown(wait=True)
         self._index.close()
 
@@ -422,14 +425,12 @@ class Storage:
 
     @staticmethod
     def write_chunk(fd: int, data: bytes) -> None:
-        """Write all of ``data`` (os.write may write less than asked).
+        """Write all of ``data`` to a download's temporary (in a disk-writer thread).
 
         Raises:
             OSError: the disk is full (ENOSPC) or failing.
         """
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
 
     def temp_path(self, final: Path) -> Path:
         """Where ``final`` is written while it downloads. A fixed name, so a worker
@@ -443,24 +444,6 @@ class Storage:
         """Create (truncating) the temporary for ``final``; only its lock holder may."""
         path = self.temp_path(final)
         return os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644), path
-
-    def writeback(self, fd: int) -> "asyncio.Future[None]":
-        """Start flushing what has been written to ``fd`` to disk, without waiting.
-
-        Works on a duplicate descriptor, so the caller may close ``fd`` at any time.
-        Best effort: the fsync at :meth:`commit` is what guarantees durability.
-        """
-        dup = os.dup(fd)
-
-        def flush() -> None:
-            try:
-                os.fdatasync(dup)
-            except OSError:
-                pass  # commit's fsync will report a failing disk
-            finally:
-                os.close(dup)
-
-        return asyncio.get_running_loop().run_in_executor(self._file_writes, flush)
 
     async def commit(self, tmp: Path, final: Path) -> None:
         """fsync and move a verified temporary into place (rename, never copy)."""

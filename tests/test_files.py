@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory, temporaries
 from fakeindex import FakeFile, FakeIndex
 
-from cacheproxy import downloads
-from cacheproxy.keys import downloads_key, storage_key
+from cacheproxy import disk_writer
+from cacheproxy.keys import downloads_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]
@@ -356,22 +356,21 @@ async def test_long_downloads_are_flushed_to_disk_as_they_go(
     proxy: Client, fake: FakeIndex, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Early flushes keep the commit's fsync (which the last byte waits for) short. They
-    # run on a duplicate descriptor in a worker thread while the download goes on.
-    monkeypatch.setattr(downloads, "WRITEBACK_EVERY", 256 * 1024)
-    storage = proxy.app[storage_key]
+    # run in the download's writer thread, between writes.
+    monkeypatch.setattr(disk_writer, "WRITEBACK_EVERY", 256 * 1024)
     flushed: list[int] = []
-    real = storage.writeback
+    real = disk_writer.flush_to_disk
 
-    def counting(fd: int) -> "asyncio.Future[None]":
-        flushed.append(fd)
-        return real(fd)
+    def counting(fd: int) -> None:
+        flushed.append(os.fstat(fd).st_size)
+        real(fd)
 
-    monkeypatch.setattr(storage, "writeback", counting)
-    fake.chunk_delay(0.001)  # many reads, so the flushes interleave with writes
+    monkeypatch.setattr(disk_writer, "flush_to_disk", counting)
     f = the(fake, "big")
     resp = await proxy.get(await link_of(proxy, "big", f.filename))
     assert await resp.read() == f.data
-    assert len(flushed) >= 2
+    assert len(flushed) >= f.size // (256 * 1024) - 1
+    assert flushed == sorted(flushed)  # in order, as the file grew
     (blob,) = stored_files(cache_dir)
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == f.sha256
     assert temporaries(cache_dir) == []
