@@ -43,6 +43,8 @@ TARGETS = [
     "cacheproxy.upstream:Upstream.fetch_page",
     "cacheproxy.storage:Storage.get_page",
     "cacheproxy.storage:Storage.put_page",
+    "cacheproxy.storage:Storage.put_prepared",
+    "cacheproxy.pages:name_bodies",
     "cacheproxy.storage:Storage._write_atomic",
     "cacheproxy.storage:Storage.get_file",
     "cacheproxy.storage:Storage.commit",

@@ -89,10 +89,11 @@ async def _send_page(request: web.Request, result: PageResult) -> web.StreamResp
     try:
         if storage.bodies.fits(body.size):
             return web.Response(body=await storage.read_body(body), headers=headers)
+        await storage.check_body(body)
         fobj = open(storage.page_body_path(body), "rb")  # closed by the response
         if (actual := os.fstat(fobj.fileno()).st_size) != body.size:
             fobj.close()
-            raise DamagedBody(body, actual)
+            raise DamagedBody(body, f"{actual} bytes, not {body.size}")
     except FileNotFoundError:
         # A refresh replaced this body between our record read and the open: retry once.
         raise _Retry() from None

@@ -96,11 +96,21 @@ FileMap = dict[str, FileRecord]
 class DamagedBody(Exception):
     """A stored page body is not what its record says (cut short by a crash, say)."""
 
-    def __init__(self, body: "Body", actual: int) -> None:
-        super().__init__(f"page body {body.name} is {actual} bytes, not {body.size}")
+    def __init__(self, body: "Body", problem: str) -> None:
+        super().__init__(f"page body {body.name}: {problem}")
         self.body = body
 
 
+def _body_problem(body: "Body", data: bytes) -> str | None:
+    if len(data) != body.size:
+        return f"{len(data)} bytes, not {body.size}"
+    if hashlib.sha256(data).hexdigest() != body.name:
+        return "its bytes do not hash to its name"
+    return None
+
+
+# Bound on Storage._checked (64-character names: a few MB at most).
+_CHECKED_NAMES = 100_000
 # How many file records the in-memory map cache may hold across projects (bounds memory:
 # a record is a few hundred bytes; botocore alone lists thousands of files).
 _MAP_CACHE_ENTRIES = 50_000
@@ -153,6 +163,8 @@ class Storage:
         # Downloads hash and write their bytes here (disk_writer.py), one job per download.
         self.write_pool = ThreadPoolExecutor(4, thread_name_prefix="cacheproxy-download")
         self.bodies = BodyCache()
+        # Page bodies known whole in this process: written here, or hashed once.
+        self._checked: set[str] = set()
 
     @classmethod
     async def open(cls, root: Path, *, clean: bool = True) -> "Storage":
@@ -312,6 +324,7 @@ class Storage:
     ) -> None:
         for name, data in blobs.items():
             self._write_atomic(self.root / "pages" / name, data)
+            self._checked.add(name)
         old = self._index.get(("page", key))
         with self._index.transact():
             if files is not None:
@@ -338,6 +351,14 @@ class Storage:
                 (self.root / "pages" / body["name"]).unlink(missing_ok=True)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
+        """Write a page body under its name, without fsync.
+
+        A page can always be fetched again, and fsyncs are what a burst of page misses
+        queued on: each one also flushes every download being written at the time (ext4
+        commits its journal as one), 4 per page. A body a crash damaged is caught before
+        it is sent: each body is hashed once per process before its first use (see
+        :meth:`read_body`), and the page fetched again.
+        """
         try:
             if path.stat().st_size == len(data):
                 return  # the same name is the same bytes (unless cut short: rewrite it)
@@ -347,8 +368,6 @@ class Storage:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -362,14 +381,33 @@ class Storage:
 
         Raises:
             FileNotFoundError: a refresh replaced the body since its record was read.
-            DamagedBody: the file is not the size its record says.
+            DamagedBody: the file is not what its record says.
         """
         data = self.bodies.get(body.name)
         if data is None:
-            data = await self._run(self._reads, self.page_body_path(body).read_bytes)
-            if len(data) != body.size:
-                raise DamagedBody(body, len(data))
+            data = await self._run(self._reads, self._read_checked, body)
             self.bodies.put(body.name, data)
+        return data
+
+    async def check_body(self, body: Body) -> None:
+        """Make sure a body about to be sent from disk is whole (hashed once per process).
+
+        Raises:
+            FileNotFoundError, DamagedBody: as for :meth:`read_body`.
+        """
+        if body.name not in self._checked:
+            await self._run(self._reads, self._read_checked, body)
+
+    def _read_checked(self, body: Body) -> bytes:
+        data = self.page_body_path(body).read_bytes()
+        if body.name not in self._checked:
+            if (problem := _body_problem(body, data)) is not None:
+                raise DamagedBody(body, problem)
+            if len(self._checked) > _CHECKED_NAMES:
+                self._checked.clear()  # bounded; the cost is one more hash per body
+            self._checked.add(body.name)
+        elif len(data) != body.size:
+            raise DamagedBody(body, f"{len(data)} bytes, not {body.size}")
         return data
 
     async def get_file(self, key: str, project: str | None) -> FileRecord | None:
