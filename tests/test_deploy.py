@@ -130,6 +130,7 @@ def test_kubernetes() -> None:
         "CACHEPROXY_HOST": "0.0.0.0",
         "CACHEPROXY_PORT": str(DEFAULT_PORT),
         "CACHEPROXY_CACHE_DIR": CACHE_DIR,
+        "CACHEPROXY_WORKERS": "2",  # a team index: bench/README.md, workers
     }
     assert container["resources"]["requests"].keys() >= {"cpu", "memory"}
     (mount,) = container["volumeMounts"]
