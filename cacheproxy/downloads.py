@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,24 @@ from cacheproxy.upstream import Upstream
 logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
+Span = tuple[int, int]  # (offset, length) of bytes ready in a temporary
+
+
+def read_span(fd: int, offset: int, length: int) -> Iterator[bytes]:
+    """Read a span of a temporary in CHUNK pieces.
+
+    Raises:
+        IntegrityError: the file is shorter than the download says it has written.
+    """
+    end = offset + length
+    while offset < end:
+        data = os.pread(fd, min(CHUNK, end - offset), offset)
+        if not data:  # cannot happen for a growing file; never spin
+            raise IntegrityError("temporary file shorter than written")
+        offset += len(data)
+        yield data
+
+
 _RESUME_BACKOFF = 0.25
 # Following another worker's download: how often to look, and after how long without
 # progress to check that its owner is still alive.
@@ -113,12 +131,9 @@ class Download:
         """An fd on the temporary, opened now, before a failure could unlink it."""
         return os.open(self.tmp, os.O_RDONLY)
 
-    async def stream(
-        self, reader_fd: int, start: int = 0, end: int | None = None
-    ) -> AsyncGenerator[bytes]:
-        """Yield bytes ``start..end`` (exclusive end; None = to the end) as they arrive.
-
-        The caller owns (and closes) ``reader_fd``.
+    async def spans(self, start: int = 0, end: int | None = None) -> AsyncGenerator[Span]:
+        """Yield ``(offset, length)`` spans of bytes ``start..end`` (exclusive end; None =
+        to the end) as they reach the temporary; a reader sends each from its own fd.
 
         Raises:
             CacheProxyError: the download failed; the transfer must be broken off.
@@ -131,11 +146,8 @@ class Download:
                 # got every byte of a Content-Length body would take a bad file as good.
                 limit = min(limit, self.size - 1)
             if offset < limit:
-                data = os.pread(reader_fd, min(CHUNK, limit - offset), offset)
-                if not data:  # cannot happen for a growing file; never spin
-                    raise IntegrityError("temporary file shorter than written")
-                offset += len(data)
-                yield data
+                yield offset, limit - offset
+                offset = limit
                 continue
             if end is not None and offset >= end:
                 return
@@ -146,6 +158,14 @@ class Download:
                     return
                 continue
             await asyncio.shield(self._progress)
+
+    async def stream(
+        self, reader_fd: int, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes]:
+        """The bytes of :meth:`spans`, read from ``reader_fd`` (which the caller owns)."""
+        async for offset, length in self.spans(start, end):
+            for data in read_span(reader_fd, offset, length):
+                yield data
 
     async def run(self, upstream: Upstream, storage: Storage, retries: int) -> None:
         spec = self.spec

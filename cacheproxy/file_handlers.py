@@ -14,7 +14,7 @@ from typing import IO
 
 from aiohttp import web
 
-from cacheproxy.downloads import CHUNK, Download
+from cacheproxy.downloads import CHUNK, Download, Span, read_span
 from cacheproxy.errors import (
     IndexParseError,
     NotFound,
@@ -234,20 +234,21 @@ async def _stream(
     elif size is not None:
         resp.content_length = size
     start, end = (byte_range.start, byte_range.end + 1) if byte_range else (0, None)
-    chunks: AsyncGenerator[bytes] = download.stream(reader, start, end)
+    spans: AsyncGenerator[Span] = download.spans(start, end)
     sent = 0
     try:
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
-        async for chunk in chunks:
-            await resp.write(chunk)
-            sent += len(chunk)
+        sender = _SpanSender(request, resp, reader)
+        async for offset, length in spans:
+            await sender.send(offset, length)
+            sent += length
     except StorageFailed:
         # The cache could not keep it (disk full): the client still gets its file, the
         # rest of it straight from upstream; nothing is stored.
         with contextlib.suppress(Exception):
-            await chunks.aclose()
+            await spans.aclose()
         return await _relay(request, resolved, resp, start + sent, end)
     except Exception as e:
         # The download failed (or the client left). Break the connection off: with
@@ -259,10 +260,36 @@ async def _stream(
         return resp
     finally:
         with contextlib.suppress(Exception):
-            await chunks.aclose()
+            await spans.aclose()
         os.close(reader)
     await resp.write_eof()
     return resp
+
+
+class _SpanSender:
+    """Sends spans of a download's temporary to one client: by ``loop.sendfile`` (the
+    kernel copies; no Python in the byte path, as for hits), else by pread + write
+    (TLS, or an event loop without sendfile such as uvloop)."""
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse, reader: int) -> None:
+        self._resp = resp
+        self._reader = reader
+        self._transport = request.transport
+        # Not closed here: the reader fd belongs to _stream.
+        self._file = os.fdopen(reader, "rb", buffering=0, closefd=False)
+        self._sendfile = self._transport is not None
+
+    async def send(self, offset: int, length: int) -> None:
+        if self._sendfile and self._transport is not None:
+            try:
+                await asyncio.get_running_loop().sendfile(
+                    self._transport, self._file, offset, length, fallback=False
+                )
+                return
+            except (NotImplementedError, asyncio.SendfileNotAvailableError):
+                self._sendfile = False
+        for data in read_span(self._reader, offset, length):
+            await self._resp.write(data)
 
 
 async def _relay(

@@ -374,3 +374,49 @@ async def test_long_downloads_are_flushed_to_disk_as_they_go(
     (blob,) = stored_files(cache_dir)
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == f.sha256
     assert temporaries(cache_dir) == []
+
+
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "copy"])
+async def test_misses_stream_by_sendfile_or_by_copy(
+    proxy: Client, fake: FakeIndex, monkeypatch: pytest.MonkeyPatch, sendfile: bool
+) -> None:
+    # Readers of a running download are sent its temporary's bytes by loop.sendfile;
+    # where the loop or transport cannot (uvloop, TLS), by pread + write. Both whole.
+    loop = asyncio.get_running_loop()
+    real = loop.sendfile
+    calls: list[int] = []
+
+    async def tracked(
+        transport: object,
+        file: object,
+        offset: int = 0,
+        count: int | None = None,
+        *,
+        fallback: bool = True,
+    ) -> int:
+        calls.append(offset)
+        if not sendfile:
+            raise NotImplementedError
+        return await real(transport, file, offset, count, fallback=fallback)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "sendfile", tracked)
+    fake.chunk_delay(0.002)  # the file arrives in many pieces while clients wait
+    f = the(fake, "big")
+    link = await link_of(proxy, "big", f.filename)
+
+    async def whole() -> bytes:
+        resp = await proxy.get(link)
+        assert resp.headers["X-Cache"] == "MISS"
+        return await resp.read()
+
+    async def tail() -> bytes:
+        resp = await proxy.get(link, headers={"Range": "bytes=1000-"})
+        assert resp.status == 206
+        return await resp.read()
+
+    got = await asyncio.gather(whole(), whole(), tail())
+    assert list(got) == [f.data, f.data, f.data[1000:]]
+    assert len(fake.file_gets(f.filename)) == 1
+    assert calls  # the miss path asked for sendfile
+    if sendfile:
+        assert len(calls) > 3  # span after span as the file grew
