@@ -45,7 +45,7 @@ TARGETS = [
     "cacheproxy.storage:Storage.put_page",
     "cacheproxy.storage:Storage.put_prepared",
     "cacheproxy.pages:name_bodies",
-    "cacheproxy.storage:Storage._write_atomic",
+    "cacheproxy.storage:Storage._write_body",
     "cacheproxy.storage:Storage.get_file",
     "cacheproxy.storage:Storage.commit",
     "cacheproxy.file_handlers:package_file",

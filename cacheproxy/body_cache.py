@@ -38,6 +38,11 @@ class BodyCache:
             _old, dropped = self._items.popitem(last=False)
             self._bytes -= len(dropped)
 
+    def drop(self, name: str) -> None:
+        data = self._items.pop(name, None)
+        if data is not None:
+            self._bytes -= len(data)
+
     def __len__(self) -> int:
         return len(self._items)
 

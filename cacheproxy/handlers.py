@@ -109,7 +109,7 @@ async def _drop_damaged(request: web.Request, key: str, e: DamagedBody) -> None:
     logger.error("dropping page %s: %s", key or "/", e)
     storage = request.app[storage_key]
     await asyncio.to_thread(storage.drop_page, key)
-    storage.page_body_path(e.body).unlink(missing_ok=True)
+    storage.drop_damaged_body(e.body)
     request.app[pages_key].forget(key)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cacheproxy.layout import METADATA_SUFFIX
 from cacheproxy.metrics import Metrics
-from cacheproxy.storage import Storage
+from cacheproxy.storage import Storage, file_size
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +67,6 @@ def _expected_files(storage: Storage) -> dict[Path, int | None]:
     return expected
 
 
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
-
-
 def repair(storage: Storage, now: float | None = None) -> RepairReport:
     """Check and repair the cache directory (synchronous: run it in a thread)."""
     cutoff = (time.time() if now is None else now) - GRACE_SECONDS
@@ -84,7 +77,7 @@ def repair(storage: Storage, now: float | None = None) -> RepairReport:
         report.pages += 1
         bodies = [] if record is None else list(record.bodies.values())
         names = [b.name for b in bodies]
-        if record is None or any(_size(pages_dir / b.name) != b.size for b in bodies):
+        if record is None or any(file_size(pages_dir / b.name) != b.size for b in bodies):
             storage.drop_page(key)
             report.dropped_pages += 1
             continue

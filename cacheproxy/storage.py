@@ -101,6 +101,14 @@ class DamagedBody(Exception):
         self.body = body
 
 
+def file_size(path: Path) -> int | None:
+    """A file's size, None when it does not exist."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def _body_problem(body: "Body", data: bytes) -> str | None:
     if len(data) != body.size:
         return f"{len(data)} bytes, not {body.size}"
@@ -154,8 +162,8 @@ class Storage:
         self._pending_strays: dict[str, str] = {}
         # The loop thread reads the maps; worker threads (put_page, disk reads) update them.
         self._maps_lock = threading.Lock()
-        # Three pools, so a burst of writes (SQLite takes one writer at a time, and each
-        # write fsyncs) never queues the record reads that hits and file lookups wait on.
+        # Separate pools, so a burst of writes (SQLite takes one writer at a time; file
+        # commits fsync) never queues the record reads that hits and file lookups wait on.
         # One page writer: page writes are applied in the order they were asked for.
         self._reads = ThreadPoolExecutor(4, thread_name_prefix="cacheproxy-read")
         self._page_writes = ThreadPoolExecutor(1, thread_name_prefix="cacheproxy-page-write")
@@ -304,8 +312,8 @@ class Storage:
         files: FileMap | None = None,
         strays: tuple[str, ...] = (),
     ) -> None:
-        """Write ``record`` durably: its bodies (``blobs``, by body name), then the file
-        records they link to, then the record itself.
+        """Write ``record``: its bodies (``blobs``, by body name; not fsynced, see
+        :meth:`_write_body`), then the file records they link to, then the record itself.
 
         Order matters: a reader that finds the record always finds its bodies. ``files``
         are the page's file records, stored as one value per project (one write instead
@@ -323,8 +331,7 @@ class Storage:
         strays: tuple[str, ...],
     ) -> None:
         for name, data in blobs.items():
-            self._write_atomic(self.root / "pages" / name, data)
-            self._checked.add(name)
+            self._write_body(name, data)
         old = self._index.get(("page", key))
         with self._index.transact():
             if files is not None:
@@ -350,20 +357,19 @@ class Storage:
                 # one that lost the race re-reads the record (see handlers).
                 (self.root / "pages" / body["name"]).unlink(missing_ok=True)
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        """Write a page body under its name, without fsync.
+    def _write_body(self, name: str, data: bytes) -> None:
+        """Write a page body under its name (its sha256), without fsync.
 
         A page can always be fetched again, and fsyncs are what a burst of page misses
         queued on: each one also flushes every download being written at the time (ext4
         commits its journal as one), 4 per page. A body a crash damaged is caught before
         it is sent: each body is hashed once per process before its first use (see
-        :meth:`read_body`), and the page fetched again.
+        :meth:`_read_checked`), and the page fetched again. A file already there is only
+        trusted when this process wrote or hashed it; otherwise it is replaced.
         """
-        try:
-            if path.stat().st_size == len(data):
-                return  # the same name is the same bytes (unless cut short: rewrite it)
-        except FileNotFoundError:
-            pass
+        path = self.root / "pages" / name
+        if name in self._checked and file_size(path) == len(data):
+            return
         fd, tmp = tempfile.mkstemp(dir=self.tmp_dir)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -372,6 +378,18 @@ class Storage:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._checked_add(name)
+
+    def _checked_add(self, name: str) -> None:
+        if len(self._checked) > _CHECKED_NAMES:
+            self._checked.clear()  # bounded; the cost is one more hash per body
+        self._checked.add(name)
+
+    def drop_damaged_body(self, body: Body) -> None:
+        """Remove a body found damaged, so nothing trusts it and the next write replaces it."""
+        self._checked.discard(body.name)
+        self.bodies.drop(body.name)
+        self.page_body_path(body).unlink(missing_ok=True)
 
     def page_body_path(self, body: Body) -> Path:
         return self.root / "pages" / body.name
@@ -403,9 +421,7 @@ class Storage:
         if body.name not in self._checked:
             if (problem := _body_problem(body, data)) is not None:
                 raise DamagedBody(body, problem)
-            if len(self._checked) > _CHECKED_NAMES:
-                self._checked.clear()  # bounded; the cost is one more hash per body
-            self._checked.add(body.name)
+            self._checked_add(body.name)
         elif len(data) != body.size:
             raise DamagedBody(body, f"{len(data)} bytes, not {body.size}")
         return data

@@ -6,7 +6,7 @@ import pytest
 
 from cacheproxy import storage as storage_mod
 from cacheproxy.errors import ConfigError
-from cacheproxy.storage import FileRecord, PageRecord, Storage
+from cacheproxy.storage import DamagedBody, FileRecord, PageRecord, Storage
 
 
 def record(url: str) -> FileRecord:
@@ -81,3 +81,32 @@ async def test_unusable_directory_is_a_config_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="not usable"):
         await Storage.open(blocker / "cache")
+
+
+async def test_a_garbled_body_is_rewritten_when_its_page_is_stored_again(tmp_path: Path) -> None:
+    # After a power cut a body file can be the right size with the wrong bytes. Storing the
+    # same page again (a refetch with identical content) must replace it, not trust it.
+    store = await Storage.open(tmp_path)
+    saved = await store.put_page("p", PageRecord(status=200, fetched_at=1.0), {"json": b"abc"})
+    await store.close()
+    path = store.page_body_path(saved.bodies["json"])
+    path.write_bytes(b"\0\0\0")
+    again = await Storage.open(tmp_path)  # a restart: nothing is known to be whole
+    stored = await again.put_page("p", PageRecord(status=200, fetched_at=2.0), {"json": b"abc"})
+    assert path.read_bytes() == b"abc"
+    assert await again.read_body(stored.bodies["json"]) == b"abc"
+    await again.close()
+
+
+async def test_a_damaged_body_is_forgotten_so_the_next_write_replaces_it(tmp_path: Path) -> None:
+    store = await Storage.open(tmp_path)
+    saved = await store.put_page("p", PageRecord(status=200, fetched_at=1.0), {"json": b"abc"})
+    body = saved.bodies["json"]
+    store.page_body_path(body).write_bytes(b"ab")  # cut short behind our back
+    with pytest.raises(DamagedBody):
+        await store.read_body(body)
+    store.drop_damaged_body(body)
+    assert not store.page_body_path(body).exists()
+    await store.put_page("p", PageRecord(status=200, fetched_at=2.0), {"json": b"abc"})
+    assert await store.read_body(body) == b"abc"
+    await store.close()
