@@ -119,5 +119,5 @@ async def test_the_descriptor_is_closed_once(
     writer.close()
     writer.close()  # the failure path closes again: must not close a reused number
     await writer.closed.wait()
-    await asyncio.sleep(0.05)
-    assert closed == [fd]
+    await asyncio.sleep(0.05)  # room for a second close to happen, if it were queued
+    assert closed.count(fd) == 1  # (os.close is patched process-wide: count ours only)

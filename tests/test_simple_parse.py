@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
+from test_simple_render import PEP691_FILE_KEYS
 from yarl import URL
 
 from cacheproxy.errors import IndexParseError
@@ -644,23 +645,7 @@ _json = st.recursive(
     ),
     max_leaves=25,
 )
-_file_keys = st.sampled_from(
-    [
-        "filename",
-        "url",
-        "hashes",
-        "requires-python",
-        "yanked",
-        "core-metadata",
-        "data-dist-info-metadata",
-        "dist-info-metadata",
-        "size",
-        "upload-time",
-        "gpg-sig",
-        "provenance",
-        "x-other",
-    ]
-)
+_file_keys = st.sampled_from([*PEP691_FILE_KEYS, "x-other"])
 _urlish = st.text(max_size=30) | st.sampled_from(
     [
         "x.whl",

@@ -366,7 +366,9 @@ _json_values = st.recursive(
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
     max_leaves=10,
 )
-_MODELLED = {
+# The PEP 691 file keys the model covers (written out independently of simple_parse,
+# so a key the parser forgets to model shows up as a failure, not as agreement).
+PEP691_FILE_KEYS = (
     "filename",
     "url",
     "hashes",
@@ -379,7 +381,8 @@ _MODELLED = {
     "upload-time",
     "gpg-sig",
     "provenance",
-}
+)
+_MODELLED = set(PEP691_FILE_KEYS)
 _extra = st.dictionaries(
     st.text(min_size=1, max_size=10).filter(lambda k: k not in _MODELLED), _json_values, max_size=3
 )

@@ -105,15 +105,22 @@ async def test_follower_notices_a_dead_owner(
     assert await again.read() == f.data
 
 
+async def serve_workers(
+    workers: int, port: int, cache: Path, fake: FakeIndex
+) -> asyncio.subprocess.Process:
+    """``cacheproxy serve --workers N`` as a real process; its log (with pids) on stderr."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cacheproxy", "serve", "--workers", str(workers),
+        "--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
 async def test_real_worker_processes_share_one_download(fake: FakeIndex, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     f = big(fake)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cacheproxy", "serve", "--workers", "3", "--port", str(port),
-        "--cache-dir", str(tmp_path / "cache"), "--upstream", fake.index_url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    proc = await serve_workers(3, port, tmp_path / "cache", fake)
     try:
         # One connection per request, so the kernel spreads them over the workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
@@ -152,11 +159,7 @@ async def test_keep_alive_connections_spread_over_workers(fake: FakeIndex, tmp_p
     # the whole burst (a load test's 16 keep-alive connections) and the other sat idle.
     # The workers are paused while the 16 connect, so the burst is really one.
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cacheproxy", "serve", "--workers", "2", "--port", str(port),
-        "--cache-dir", str(tmp_path / "cache"), "--upstream", fake.index_url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    proc = await serve_workers(2, port, tmp_path / "cache", fake)
     try:
         async with aiohttp.ClientSession() as probe:
             await wait_healthy(probe, f"http://127.0.0.1:{port}")
