@@ -12,10 +12,11 @@ import itertools
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -122,11 +123,47 @@ def _describe(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
+def _basic(user: str, password: str | None) -> str:
+    # RFC 7617 basic auth, built by hand: aiohttp 3.14 deprecates BasicAuth.
+    return "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+
+
+class EnvProxies:
+    """HTTP_PROXY / HTTPS_PROXY / NO_PROXY (any case), read once when the app starts.
+
+    Done here rather than with aiohttp's ``trust_env``, which also looks up ~/.netrc in a
+    worker thread for every request without credentials (3% of the loop in a cold uv
+    install, bench/profile.py cold-uv) and would send what it finds there to any host a
+    page links to. Credentials in a proxy URL become a Proxy-Authorization header.
+    """
+
+    def __init__(self) -> None:
+        found = urllib.request.getproxies_environment()
+        self._proxies = {k: URL(v) for k, v in found.items() if k in ("http", "https")}
+        self._bypass: dict[str, bool] = {}
+
+    def for_url(self, url: URL) -> tuple[URL | None, dict[str, str] | None]:
+        """The proxy to reach ``url`` through, and the headers for it (None, None: direct)."""
+        proxy = self._proxies.get(url.scheme)
+        if proxy is None or url.host is None:
+            return None, None
+        bypass = self._bypass.get(url.host)
+        if bypass is None:
+            bypass = bool(urllib.request.proxy_bypass(url.host))  # NO_PROXY, as aiohttp
+            self._bypass[url.host] = bypass  # a handful of hosts: the index and file hosts
+        if bypass:
+            return None, None
+        if proxy.user is None:
+            return proxy, None
+        headers = {"Proxy-Authorization": _basic(proxy.user, proxy.password)}
+        return proxy.with_user(None).with_password(None), headers
+
+
 def make_session(settings: Settings) -> aiohttp.ClientSession:
-    """The app's one ClientSession: no cookies, proxies from HTTP(S)_PROXY/NO_PROXY."""
+    """The app's one ClientSession: no cookies, no environment (see EnvProxies)."""
     return aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=True,  # honour HTTP_PROXY / HTTPS_PROXY / NO_PROXY
+        trust_env=False,
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=32, ttl_dns_cache=300),
         headers={"User-Agent": f"cacheproxy/{__version__}"},
     )
@@ -144,9 +181,8 @@ class Upstream:
         self.index_url = settings.upstream
         self._authorization: str | None = None
         if settings.upstream.user is not None:
-            # RFC 7617 basic auth, built by hand: aiohttp 3.14 deprecates BasicAuth.
-            pair = f"{settings.upstream.user}:{settings.upstream.password or ''}"
-            self._authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+            self._authorization = _basic(settings.upstream.user, settings.upstream.password)
+        self._proxies = EnvProxies()
         self._file_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
@@ -157,6 +193,16 @@ class Upstream:
     def page_url(self, project: str | None) -> URL:
         base = self.index_url.with_user(None).with_password(None)
         return base if project is None else base / project / ""
+
+    def _request_args(self, url: URL, headers: dict[str, str]) -> dict[str, Any]:
+        """Headers (upstream auth included) and the environment's proxy for ``url``."""
+        headers = self._with_auth(url, headers)
+        proxy, proxy_headers = self._proxies.for_url(url)
+        if proxy is not None and proxy_headers and url.scheme == "http":
+            # Plain http is forwarded, not tunnelled: the proxy reads the request's own
+            # headers (aiohttp sends proxy_headers only with a CONNECT).
+            headers = {**headers, **proxy_headers}
+        return {"headers": headers, "proxy": proxy, "proxy_headers": proxy_headers}
 
     def _with_auth(self, url: URL, headers: dict[str, str]) -> dict[str, str]:
         # Credentials from the upstream URL go to the upstream's own host only, never to a
@@ -205,7 +251,7 @@ class Upstream:
         )
         try:
             async with self._session.get(
-                url, headers=self._with_auth(url, headers), timeout=timeout
+                url, timeout=timeout, **self._request_args(url, headers)
             ) as resp:
                 if resp.status == 304:
                     return PageResponse(status=304, url=resp.url)
@@ -322,7 +368,7 @@ class Upstream:
         shown = redact_url(target)
         try:
             resp = await self._session.get(
-                target, headers=self._with_auth(target, headers), timeout=self._file_timeout
+                target, timeout=self._file_timeout, **self._request_args(target, headers)
             )
         except TimeoutError as e:
             raise UpstreamUnavailable(f"timed out fetching {shown}", timeout=True) from e
