@@ -38,6 +38,8 @@ from cacheproxy.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 _SCHEMA = 1
+# Page bodies being written (a few milliseconds each, in the page-writer thread).
+PAGE_TEMP_PREFIX = "page-"
 _T = TypeVar("_T")
 
 
@@ -370,7 +372,7 @@ class Storage:
         path = self.root / "pages" / name
         if name in self._checked and file_size(path) == len(data):
             return
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=PAGE_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

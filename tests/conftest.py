@@ -138,9 +138,12 @@ def uv_binary() -> str:
 
 
 def temporaries(cache_dir: Path) -> list[Path]:
-    """Downloads in progress (or left behind), and lock files of downloads not finished.
+    """Downloads in progress (or left behind) in the cache's tmp/.
 
-    A finished download removes its lock file; a failed one leaves it (empty, harmless).
+    Page bodies being written in the background (storage.PAGE_TEMP_PREFIX) are not
+    downloads: one may exist for a moment after any page miss.
     """
     tmp = cache_dir / "tmp"
-    return [p for p in tmp.iterdir() if p.name != "locks"] if tmp.exists() else []
+    if not tmp.exists():
+        return []
+    return [p for p in tmp.iterdir() if p.name != "locks" and not p.name.startswith("page-")]

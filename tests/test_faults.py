@@ -34,10 +34,11 @@ Client = TestClient[web.Request, web.Application]
 
 async def assert_cache_verified(cache_dir: Path) -> None:
     for _ in range(100):  # background downloads finish (or clean up) on their own
-        if not temporaries(cache_dir):
+        left = temporaries(cache_dir)
+        if not left:
             break
         await asyncio.sleep(0.02)
-    assert temporaries(cache_dir) == []
+    assert left == []
     for path in (cache_dir / "files").rglob("*"):
         if path.is_file() and "sha256" in path.parts:
             assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
