@@ -30,6 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 class ForwardProxy:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str | None]] = []  # (target URL, Proxy-Authorization)
+        self.address = ""  # host:port, once started
 
     async def relay(self, request: web.Request) -> web.Response:
         target = f"http://{request.headers['Host']}{request.rel_url}"
@@ -60,15 +61,20 @@ async def page_and_file(client: TestClient[web.Request, web.Application], fake: 
     assert await resp.read() == f.data
 
 
+@pytest.fixture
+async def forward(aiohttp_server: AiohttpServer) -> ForwardProxy:
+    proxy = ForwardProxy()
+    proxy.address = await proxy.start(aiohttp_server)
+    return proxy
+
+
 async def test_upstream_is_reached_through_http_proxy_with_its_credentials(
     make_proxy: ProxyFactory,
     fake: FakeIndex,
-    aiohttp_server: AiohttpServer,
+    forward: ForwardProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    forward = ForwardProxy()
-    where = await forward.start(aiohttp_server)
-    monkeypatch.setenv("HTTP_PROXY", f"http://build:s3cret@{where}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://build:s3cret@{forward.address}")
     proxy = await make_proxy()
     await page_and_file(proxy, fake)
     targets = [t for t, _auth in forward.seen]
@@ -83,11 +89,10 @@ async def test_upstream_is_reached_through_http_proxy_with_its_credentials(
 async def test_no_proxy_hosts_are_reached_directly(
     make_proxy: ProxyFactory,
     fake: FakeIndex,
-    aiohttp_server: AiohttpServer,
+    forward: ForwardProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    forward = ForwardProxy()
-    monkeypatch.setenv("HTTP_PROXY", f"http://{await forward.start(aiohttp_server)}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://{forward.address}")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     proxy = await make_proxy()
     await page_and_file(proxy, fake)
