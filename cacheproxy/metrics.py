@@ -54,6 +54,10 @@ class Metrics:
         self._store = diskcache.Cache(str(stats_dir), size_limit=2**40, eviction_policy="none")
         self._clock = clock
         self._lock = threading.Lock()  # flushes run in a worker thread
+        # One flush at a time, start to end: a reader's flush (stats, the status page)
+        # must not return while the periodic one has taken the deltas but not yet
+        # written them, or the reader sees some of them missing.
+        self._flushing = threading.Lock()
         self._deltas: defaultdict[Key, float] = defaultdict(float)
         self._responses: defaultdict[_ResponseKey, int] = defaultdict(int)
         self._response_bytes: defaultdict[_ResponseKey, int] = defaultdict(int)
@@ -116,6 +120,10 @@ class Metrics:
 
     def flush(self) -> None:
         """Move this process's deltas into the shared store (synchronous; thread-safe)."""
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             deltas, self._deltas = self._deltas, defaultdict(float)
             responses, self._responses = self._responses, defaultdict(int)
@@ -153,16 +161,17 @@ class Metrics:
 
     def current(self, series: str) -> float:
         """A shared counter's total including this process's unflushed delta (one read)."""
-        with self._lock:
+        with self._flushing, self._lock:
             local = self._deltas.get((series,), 0.0)
-        value = self._store.get(("c", series), 0)
+            value = self._store.get(("c", series), 0)
         return (value if isinstance(value, int | float) else 0) + local
 
     def set_total(self, series: str, value: float) -> None:
         """Set a shared counter outright (the cache's size after a scan of the disk)."""
-        with self._lock:
-            self._deltas.pop((series,), None)
-        self._store.set(("c", series), value)
+        with self._flushing:
+            with self._lock:
+                self._deltas.pop((series,), None)
+            self._store.set(("c", series), value)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

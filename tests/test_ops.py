@@ -1,8 +1,11 @@
 """Operations endpoints: /-/health, /-/ready, /-/stats and /-/metrics (Prometheus), with
 figures that add up across worker processes sharing one cache directory."""
 
+import contextlib
 import json
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from fakeindex import FakeIndex
 from prometheus_client.parser import text_string_to_metric_families
 
 from cacheproxy.keys import metrics_key, pages_key
+from cacheproxy.metrics import Metrics
 
 Client = TestClient[web.Request, web.Application]
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -138,3 +142,40 @@ async def test_a_bug_is_a_one_line_500_and_counted(
     counted = dict(proxy.app[metrics_key].counters())
     assert counted[("requests", "page", "5xx", "-")] == 1
     assert counted[("requests", "other", "4xx", "-")] == 1
+
+
+def test_a_reader_never_sees_a_flush_half_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The periodic flush takes the deltas, then writes them. A reader (/-/stats, the
+    # status page) that flushes meanwhile must wait for that write, not read without it.
+    metrics = Metrics(tmp_path / "stats")
+    metrics.add("stored")
+    entered, gate = threading.Event(), threading.Event()
+    real = metrics._store.transact
+
+    @contextlib.contextmanager
+    def slow_write() -> Iterator[None]:
+        entered.set()
+        gate.wait(timeout=10)
+        with real():
+            yield
+
+    monkeypatch.setattr(metrics._store, "transact", slow_write)
+    seen: list[float] = []
+
+    def read() -> None:
+        metrics.flush()
+        seen.append(dict(metrics.counters()).get(("stored",), 0))
+
+    periodic = threading.Thread(target=metrics.flush)
+    periodic.start()
+    assert entered.wait(timeout=10)
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=0.3)  # before the fix it had finished here, without the count
+    gate.set()
+    periodic.join()
+    reader.join()
+    assert seen == [1]
+    metrics.close()
