@@ -5,8 +5,8 @@
 The proxy itself has neither today; this wrapper measures what they would buy without
 touching ``cacheproxy/``:
 
-* ``--uvloop`` installs uvloop's event-loop policy before ``cacheproxy.cli.main`` runs.
-* ``--workers N`` forks N processes that each run ``cacheproxy.cli.main`` with
+* ``--uvloop`` installs uvloop's event-loop policy before ``cacheproxy.cli.main.main`` runs.
+* ``--workers N`` forks N processes that each run ``cacheproxy.cli.main.main`` with
   ``web.run_app(..., reuse_port=True)`` (SO_REUSEPORT: the kernel spreads connections).
   They share the cache directory (diskcache is multi-process safe), but not the in-memory
   single-flight tables: two workers can each download the same cold file.
@@ -34,7 +34,7 @@ def _run_one(argv: list[str], use_uvloop: bool, reuse_port: bool) -> int:
         from aiohttp import web
 
         web.run_app = functools.partial(web.run_app, reuse_port=True)  # type: ignore[assignment]
-    from cacheproxy.cli import main
+    from cacheproxy.cli.main import main
 
     return main(argv)
 

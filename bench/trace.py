@@ -4,7 +4,7 @@
 
 py-spy samples CPU; a cold request through the proxy is mostly *waiting* (upstream, fsync
 in a worker thread), which a sampler does not attribute. This runs the proxy in-process
-(``cacheproxy.app.create_app`` on an ``AppRunner``, same settings as ``bench/run.py``),
+(``cacheproxy.web.app.create_app`` on an ``AppRunner``, same settings as ``bench/run.py``),
 wraps a list of its functions with timers (monkeypatched at run time: nothing in
 ``cacheproxy/`` changes; functions that no longer exist are skipped), then plays pip's
 cold sequence (page, metadata, wheel for each distribution, one at a time) from a client
@@ -32,30 +32,30 @@ from common import fetch, free_port
 from run import V1_JSON, Bench, parse_args
 
 TARGETS = [
-    "cacheproxy.handlers:project_page",
-    "cacheproxy.pages:Pages._get",
-    "cacheproxy.pages:Pages._read",
-    "cacheproxy.pages:Pages._fetch",
-    "cacheproxy.pages:Pages._store",
-    "cacheproxy.pages:render_project",
-    "cacheproxy.pages:parse_project_page",
-    "cacheproxy.pages:_with_gzip",
-    "cacheproxy.upstream:Upstream.fetch_page",
-    "cacheproxy.storage:Storage.get_page",
-    "cacheproxy.storage:Storage.put_page",
-    "cacheproxy.storage:Storage.put_prepared",
-    "cacheproxy.pages:name_bodies",
-    "cacheproxy.storage:Storage._write_body",
-    "cacheproxy.storage:Storage.get_file",
-    "cacheproxy.storage:Storage.commit",
-    "cacheproxy.file_handlers:package_file",
-    "cacheproxy.file_handlers:_serve_miss",
-    "cacheproxy.file_handlers:_stream",
-    "cacheproxy.files:Files.resolve",
-    "cacheproxy.downloads:Downloads.join",
-    "cacheproxy.downloads:Download.run",
-    "cacheproxy.downloads:Download._transfer",
-    "cacheproxy.upstream:Upstream._open_once",
+    "cacheproxy.web.handlers:project_page",
+    "cacheproxy.proxy.pages:Pages._get",
+    "cacheproxy.proxy.pages:Pages._read",
+    "cacheproxy.proxy.pages:Pages._fetch",
+    "cacheproxy.proxy.pages:Pages._store",
+    "cacheproxy.proxy.pages:render_project",
+    "cacheproxy.proxy.pages:parse_project_page",
+    "cacheproxy.proxy.pages:_with_gzip",
+    "cacheproxy.proxy.upstream:Upstream.fetch_page",
+    "cacheproxy.store.local:Storage.get_page",
+    "cacheproxy.store.local:Storage.put_page",
+    "cacheproxy.store.local:Storage.put_prepared",
+    "cacheproxy.proxy.pages:name_bodies",
+    "cacheproxy.store.local:Storage._write_body",
+    "cacheproxy.store.local:Storage.get_file",
+    "cacheproxy.store.local:Storage.commit",
+    "cacheproxy.web.file_handlers:package_file",
+    "cacheproxy.web.file_handlers:_serve_miss",
+    "cacheproxy.web.file_handlers:_stream",
+    "cacheproxy.proxy.files:Files.resolve",
+    "cacheproxy.proxy.downloads:Downloads.join",
+    "cacheproxy.proxy.downloads:Download.run",
+    "cacheproxy.proxy.downloads:Download._transfer",
+    "cacheproxy.proxy.upstream:Upstream._open_once",
 ]
 
 STATS: dict[str, list[float]] = defaultdict(list)
@@ -131,8 +131,8 @@ async def serve(
 ) -> None:
     from aiohttp import web
 
-    from cacheproxy.app import create_app
     from cacheproxy.settings import build_settings
+    from cacheproxy.web.app import create_app
 
     assert bench.up is not None
     flags = {

@@ -1,5 +1,5 @@
 """`python -m cacheproxy` runs the same entry point as the console script."""
 
-from cacheproxy.cli import main
+from cacheproxy.cli.main import main
 
 raise SystemExit(main())

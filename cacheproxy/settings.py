@@ -261,7 +261,7 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
     tuning: dict[str, Any] = {}
     max_raw = pick("max_size")
     if max_raw is not None:
-        from cacheproxy.evict import parse_size  # the one setting that looks at the disk
+        from cacheproxy.store.evict import parse_size  # the one setting that looks at the disk
 
         tuning["max_size"] = parse_size(str(max_raw), cache_dir)
     for name in ("connect_timeout", "read_timeout", "page_timeout", "retries", "workers"):

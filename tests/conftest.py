@@ -16,8 +16,8 @@ from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
-from cacheproxy.app import create_app
 from cacheproxy.settings import Settings
+from cacheproxy.web.app import create_app
 
 
 @dataclass(frozen=True)

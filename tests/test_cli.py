@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from fakeindex import FakeIndex
 
-from cacheproxy.cli import EXIT_USAGE, main
+from cacheproxy.cli.main import EXIT_USAGE, main
 
 
 def free_port() -> int:

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from cacheproxy.dockerfile_syntax import escape_char, logical_text, split_instructions
-from cacheproxy.settings import DEFAULT_PORT
-from cacheproxy.snippets import (
+from cacheproxy.docker.snippets import (
     DEFAULT_ALIAS,
     DEFAULT_GATEWAY,
     Reach,
@@ -18,6 +16,8 @@ from cacheproxy.snippets import (
     make_target,
     render_snippet,
 )
+from cacheproxy.docker.syntax import escape_char, logical_text, split_instructions
+from cacheproxy.settings import DEFAULT_PORT
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 CACHE_DIR = "/var/cache/cacheproxy"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy import disk_writer
-from cacheproxy.disk_writer import DiskWriter, write_all
+from cacheproxy.store import disk_writer
+from cacheproxy.store.disk_writer import DiskWriter, write_all
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ from packaging.utils import canonicalize_name
 from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
-from cacheproxy import upstream as upstream_mod
-from cacheproxy.app import create_app
-from cacheproxy.keys import storage_key
-from cacheproxy.models import DistFile, ProjectPage
-from cacheproxy.pages import render_project
-from cacheproxy.upstream import file_url_allowed, retry_after_seconds
+from cacheproxy.proxy import upstream as upstream_mod
+from cacheproxy.proxy.pages import render_project
+from cacheproxy.proxy.upstream import file_url_allowed, retry_after_seconds
+from cacheproxy.simple.models import DistFile, ProjectPage
+from cacheproxy.web.app import create_app
+from cacheproxy.web.keys import storage_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]

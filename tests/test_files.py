@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory, temporaries
 from fakeindex import FakeFile, FakeIndex
 
-from cacheproxy import disk_writer
-from cacheproxy.keys import downloads_key
+from cacheproxy.store import disk_writer
+from cacheproxy.web.keys import downloads_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]

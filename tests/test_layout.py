@@ -2,7 +2,14 @@
 
 import pytest
 
-from cacheproxy.layout import BadPath, file_key, metadata_url, page_link, project_of, upstream_rest
+from cacheproxy.simple.layout import (
+    BadPath,
+    file_key,
+    metadata_url,
+    page_link,
+    project_of,
+    upstream_rest,
+)
 
 
 def test_plus_and_percent_2b_are_one_key() -> None:

@@ -14,8 +14,8 @@ from pytest_aiohttp import AiohttpServer
 from test_clients import installed, run
 from yarl import URL
 
-from cacheproxy.app import create_app
 from cacheproxy.settings import Settings, normalise_index_url, pip_index_url
+from cacheproxy.web.app import create_app
 
 pytestmark = [pytest.mark.live, pytest.mark.clients]
 

@@ -17,10 +17,10 @@ from fakeindex import FakeFile, FakeIndex
 from test_cli import free_port
 from test_repair import wait_healthy
 
-from cacheproxy.cli import main
+from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError
-from cacheproxy.evict import PROTECT_SECONDS, evict, parse_duration, parse_size
-from cacheproxy.keys import metrics_key, storage_key
+from cacheproxy.store.evict import PROTECT_SECONDS, evict, parse_duration, parse_size
+from cacheproxy.web.keys import metrics_key, storage_key
 
 Client = TestClient[web.Request, web.Application]
 JSON = "application/vnd.pypi.simple.v1+json"

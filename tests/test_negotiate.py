@@ -2,7 +2,7 @@
 
 import pytest
 
-from cacheproxy.negotiate import MediaType, accepts_gzip, choose_media_type
+from cacheproxy.simple.negotiate import MediaType, accepts_gzip, choose_media_type
 
 HTML = MediaType.HTML
 HTML_V1 = MediaType.HTML_V1

@@ -15,8 +15,8 @@ from conftest import ProxyFactory
 from fakeindex import FakeIndex
 from prometheus_client.parser import text_string_to_metric_families
 
-from cacheproxy.keys import metrics_key, pages_key
-from cacheproxy.metrics import Metrics
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.web.keys import metrics_key, pages_key
 
 Client = TestClient[web.Request, web.Application]
 JSON = "application/vnd.pypi.simple.v1+json"

@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory
 from fakeindex import FakeIndex
 
-from cacheproxy.body_cache import BodyCache
-from cacheproxy.keys import metrics_key, pages_key, storage_key
-from cacheproxy.storage import Storage
+from cacheproxy.store.body_cache import BodyCache
+from cacheproxy.store.local import Storage
+from cacheproxy.web.keys import metrics_key, pages_key, storage_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]

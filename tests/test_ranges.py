@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cacheproxy.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
+from cacheproxy.web.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,10 @@ from conftest import temporaries
 from fakeindex import FakeIndex
 from test_cli import free_port
 
-from cacheproxy import repair as repair_module
-from cacheproxy.metrics import Metrics
-from cacheproxy.repair import GRACE_SECONDS, RepairReport, log_repair, repair
-from cacheproxy.storage import FileRecord, PageRecord, Storage
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.store import repair as repair_module
+from cacheproxy.store.local import FileRecord, PageRecord, Storage
+from cacheproxy.store.repair import GRACE_SECONDS, RepairReport, log_repair, repair
 
 OLD = time.time() - 10 * GRACE_SECONDS
 

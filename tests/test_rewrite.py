@@ -13,17 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy import docker_env, dockerfile_cli
-from cacheproxy.cli import _Parser
-from cacheproxy.dockerfile_rewrite import Options, recognise, rewrite
-from cacheproxy.dockerfile_syntax import (
+from cacheproxy.cli import dockerfile as dockerfile_cli
+from cacheproxy.cli.main import _Parser
+from cacheproxy.docker import engine as docker_env
+from cacheproxy.docker.rewrite import Options, recognise, rewrite
+from cacheproxy.docker.snippets import Reach, make_target
+from cacheproxy.docker.syntax import (
     DockerfileError,
     Word,
     escape_char,
     shell_words,
     split_instructions,
 )
-from cacheproxy.snippets import Reach, make_target
 
 CORPUS = sorted((Path(__file__).parent / "dockerfiles" / "corpus").glob("*.Dockerfile"))
 UPDATE = bool(os.environ.get("CACHEPROXY_UPDATE_GOLDEN"))

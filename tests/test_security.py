@@ -13,7 +13,7 @@ from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
-from cacheproxy.app import create_app
+from cacheproxy.web.app import create_app
 
 Client = TestClient[web.Request, web.Application]
 

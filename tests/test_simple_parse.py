@@ -11,8 +11,8 @@ from test_simple_render import PEP691_FILE_KEYS
 from yarl import URL
 
 from cacheproxy.errors import IndexParseError
-from cacheproxy.models import DistFile, ProjectList, ProjectPage
-from cacheproxy.simple_parse import (
+from cacheproxy.simple.models import DistFile, ProjectList, ProjectPage
+from cacheproxy.simple.parse import (
     JSON_TYPE,
     is_json,
     parse_project_list,

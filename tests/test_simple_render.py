@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 from yarl import URL
 
-from cacheproxy.models import CoreMetadata, DistFile, ProjectList, ProjectPage
-from cacheproxy.simple_parse import JSON_TYPE, parse_project_page
-from cacheproxy.simple_render import (
+from cacheproxy.simple.models import CoreMetadata, DistFile, ProjectList, ProjectPage
+from cacheproxy.simple.parse import JSON_TYPE, parse_project_page
+from cacheproxy.simple.render import (
     json_api_version,
     render_html,
     render_json,

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy.dockerfile_rewrite import rewrite
-from cacheproxy.dockerfile_syntax import escape_char, split_instructions
-from cacheproxy.errors import ConfigError
-from cacheproxy.snippets import (
+from cacheproxy.docker.rewrite import rewrite
+from cacheproxy.docker.snippets import (
     DEFAULT_GATEWAY,
     Identity,
     Reach,
@@ -26,6 +24,8 @@ from cacheproxy.snippets import (
     normalise_proxy_url,
     render_snippet,
 )
+from cacheproxy.docker.syntax import escape_char, split_instructions
+from cacheproxy.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "dockerfiles" / "snippets"
 UPDATE = bool(os.environ.get("CACHEPROXY_UPDATE_GOLDEN"))

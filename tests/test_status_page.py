@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from cacheproxy.status_page import (
+from cacheproxy.figures.status_page import (
     BUCKET_SECONDS,
     format_bytes,
     format_clock,

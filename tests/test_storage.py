@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy import storage as storage_mod
 from cacheproxy.errors import ConfigError
-from cacheproxy.storage import DamagedBody, FileRecord, PageRecord, Storage
+from cacheproxy.store import local as storage_mod
+from cacheproxy.store.local import DamagedBody, FileRecord, PageRecord, Storage
 
 
 def record(url: str) -> FileRecord:

@@ -23,20 +23,18 @@ from rich.console import Console
 from test_clients import run
 from yarl import URL
 
-from cacheproxy.app import create_app
-from cacheproxy.errors import ConfigError
-from cacheproxy.lockfiles import (
-    Artifact,
-    Kind,
-    LockFileError,
-    LockInput,
-    Package,
-    Unresolved,
-    load,
-    marker_applies,
-    parse_requirements,
+from cacheproxy.cli.warm import (
+    PlainReporter,
+    RichReporter,
+    format_size,
+    main,
+    make_reporter,
+    proxy_index_url,
+    result_line,
+    summary_line,
 )
-from cacheproxy.warm import (
+from cacheproxy.errors import ConfigError
+from cacheproxy.warm.engine import (
     Job,
     Options,
     Outcome,
@@ -51,16 +49,18 @@ from cacheproxy.warm import (
     parse_python_version,
     warm,
 )
-from cacheproxy.warm_cli import (
-    PlainReporter,
-    RichReporter,
-    format_size,
-    main,
-    make_reporter,
-    proxy_index_url,
-    result_line,
-    summary_line,
+from cacheproxy.warm.lockfiles import (
+    Artifact,
+    Kind,
+    LockFileError,
+    LockInput,
+    Package,
+    Unresolved,
+    load,
+    marker_applies,
+    parse_requirements,
 )
+from cacheproxy.web.app import create_app
 
 FIXTURES = Path(__file__).parent / "lockfiles"
 
@@ -152,7 +152,7 @@ run_tool = run  # one way to run a client, shared with test_clients
 async def warm_cli(tmp: Path, *args: str) -> tuple[int, str, str]:
     """``cacheproxy warm`` as a user runs it: another process, stdout not a terminal."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cacheproxy.warm_cli", "warm", *args,
+        sys.executable, "-m", "cacheproxy.cli.warm", "warm", *args,
         env=client_env(tmp), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
@@ -716,7 +716,7 @@ async def test_cli_exit_code_one_when_something_failed(fake: FakeIndex, tmp_path
     cache = tmp_path / "cache"
     args = ["requirements.txt", "--cache-dir", str(cache), "--upstream", fake.index_url]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cacheproxy.warm_cli", "warm", *args, cwd=tmp_path,
+        sys.executable, "-m", "cacheproxy.cli.warm", "warm", *args, cwd=tmp_path,
         env=client_env(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()

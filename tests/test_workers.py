@@ -23,8 +23,8 @@ from fakeindex import FakeFile, FakeIndex
 from test_cli import free_port
 from test_repair import wait_healthy
 
-from cacheproxy.filelock import FileLock
-from cacheproxy.keys import storage_key
+from cacheproxy.store.filelock import FileLock
+from cacheproxy.web.keys import storage_key
 
 Client = TestClient[web.Request, web.Application]
 

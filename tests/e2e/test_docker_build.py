@@ -32,8 +32,16 @@ from distbuild import build_wheel
 from fakeindex import FakeIndex, LoggedRequest
 from packaging.utils import parse_wheel_filename
 
-from cacheproxy import docker_env
-from cacheproxy.snippets import Reach, Step, Target, Tool, build_flags, make_target, render_snippet
+from cacheproxy.docker import engine as docker_env
+from cacheproxy.docker.snippets import (
+    Reach,
+    Step,
+    Target,
+    Tool,
+    build_flags,
+    make_target,
+    render_snippet,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -268,8 +276,8 @@ def test_rewritten_dockerfile_builds_and_survives_prune(
 ) -> None:
     import argparse
 
-    from cacheproxy import dockerfile_cli
-    from cacheproxy.cli import _Parser
+    from cacheproxy.cli import dockerfile as dockerfile_cli
+    from cacheproxy.cli.main import _Parser
 
     context = _context(
         tmp_path / "ctx", REAL_WORLD.format(image=IMAGE), {"requirements.txt": "alpha\n"}

@@ -7,11 +7,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from cacheproxy.downloads import Downloads
-from cacheproxy.evict import evict
-from cacheproxy.files import Files
-from cacheproxy.handlers import setup_routes
-from cacheproxy.keys import (
+from cacheproxy.figures.metrics import Metrics, flush_periodically
+from cacheproxy.proxy.downloads import Downloads
+from cacheproxy.proxy.files import Files
+from cacheproxy.proxy.pages import Pages
+from cacheproxy.proxy.upstream import Upstream, make_session
+from cacheproxy.settings import Settings
+from cacheproxy.store.evict import evict
+from cacheproxy.store.local import Storage
+from cacheproxy.store.repair import log_repair
+from cacheproxy.web.handlers import setup_routes
+from cacheproxy.web.keys import (
     downloads_key,
     files_key,
     metrics_key,
@@ -21,13 +27,7 @@ from cacheproxy.keys import (
     storage_key,
     upstream_key,
 )
-from cacheproxy.metrics import Metrics, flush_periodically
-from cacheproxy.middlewares import serve_middleware
-from cacheproxy.pages import Pages
-from cacheproxy.repair import log_repair
-from cacheproxy.settings import Settings
-from cacheproxy.storage import Storage
-from cacheproxy.upstream import Upstream, make_session
+from cacheproxy.web.middlewares import serve_middleware
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from yarl import URL
 
 from cacheproxy import __version__
 from cacheproxy.errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
-from cacheproxy.metrics import Metrics
+from cacheproxy.figures.metrics import Metrics
 from cacheproxy.settings import Settings, redact_url
 
 logger = logging.getLogger(__name__)

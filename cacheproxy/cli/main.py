@@ -10,13 +10,16 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cacheproxy import __version__, dockerfile_cli, maintenance_cli, warm_cli
-from cacheproxy.app import create_app
+from cacheproxy import __version__
+from cacheproxy.cli import dockerfile as dockerfile_cli
+from cacheproxy.cli import maintenance as maintenance_cli
+from cacheproxy.cli import warm as warm_cli
+from cacheproxy.cli.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
+from cacheproxy.cli.workers import bind, prepare_cache, run_workers
 from cacheproxy.errors import ConfigError
-from cacheproxy.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
-from cacheproxy.storage import Storage
-from cacheproxy.workers import bind, prepare_cache, run_workers
+from cacheproxy.store.local import Storage
+from cacheproxy.web.app import create_app
 
 logger = logging.getLogger("cacheproxy")
 

@@ -8,11 +8,11 @@ project is read from the filename and its page fetched, which records the file.
 import logging
 from dataclasses import dataclass
 
-from cacheproxy.downloads import FileSpec
 from cacheproxy.errors import NotFound
-from cacheproxy.layout import METADATA_SUFFIX, metadata_url, project_of
-from cacheproxy.pages import Pages
-from cacheproxy.storage import FileRecord, Storage
+from cacheproxy.proxy.downloads import FileSpec
+from cacheproxy.proxy.pages import Pages
+from cacheproxy.simple.layout import METADATA_SUFFIX, metadata_url, project_of
+from cacheproxy.store.local import FileRecord, Storage
 
 logger = logging.getLogger(__name__)
 

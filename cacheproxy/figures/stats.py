@@ -1,6 +1,6 @@
 """Figures for people and machines: the /-/stats JSON, the status page's data, and the
 Prometheus exposition of /-/metrics (official client library, our own registry per app:
-no globals), all read from the shared counters of :mod:`cacheproxy.metrics`."""
+no globals), all read from the shared counters of :mod:`cacheproxy.figures.metrics`."""
 
 import time
 from collections import defaultdict
@@ -17,7 +17,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from cacheproxy import __version__
-from cacheproxy.metrics import HISTORY_BUCKET, HISTORY_KEEP, LATENCY_BUCKETS, Key, Metrics
+from cacheproxy.figures.metrics import HISTORY_BUCKET, HISTORY_KEEP, LATENCY_BUCKETS, Key, Metrics
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from cacheproxy.errors import ConfigError
-from cacheproxy.evict import evict, parse_duration, parse_size
-from cacheproxy.maintenance import verify
-from cacheproxy.metrics import Metrics
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.figures.stats import collect_stats
 from cacheproxy.settings import default_cache_dir
-from cacheproxy.stats import collect_stats
-from cacheproxy.storage import Storage
+from cacheproxy.store.evict import evict, parse_duration, parse_size
+from cacheproxy.store.local import Storage
+from cacheproxy.store.verify import verify
 
 
 def _cache_dir_arg(p: argparse.ArgumentParser) -> None:

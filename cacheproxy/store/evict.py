@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cacheproxy.errors import ConfigError
-from cacheproxy.filelock import FileLock
-from cacheproxy.metrics import Metrics
-from cacheproxy.storage import Storage
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.store.filelock import FileLock
+from cacheproxy.store.local import Storage
 
 logger = logging.getLogger(__name__)
 

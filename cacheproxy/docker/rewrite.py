@@ -17,7 +17,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from cacheproxy.dockerfile_syntax import (
+from cacheproxy.docker.snippets import (
+    Identity,
+    Setting,
+    Target,
+    cache_mount,
+    pip_settings,
+    uv_settings,
+)
+from cacheproxy.docker.syntax import (
     HEREDOC,
     DockerfileError,
     Instruction,
@@ -27,7 +35,6 @@ from cacheproxy.dockerfile_syntax import (
     shell_words,
     split_instructions,
 )
-from cacheproxy.snippets import Identity, Setting, Target, cache_mount, pip_settings, uv_settings
 
 __all__ = ["DockerfileError", "Note", "Options", "Rewritten", "rewrite"]
 

@@ -36,11 +36,9 @@ from rich.progress import (
 )
 from yarl import URL
 
-from cacheproxy.app import create_app
 from cacheproxy.errors import ConfigError
-from cacheproxy.lockfiles import LockFileError, LockInput, Unresolved, load
 from cacheproxy.settings import build_settings, redact_url
-from cacheproxy.warm import (
+from cacheproxy.warm.engine import (
     DEFAULT_JOBS,
     PLATFORM_HELP,
     Options,
@@ -54,6 +52,8 @@ from cacheproxy.warm import (
     make_targets,
     warm,
 )
+from cacheproxy.warm.lockfiles import LockFileError, LockInput, Unresolved, load
+from cacheproxy.web.app import create_app
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -133,7 +133,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``cacheproxy warm`` on its own (``python -m cacheproxy.warm_cli warm …``)."""
+    """``cacheproxy warm`` on its own (``python -m cacheproxy.cli.warm warm …``)."""
     parser = _Parser(prog="cacheproxy")
     add_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
     try:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
-from cacheproxy.models import DistFile, ProjectList, ProjectPage
+from cacheproxy.simple.models import DistFile, ProjectList, ProjectPage
 
 LinkFor = Callable[[DistFile], str]
 

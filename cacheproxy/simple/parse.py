@@ -17,7 +17,7 @@ from packaging.utils import NormalizedName
 from yarl import URL
 
 from cacheproxy.errors import IndexParseError
-from cacheproxy.models import CoreMetadata, DistFile, ProjectList, ProjectPage
+from cacheproxy.simple.models import CoreMetadata, DistFile, ProjectList, ProjectPage
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 # Keys of a PEP 691 file entry that we model (or drop) rather than pass through.

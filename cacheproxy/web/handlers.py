@@ -16,21 +16,21 @@ from aiohttp import web
 from packaging.utils import NormalizedName, canonicalize_name
 
 from cacheproxy.errors import IndexParseError, NotFound, UpstreamError
-from cacheproxy.file_handlers import package_file
-from cacheproxy.keys import (
+from cacheproxy.figures.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
+from cacheproxy.figures.status_page import render_status_page
+from cacheproxy.proxy.pages import ROOT_KEY, PageResult
+from cacheproxy.simple.layout import PREFIX
+from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
+from cacheproxy.store.local import DamagedBody
+from cacheproxy.web.file_handlers import package_file
+from cacheproxy.web.keys import (
     downloads_key,
     metrics_key,
     pages_key,
     settings_key,
     storage_key,
 )
-from cacheproxy.layout import PREFIX
-from cacheproxy.negotiate import OFFERS, accepts_gzip, choose_media_type
-from cacheproxy.pages import ROOT_KEY, PageResult
-from cacheproxy.responses import SendfileResponse, etag_matches, text_error, upstream_error
-from cacheproxy.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
-from cacheproxy.status_page import render_status_page
-from cacheproxy.storage import DamagedBody
+from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 import diskcache
 
-from cacheproxy.body_cache import BodyCache
-from cacheproxy.disk_writer import write_all
 from cacheproxy.errors import ConfigError
+from cacheproxy.store.body_cache import BodyCache
+from cacheproxy.store.disk_writer import write_all
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from cacheproxy.keys import metrics_key
-from cacheproxy.layout import METADATA_SUFFIX, PREFIX, project_of
-from cacheproxy.responses import text_error
+from cacheproxy.simple.layout import METADATA_SUFFIX, PREFIX, project_of
+from cacheproxy.web.keys import metrics_key
+from cacheproxy.web.responses import text_error
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cacheproxy import docker_env
-from cacheproxy.dockerfile_rewrite import DockerfileError, Options, rewrite
-from cacheproxy.errors import ConfigError
-from cacheproxy.settings import DEFAULT_PORT
-from cacheproxy.snippets import (
+from cacheproxy.docker import engine as docker_env
+from cacheproxy.docker.rewrite import DockerfileError, Options, rewrite
+from cacheproxy.docker.snippets import (
     DEFAULT_ALIAS,
     SHARING_MODES,
     Identity,
@@ -34,6 +32,8 @@ from cacheproxy.snippets import (
     render_build_flags,
     render_snippet,
 )
+from cacheproxy.errors import ConfigError
+from cacheproxy.settings import DEFAULT_PORT
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1

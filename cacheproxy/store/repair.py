@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cacheproxy.layout import METADATA_SUFFIX
-from cacheproxy.metrics import Metrics
-from cacheproxy.storage import Storage, file_size
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.simple.layout import METADATA_SUFFIX
+from cacheproxy.store.local import Storage, file_size
 
 logger = logging.getLogger(__name__)
 

@@ -303,7 +303,9 @@ class _Template(Template):
 
 
 def _template(name: str) -> _Template:
-    return _Template(resources.files("cacheproxy").joinpath("templates", name).read_text("utf-8"))
+    return _Template(
+        resources.files("cacheproxy.docker").joinpath("templates", name).read_text("utf-8")
+    )
 
 
 CONTINUE = " \\\n    "

@@ -14,7 +14,6 @@ from typing import IO
 
 from aiohttp import web
 
-from cacheproxy.downloads import CHUNK, Download, Span, read_span
 from cacheproxy.errors import (
     IndexParseError,
     NotFound,
@@ -22,12 +21,13 @@ from cacheproxy.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
-from cacheproxy.evict import TOUCH_AFTER
-from cacheproxy.files import Resolved
-from cacheproxy.keys import downloads_key, files_key, settings_key, upstream_key
-from cacheproxy.layout import PREFIX, BadPath, file_key
-from cacheproxy.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
-from cacheproxy.responses import SendfileResponse, etag_matches, text_error, upstream_error
+from cacheproxy.proxy.downloads import CHUNK, Download, Span, read_span
+from cacheproxy.proxy.files import Resolved
+from cacheproxy.simple.layout import PREFIX, BadPath, file_key
+from cacheproxy.store.evict import TOUCH_AFTER
+from cacheproxy.web.keys import downloads_key, files_key, settings_key, upstream_key
+from cacheproxy.web.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
+from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
 
 logger = logging.getLogger(__name__)
 

@@ -3,13 +3,13 @@
 import aiohttp
 from aiohttp import web
 
-from cacheproxy.downloads import Downloads
-from cacheproxy.files import Files
-from cacheproxy.metrics import Metrics
-from cacheproxy.pages import Pages
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy.downloads import Downloads
+from cacheproxy.proxy.files import Files
+from cacheproxy.proxy.pages import Pages
+from cacheproxy.proxy.upstream import Upstream
 from cacheproxy.settings import Settings
-from cacheproxy.storage import Storage
-from cacheproxy.upstream import Upstream
+from cacheproxy.store.local import Storage
 
 settings_key = web.AppKey("settings_key", Settings)
 session_key = web.AppKey("session_key", aiohttp.ClientSession)

@@ -34,19 +34,19 @@ from typing import Any
 from packaging.utils import NormalizedName, canonicalize_name
 
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
-from cacheproxy.layout import BadPath, file_key, page_link, project_of, upstream_rest
-from cacheproxy.metrics import Metrics
-from cacheproxy.models import DistFile, ProjectPage
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy.upstream import PageResponse, Upstream
 from cacheproxy.settings import Settings
-from cacheproxy.simple_parse import parse_project_list, parse_project_page
-from cacheproxy.simple_render import (
+from cacheproxy.simple.layout import BadPath, file_key, page_link, project_of, upstream_rest
+from cacheproxy.simple.models import DistFile, ProjectPage
+from cacheproxy.simple.parse import parse_project_list, parse_project_page
+from cacheproxy.simple.render import (
     render_html,
     render_json,
     render_list_html,
     render_list_json,
 )
-from cacheproxy.storage import FileMap, FileRecord, PageRecord, Storage, name_bodies
-from cacheproxy.upstream import PageResponse, Upstream
+from cacheproxy.store.local import FileMap, FileRecord, PageRecord, Storage, name_bodies
 
 logger = logging.getLogger(__name__)
 

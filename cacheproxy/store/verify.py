@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cacheproxy.storage import Storage
+from cacheproxy.store.local import Storage
 
 logger = logging.getLogger(__name__)
 

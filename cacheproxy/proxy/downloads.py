@@ -9,7 +9,7 @@ then is the file renamed into the store. On any failure the temporary is deleted
 readers' transfers are broken off, so no client ever receives a "complete" wrong file.
 
 Across worker processes sharing the cache directory, a lock file per file elects the one
-process that downloads it (:mod:`cacheproxy.filelock`); the others *follow* its temporary
+process that downloads it (:mod:`cacheproxy.store.filelock`); the others *follow* its temporary
 (a fixed name) by watching it grow, and take the final file's appearance as success. The
 kernel drops the lock of a worker that dies, so followers notice that too.
 """
@@ -25,13 +25,13 @@ from typing import Any
 
 import aiohttp
 
-from cacheproxy.disk_writer import DiskWriter
 from cacheproxy.errors import CacheProxyError, IntegrityError, StorageFailed, UpstreamError
-from cacheproxy.filelock import FileLock
-from cacheproxy.metrics import Metrics
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy.upstream import Upstream
 from cacheproxy.settings import redact_url
-from cacheproxy.storage import Storage
-from cacheproxy.upstream import Upstream
+from cacheproxy.store.disk_writer import DiskWriter
+from cacheproxy.store.filelock import FileLock
+from cacheproxy.store.local import Storage
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from types import FrameType
 
-from cacheproxy.repair import log_repair
 from cacheproxy.settings import Settings
-from cacheproxy.storage import Storage
+from cacheproxy.store.local import Storage
+from cacheproxy.store.repair import log_repair
 
 logger = logging.getLogger(__name__)
 

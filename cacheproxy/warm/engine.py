@@ -52,7 +52,7 @@ from packaging.version import Version
 from yarl import URL
 
 from cacheproxy.errors import ConfigError
-from cacheproxy.lockfiles import (
+from cacheproxy.warm.lockfiles import (
     Artifact,
     LockInput,
     Note,
