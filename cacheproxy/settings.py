@@ -16,38 +16,13 @@ from typing import Any
 from yarl import URL
 
 from cacheproxy.errors import ConfigError
+from cacheproxy.units import parse_size
+from cacheproxy.urls import redact_url
 
 DEFAULT_HOST = "127.0.0.1"
 # 8503, after PEP 503: no common service uses it (unlike 3141 devpi, 3142 apt-cacher, 5000).
 DEFAULT_PORT = 8503
 DEFAULT_INDEX_TTL = 600.0  # PyPI's own max-age for project pages (standards 0.1)
-
-
-def redact_url(url: str | URL) -> str:
-    """The URL with any password (and a token-like user name) replaced by ``***``.
-
-    Upstream URLs may carry credentials; they must never reach logs, errors or pages.
-    """
-    try:
-        u = url if isinstance(url, URL) else URL(url)
-        if u.absolute:
-            if u.password is not None:
-                u = u.with_password("***")
-            elif u.user is not None:
-                u = u.with_user("***")
-            return str(u)
-        text = url if isinstance(url, str) else str(u)
-    except ValueError:  # unparseable (bad port, bad IPv6 literal): yarl may fail at any step
-        if isinstance(url, URL):
-            return "<unparseable URL>"
-        text = url
-    # Unparseable, or not absolute (in "user:pw@host/simple" yarl takes "user" for a scheme):
-    # hide everything up to the last "@", which covers any userinfo however a parser would
-    # split it, at the price of sometimes hiding the host too.
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +60,8 @@ class Settings:
     # Bearer token for /-/admin/...; None turns those endpoints off. Environment only
     # (CACHEPROXY_ADMIN_TOKEN): a command-line flag would show in `ps`.
     admin_token: str | None = field(default=None, repr=False)
-    extra: Mapping[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+    log_format: str = "text"  # or "json": one object a line
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -105,6 +81,8 @@ class Settings:
         for name in ("connect_timeout", "read_timeout", "page_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log format must be text or json, not {self.log_format!r}")
 
     @property
     def upstream_redacted(self) -> str:
@@ -261,8 +239,6 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
     tuning: dict[str, Any] = {}
     max_raw = pick("max_size")
     if max_raw is not None:
-        from cacheproxy.store.evict import parse_size  # the one setting that looks at the disk
-
         tuning["max_size"] = parse_size(str(max_raw), cache_dir)
     for name in ("connect_timeout", "read_timeout", "page_timeout", "retries", "workers"):
         raw = pick(name)
@@ -280,6 +256,8 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
         raise ConfigError("CACHEPROXY_ADMIN_TOKEN must be at least 16 characters")
     return Settings(
         admin_token=token,
+        log_level=str(pick("log_level") or "info"),
+        log_format=str(pick("log_format") or "text"),
         host=host,
         port=port,
         cache_dir=cache_dir,

@@ -9,7 +9,8 @@ import aiohttp
 import pytest
 from fakeindex import FakeIndex
 
-from cacheproxy.cli.main import EXIT_USAGE, main
+from cacheproxy.cli.exitcodes import USAGE as EXIT_USAGE
+from cacheproxy.cli.main import main
 
 
 def free_port() -> int:

@@ -19,7 +19,8 @@ from test_repair import wait_healthy
 
 from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError
-from cacheproxy.store.evict import PROTECT_SECONDS, evict, parse_duration, parse_size
+from cacheproxy.store.evict import PROTECT_SECONDS, evict
+from cacheproxy.units import parse_duration, parse_size
 from cacheproxy.web.keys import metrics_key, storage_key
 
 Client = TestClient[web.Request, web.Application]

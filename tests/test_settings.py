@@ -27,8 +27,8 @@ from cacheproxy.settings import (
     normalise_index_url,
     pip_config_files,
     pip_index_url,
-    redact_url,
 )
+from cacheproxy.urls import redact_url
 
 MIRROR = "https://mirror.example/simple/"
 

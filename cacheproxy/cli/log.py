@@ -2,7 +2,7 @@
 
 ``text`` is for people; ``json`` is one object per line for log shippers, with the access
 log's fields as keys. Nothing logged carries upstream credentials: every URL we log went
-through ``settings.redact_url`` first, and client requests never contain them.
+through ``urls.redact_url`` first, and client requests never contain them.
 """
 
 import json

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from cacheproxy import __version__
 from cacheproxy.cli import dockerfile as dockerfile_cli
+from cacheproxy.cli import exitcodes
 from cacheproxy.cli import maintenance as maintenance_cli
 from cacheproxy.cli import warm as warm_cli
 from cacheproxy.cli.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
@@ -23,14 +24,10 @@ from cacheproxy.web.app import create_app
 
 logger = logging.getLogger("cacheproxy")
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2  # invalid settings, like argparse's own usage errors
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"cacheproxy: error: {message}\n")
+        self.exit(exitcodes.USAGE, f"cacheproxy: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
-    configure_logging(log_level, with_pid=settings.workers > 1, fmt=log_format)
+def serve(settings: Settings) -> int:
+    configure_logging(settings.log_level, with_pid=settings.workers > 1, fmt=settings.log_format)
     try:
         if settings.workers > 1:
             prepare_cache(settings)  # clean and check once, before any worker runs
@@ -104,14 +101,14 @@ def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
         socks = bind(settings.host, settings.port, settings.workers)
     except ConfigError as e:  # an unusable cache directory
         print(f"cacheproxy: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     except OSError as e:
         print(
             f"cacheproxy: error: cannot listen on {settings.host}:{settings.port}: "
             f"{e.strerror or e}",
             file=sys.stderr,
         )
-        return EXIT_RUNTIME
+        return exitcodes.FAILED
     # Only now, with the cache usable and the port bound, is "listening" true.
     logger.info(
         "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s%s",
@@ -124,14 +121,14 @@ def serve(settings: Settings, log_level: str, log_format: str = "text") -> int:
         f", {settings.workers} workers" if settings.workers > 1 else "",
     )
     if settings.workers > 1:
-        return run_workers(settings, socks, lambda sock: _run(settings, sock, log_format))
-    _run(settings, socks[0], log_format)
-    return EXIT_OK
+        return run_workers(settings, socks, lambda sock: _run(settings, sock))
+    _run(settings, socks[0])
+    return exitcodes.OK
 
 
-def _run(settings: Settings, sock: socket.socket, log_format: str) -> None:
+def _run(settings: Settings, sock: socket.socket) -> None:
     where: dict[str, Any] = {"sock": sock}
-    if log_format == "json":
+    if settings.log_format == "json":
         where["access_log_class"] = JsonAccessLogger
     web.run_app(
         create_app(settings),
@@ -153,32 +150,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     if args.command != "serve":
         parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    flags = {
-        "host": args.host,
-        "port": args.port,
-        "cache_dir": args.cache_dir,
-        "upstream": args.upstream,
-        "index_ttl": args.index_ttl,
-        "offline": args.offline,
-        "connect_timeout": args.connect_timeout,
-        "read_timeout": args.read_timeout,
-        "page_timeout": args.page_timeout,
-        "retries": args.retries,
-        "workers": args.workers,
-        "max_size": args.max_size,
-    }
+        return exitcodes.USAGE
     try:
-        settings = build_settings(flags, os.environ)
+        settings = build_settings(serve_flags(args), os.environ)
     except ConfigError as e:
         print(f"cacheproxy: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    level = args.log_level or os.environ.get("CACHEPROXY_LOG_LEVEL") or "info"
-    log_format = args.log_format or os.environ.get("CACHEPROXY_LOG_FORMAT") or "text"
-    if log_format not in ("text", "json"):
-        print(
-            f"cacheproxy: error: log format must be text or json, not {log_format!r}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    return serve(settings, level, log_format)
+        return exitcodes.USAGE
+    return serve(settings)
+
+
+def serve_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The ``serve`` flags as :func:`build_settings` takes them (None: not given)."""
+    names = (
+        "host",
+        "port",
+        "cache_dir",
+        "upstream",
+        "index_ttl",
+        "offline",
+        "connect_timeout",
+        "read_timeout",
+        "page_timeout",
+        "retries",
+        "workers",
+        "max_size",
+        "log_level",
+        "log_format",
+    )
+    return {name: getattr(args, name) for name in names}

@@ -4,16 +4,17 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from cacheproxy.cli import exitcodes
 from cacheproxy.errors import ConfigError
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.figures.stats import collect_stats
-from cacheproxy.settings import default_cache_dir
-from cacheproxy.store.evict import evict, parse_duration, parse_size
+from cacheproxy.settings import Settings, build_settings
+from cacheproxy.store.evict import evict
 from cacheproxy.store.local import Storage
 from cacheproxy.store.verify import verify
+from cacheproxy.units import format_bytes, parse_duration
 
 
 def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -40,28 +41,32 @@ def add_parsers(subparsers: "argparse._SubParsersAction[Any]") -> None:
     st.set_defaults(func=run_stats)
 
 
-def _open(args: argparse.Namespace) -> Storage:
-    raw = args.cache_dir or os.environ.get("CACHEPROXY_CACHE_DIR")
-    path = os.path.expanduser(raw) if raw else str(default_cache_dir(os.environ))
-    if not os.path.isdir(path):
-        raise ConfigError(f"no cache directory at {path}")
+def _settings(args: argparse.Namespace) -> Settings:
+    """The same :class:`Settings` ``serve`` builds, from these flags and CACHEPROXY_*."""
+    flags = {"cache_dir": args.cache_dir, "max_size": getattr(args, "max_size", None)}
+    return build_settings(flags, os.environ)
+
+
+def _open(settings: Settings) -> Storage:
+    if not settings.cache_dir.is_dir():
+        raise ConfigError(f"no cache directory at {settings.cache_dir}")
     # clean=False: a proxy may be running on this directory right now.
-    return Storage.open_sync(Path(path), clean=False)
+    return Storage.open_sync(settings.cache_dir, clean=False)
 
 
 def _fail(e: Exception) -> int:
     print(f"cacheproxy: error: {e}", file=sys.stderr)
-    return 2
+    return exitcodes.USAGE
 
 
 def run_prune(args: argparse.Namespace) -> int:
     try:
-        storage = _open(args)
-        raw_max = args.max_size or os.environ.get("CACHEPROXY_MAX_SIZE")
-        max_bytes = parse_size(raw_max, storage.root) if raw_max else None
+        settings = _settings(args)
+        max_bytes = settings.max_size
         older = parse_duration(args.older_than) if args.older_than else None
         if max_bytes is None and older is None:
             raise ConfigError("prune needs --max-size or --older-than")
+        storage = _open(settings)
     except ConfigError as e:
         return _fail(e)
     metrics = Metrics(storage.root / "stats")
@@ -72,14 +77,14 @@ def run_prune(args: argparse.Namespace) -> int:
         storage.close_sync()
     if report is None:
         print("prune: another process is evicting right now; try again in a moment")
-        return 1
+        return exitcodes.FAILED
     print(f"prune: {report.line()}")
-    return 0
+    return exitcodes.OK
 
 
 def run_verify(args: argparse.Namespace) -> int:
     try:
-        storage = _open(args)
+        storage = _open(_settings(args))
     except ConfigError as e:
         return _fail(e)
     try:
@@ -89,20 +94,12 @@ def run_verify(args: argparse.Namespace) -> int:
     for bad in report.bad:
         print(f"corrupt, removed: {bad}")
     print(f"verify: {report.line()}")
-    return 1 if report.bad else 0
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
+    return exitcodes.FAILED if report.bad else exitcodes.OK
 
 
 def run_stats(args: argparse.Namespace) -> int:
     try:
-        storage = _open(args)
+        storage = _open(_settings(args))
     except ConfigError as e:
         return _fail(e)
     metrics = Metrics(storage.root / "stats")
@@ -122,12 +119,12 @@ def run_stats(args: argparse.Namespace) -> int:
         import json
 
         print(json.dumps(data, indent=2))
-        return 0
+        return exitcodes.OK
     req, cache, sent = data["requests"], data["cache"], data["bytes"]
     ratio = "-" if data["hit_ratio"] is None else f"{data['hit_ratio'] * 100:.1f}%"
     rows = [
         ("cache dir", data["cache_dir"]),
-        ("files", f"{cache['files']} ({_human(cache['size_bytes'])})"),
+        ("files", f"{cache['files']} ({format_bytes(cache['size_bytes'])})"),
         ("pages", str(cache["pages"])),
         ("evictions", str(cache["evictions"])),
         (
@@ -136,16 +133,16 @@ def run_stats(args: argparse.Namespace) -> int:
             f"{req['stale']} stale, {req['errors']} errors)",
         ),
         ("hit ratio", ratio),
-        ("sent from cache", _human(sent["from_cache"])),
-        ("sent from upstream", _human(sent["from_upstream"])),
+        ("sent from cache", format_bytes(sent["from_cache"])),
+        ("sent from upstream", format_bytes(sent["from_upstream"])),
         ("time saved", f"{data['time_saved_seconds']:.0f} s (estimate)"),
     ]
     for p in data["top_projects"][:5]:
-        rows.append(("top project", f"{p['name']}: {p['hits']} hits, {_human(p['bytes'])}"))
+        rows.append(("top project", f"{p['name']}: {p['hits']} hits, {format_bytes(p['bytes'])}"))
     for err in data["recent_errors"][:3]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(err["time"]))
         rows.append(("recent error", f"{when}Z {err['message']}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    return 0
+    return exitcodes.OK

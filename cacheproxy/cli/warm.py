@@ -37,7 +37,8 @@ from rich.progress import (
 from yarl import URL
 
 from cacheproxy.errors import ConfigError
-from cacheproxy.settings import build_settings, redact_url
+from cacheproxy.settings import build_settings
+from cacheproxy.urls import redact_url
 from cacheproxy.warm.engine import (
     DEFAULT_JOBS,
     PLATFORM_HELP,

@@ -21,13 +21,13 @@ from collections import deque
 from collections.abc import Callable
 from types import FrameType
 
+from cacheproxy.cli import exitcodes
 from cacheproxy.settings import Settings
 from cacheproxy.store.local import Storage
 from cacheproxy.store.repair import log_repair
 
 logger = logging.getLogger(__name__)
 
-EXIT_RUNTIME = 1
 # More deaths than this per worker within a minute means something is wrong for good.
 _MAX_RESTARTS_PER_MINUTE = 5
 
@@ -111,7 +111,7 @@ def run_workers(
                 pass  # a second SIGTERM while shutting down (aiohttp's GracefulExit)
             except BaseException:
                 logger.exception("worker %d failed", index)
-                code = EXIT_RUNTIME
+                code = exitcodes.FAILED
             finally:
                 os._exit(code)
         children[pid] = index
@@ -147,7 +147,7 @@ def run_workers(
             deaths.popleft()
         if len(deaths) > _MAX_RESTARTS_PER_MINUTE * settings.workers:
             logger.critical("workers keep dying (last exit %s); stopping", exit_code)
-            code = EXIT_RUNTIME
+            code = exitcodes.FAILED
             stop(signal.SIGTERM, None)
             continue
         logger.error("worker %d (pid %d) exited with %s; starting another", index, pid, exit_code)

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from cacheproxy import units
+
 REFRESH_SECONDS = 30
 BUCKET_SECONDS = 300  # the width of one history bucket (collect_stats counts in 5 minutes)
 # A chart of a few minutes of history would stretch three bars over the whole width: the
@@ -111,17 +113,8 @@ def _e(value: Any) -> str:
 
 
 def format_bytes(value: float | None) -> str:
-    """Decimal units, as pip and uv print sizes: ``1.2 GB``."""
-    if value is None:
-        return NO_VALUE
-    if value < 1000:
-        return f"{int(value)} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        # 999.96 would print as "1000.0 kB": carry it into the next unit instead.
-        if value < 999.95:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1000:.1f} PB"
+    """Decimal units (units.py), or the placeholder when there is no figure."""
+    return NO_VALUE if value is None else units.format_bytes(value)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -28,10 +28,10 @@ import aiohttp
 from cacheproxy.errors import CacheProxyError, IntegrityError, StorageFailed, UpstreamError
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.upstream import Upstream
-from cacheproxy.settings import redact_url
 from cacheproxy.store.disk_writer import DiskWriter
 from cacheproxy.store.filelock import FileLock
 from cacheproxy.store.local import Storage
+from cacheproxy.urls import redact_url
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from yarl import URL
 from cacheproxy import __version__
 from cacheproxy.errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
 from cacheproxy.figures.metrics import Metrics
-from cacheproxy.settings import Settings, redact_url
+from cacheproxy.settings import Settings
+from cacheproxy.urls import redact_url
 
 logger = logging.getLogger(__name__)
 

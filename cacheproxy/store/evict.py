@@ -10,13 +10,10 @@ Pages are not evicted: they are small, and without its page a file cannot be ver
 """
 
 import logging
-import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cacheproxy.errors import ConfigError
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.store.filelock import FileLock
 from cacheproxy.store.local import Storage
@@ -29,64 +26,6 @@ LOW_WATER = 0.9
 PROTECT_SECONDS = 300.0
 # A hit refreshes the file's mtime when it is older than this (one utime a minute at most).
 TOUCH_AFTER = 60.0
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_size(text: str, cache_dir: Path) -> int:
-    """``50GB``, ``500MiB``, ``1.5T`` or ``10%`` (of the file system holding ``cache_dir``).
-
-    Raises:
-        ConfigError: not a size.
-    """
-    raw = text.strip().lower().replace(" ", "")
-    if raw.endswith("%"):
-        try:
-            share = float(raw[:-1])
-        except ValueError:
-            raise ConfigError(f"max-size must be a size like 50GB or 10%, not {text!r}") from None
-        if not 0 < share <= 100:
-            raise ConfigError(f"max-size percentage must be in (0, 100], not {text!r}")
-        probe = cache_dir
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        st = os.statvfs(probe)
-        return int(st.f_blocks * st.f_frsize * share / 100)
-    match = re.fullmatch(r"([0-9]*\.?[0-9]+)([a-z]*)", raw)
-    if match is None or match.group(2) not in _UNITS:
-        raise ConfigError(f"max-size must be a size like 50GB or 10%, not {text!r}")
-    value = int(float(match.group(1)) * _UNITS[match.group(2)])
-    if value <= 0:
-        raise ConfigError(f"max-size must be positive, not {text!r}")
-    return value
-
-
-def parse_duration(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``2w`` or plain seconds.
-
-    Raises:
-        ConfigError: not a duration.
-    """
-    match = re.fullmatch(r"([0-9]*\.?[0-9]+)([smhdw]?)", text.strip().lower())
-    if match is None:
-        raise ConfigError(f"not a duration like 30d or 12h: {text!r}")
-    return float(match.group(1)) * _DURATION.get(match.group(2) or "s", 1)
 
 
 @dataclass
