@@ -26,7 +26,7 @@ from cacheproxy.proxy.pages import render_project
 from cacheproxy.proxy.upstream import file_url_allowed, retry_after_seconds
 from cacheproxy.simple.models import DistFile, ProjectPage
 from cacheproxy.web.app import create_app
-from cacheproxy.web.keys import storage_key
+from cacheproxy.web.keys import proxy_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]
@@ -332,7 +332,7 @@ async def test_disk_full_still_serves_the_file_and_stores_nothing(
     caplog: pytest.LogCaptureFixture,
     where: str,
 ) -> None:
-    store = proxy.app[storage_key]
+    store = proxy.app[proxy_key].storage
     f = wheel(fake, "big")
     path = await link(proxy, f)
     if where == "temporary":

@@ -18,7 +18,7 @@ from conftest import ProxyFactory, temporaries
 from fakeindex import FakeFile, FakeIndex
 
 from cacheproxy.store import disk_writer
-from cacheproxy.web.keys import downloads_key
+from cacheproxy.web.keys import proxy_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]
@@ -193,7 +193,7 @@ async def test_first_bytes_stream_before_download_ends(proxy: Client, fake: Fake
     first = await resp.content.read(1024)
     assert first == f.data[:1024]
     # The upstream transfer is still running while we already hold bytes.
-    assert len(proxy.app[downloads_key]) == 1
+    assert len(proxy.app[proxy_key].downloads) == 1
     assert len(fake.file_gets(f.filename)) == 1
     rest = await resp.read()
     assert first + rest == f.data

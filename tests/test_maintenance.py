@@ -21,7 +21,7 @@ from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError
 from cacheproxy.store.evict import PROTECT_SECONDS, evict
 from cacheproxy.units import parse_duration, parse_size
-from cacheproxy.web.keys import metrics_key, storage_key
+from cacheproxy.web.keys import metrics_key, proxy_key
 
 Client = TestClient[web.Request, web.Application]
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -80,7 +80,7 @@ async def test_lru_eviction_keeps_recently_used(
     for f, age in ((a, 3000), (c, 2000), (b, 1000)):
         os.utime(files[f.sha256], (time.time() - age, time.time() - age))
     limit = b.size + c.size + 10  # everything minus a, with room under the low water mark
-    storage, metrics = proxy.app[storage_key], proxy.app[metrics_key]
+    storage, metrics = proxy.app[proxy_key].storage, proxy.app[metrics_key]
     report = await asyncio.to_thread(evict, storage, metrics, max_bytes=int(limit / 0.85))
     assert report is not None
     assert report.removed == 1
@@ -98,7 +98,7 @@ async def test_recently_used_files_are_never_evicted(
     proxy = await make_proxy()
     f = wheel(fake, "beta")
     await fetch(proxy, f)
-    report = evict(proxy.app[storage_key], None, max_bytes=1)
+    report = evict(proxy.app[proxy_key].storage, None, max_bytes=1)
     assert report is not None
     assert report.removed == 0
     assert report.skipped_recent == 1

@@ -1,11 +1,10 @@
 """Operations endpoints: /-/health, /-/ready, /-/stats and /-/metrics (Prometheus), with
 figures that add up across worker processes sharing one cache directory."""
 
-import contextlib
 import json
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from fakeindex import FakeIndex
 from prometheus_client.parser import text_string_to_metric_families
 
 from cacheproxy.figures.metrics import Metrics
-from cacheproxy.web.keys import metrics_key, pages_key
+from cacheproxy.store.counters import Key
+from cacheproxy.web.keys import metrics_key, proxy_key
 
 Client = TestClient[web.Request, web.Application]
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -107,7 +107,7 @@ async def test_figures_add_up_across_workers(make_proxy: ProxyFactory, fake: Fak
     await traffic(a, fake)
     # Pages are not coordinated across workers: one answered by a moments ago may still
     # be on its way to disk (pages.py), and b would fetch it too. Let it land.
-    await a.app[pages_key].flush()
+    await a.app[proxy_key].pages.flush()
     await traffic(b, fake)  # b: all hits, a stored the page and the file
     a.app[metrics_key].flush()  # what a's flusher does every FLUSH_INTERVAL seconds
     data = json.loads(await (await b.get("/-/stats")).read())  # b flushes its own, reads all
@@ -132,7 +132,7 @@ async def test_a_bug_is_a_one_line_500_and_counted(
     async def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug in the proxy")
 
-    monkeypatch.setattr(proxy.app[pages_key], "project", broken)
+    monkeypatch.setattr(proxy.app[proxy_key].pages, "project", broken)
     resp = await proxy.get("/simple/alpha/")
     assert resp.status == 500
     assert await resp.text() == "internal error (logged by the proxy)\n"
@@ -152,16 +152,14 @@ def test_a_reader_never_sees_a_flush_half_done(
     metrics = Metrics(tmp_path / "stats")
     metrics.add("stored")
     entered, gate = threading.Event(), threading.Event()
-    real = metrics._store.transact
+    real = metrics._store.add
 
-    @contextlib.contextmanager
-    def slow_write() -> Iterator[None]:
+    def slow_write(deltas: Mapping[Key, float], errors: list[tuple[float, str]]) -> None:
         entered.set()
         gate.wait(timeout=10)
-        with real():
-            yield
+        real(deltas, errors)
 
-    monkeypatch.setattr(metrics._store, "transact", slow_write)
+    monkeypatch.setattr(metrics._store, "add", slow_write)
     seen: list[float] = []
 
     def read() -> None:

@@ -19,7 +19,7 @@ from fakeindex import FakeIndex
 
 from cacheproxy.store.body_cache import BodyCache
 from cacheproxy.store.local import Storage
-from cacheproxy.web.keys import metrics_key, pages_key, storage_key
+from cacheproxy.web.keys import metrics_key, proxy_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]
@@ -46,13 +46,13 @@ class HeldWrites:
 
 @pytest.fixture
 def held(proxy: Client) -> Iterator[HeldWrites]:
-    h = HeldWrites(proxy.app[storage_key])
+    h = HeldWrites(proxy.app[proxy_key].storage)
     yield h
     h.release.set()
 
 
 def _stored_record(proxy: Client, key: str) -> object:
-    return proxy.app[storage_key]._index.get(("page", key))
+    return proxy.app[proxy_key].storage._index.get(("page", key))
 
 
 async def test_miss_is_answered_before_the_page_is_on_disk(
@@ -77,7 +77,7 @@ async def test_miss_is_answered_before_the_page_is_on_disk(
     assert len(fake.page_gets("alpha")) == 1
 
     held.release.set()
-    await proxy.app[pages_key].flush()
+    await proxy.app[proxy_key].pages.flush()
     assert _stored_record(proxy, "alpha") is not None
     after = await proxy.get("/simple/alpha/", headers={"Accept": JSON})
     assert await after.read() == body
@@ -88,7 +88,7 @@ async def test_pending_page_survives_a_clean_shutdown(
     make_proxy: ProxyFactory, fake: FakeIndex
 ) -> None:
     first = await make_proxy()
-    held = HeldWrites(first.app[storage_key])
+    held = HeldWrites(first.app[proxy_key].storage)
     body = await (await first.get("/simple/alpha/", headers={"Accept": JSON})).read()
     assert held.started.wait(timeout=5)
     # Shutdown waits for the write (Pages.close flushes), so nothing answered is lost.
@@ -105,12 +105,12 @@ async def test_pending_page_survives_a_clean_shutdown(
 async def test_a_failed_page_write_is_served_then_fetched_again(
     proxy: Client, fake: FakeIndex
 ) -> None:
-    storage = proxy.app[storage_key]
+    storage = proxy.app[proxy_key].storage
     HeldWrites(storage, error=OSError(errno.ENOSPC, "No space left on device"))
     first = await proxy.get("/simple/alpha/", headers={"Accept": JSON})
     assert first.status == 200
     body = await first.read()
-    await proxy.app[pages_key].flush()
+    await proxy.app[proxy_key].pages.flush()
     assert _stored_record(proxy, "alpha") is None
     errors = [message for _t, message in proxy.app[metrics_key]._errors]
     assert any("cannot store page alpha" in m and "No space" in m for m in errors)
@@ -126,23 +126,23 @@ async def test_a_failed_page_write_is_served_then_fetched_again(
 async def test_a_damaged_body_is_dropped_and_fetched_again(
     proxy: Client, fake: FakeIndex, path: str
 ) -> None:
-    storage = proxy.app[storage_key]
+    storage = proxy.app[proxy_key].storage
     plain = {"Accept": JSON, "Accept-Encoding": "identity"}  # so the "json" body is sent
     good = await (await proxy.get("/simple/alpha/", headers=plain)).read()
-    await proxy.app[pages_key].flush()
+    await proxy.app[proxy_key].pages.flush()
     record = await storage.get_page("alpha")
     assert record is not None
     body_file = storage.page_body_path(record.bodies["json"])
     body_file.write_bytes(good[: len(good) // 2])  # as a crash could leave it
     # Nothing in memory: the hit must read the file (into memory, or by sendfile).
     storage.bodies = BodyCache(max_item=len(good) if path == "memory" else 0)
-    proxy.app[pages_key].forget_all()
+    proxy.app[proxy_key].pages.forget_all()
 
     resp = await proxy.get("/simple/alpha/", headers=plain)
     assert resp.status == 200
     assert await resp.read() == good
     assert len(fake.page_gets("alpha")) == 2
-    await proxy.app[pages_key].flush()
+    await proxy.app[proxy_key].pages.flush()
     assert body_file.read_bytes() == good
 
 
@@ -170,15 +170,15 @@ async def test_a_body_damaged_before_a_restart_is_caught_by_its_hash(
     plain = {"Accept": JSON, "Accept-Encoding": "identity"}
     first = await make_proxy()
     good = await (await first.get("/simple/alpha/", headers=plain)).read()
-    storage = first.app[storage_key]
-    await first.app[pages_key].flush()
+    storage = first.app[proxy_key].storage
+    await first.app[proxy_key].pages.flush()
     record = await storage.get_page("alpha")
     assert record is not None
     body_file = storage.page_body_path(record.bodies["json"])
     await first.close()
     body_file.write_bytes(b"\0" * len(good))  # the right size, the wrong bytes
     second = await make_proxy()
-    second.app[storage_key].bodies = BodyCache(max_item=len(good) if path == "memory" else 0)
+    second.app[proxy_key].storage.bodies = BodyCache(max_item=len(good) if path == "memory" else 0)
     resp = await second.get("/simple/alpha/", headers=plain)
     assert resp.status == 200
     assert await resp.read() == good

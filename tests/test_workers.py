@@ -24,7 +24,7 @@ from test_cli import free_port
 from test_repair import wait_healthy
 
 from cacheproxy.store.filelock import FileLock
-from cacheproxy.web.keys import storage_key
+from cacheproxy.web.keys import proxy_key
 
 Client = TestClient[web.Request, web.Application]
 
@@ -84,7 +84,7 @@ async def test_follower_notices_a_dead_owner(
     proxy = await make_proxy(workers=2)
     f = big(fake)
     await (await proxy.get("/simple/big/")).read()
-    store = proxy.app[storage_key]
+    store = proxy.app[proxy_key].storage
     final = store.blob_path(f.sha256)
     # Another "worker" takes the lock and writes part of the file, then dies (its lock
     # goes with it; its temporary stays, as after kill -9).

@@ -69,7 +69,7 @@ def run_prune(args: argparse.Namespace) -> int:
         storage = _open(settings)
     except ConfigError as e:
         return _fail(e)
-    metrics = Metrics(storage.root / "stats")
+    metrics = Metrics.for_cache(settings.cache_dir)
     try:
         report = evict(storage, metrics, max_bytes=max_bytes, older_than=older)
     finally:
@@ -99,10 +99,11 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     try:
-        storage = _open(_settings(args))
+        settings = _settings(args)
+        storage = _open(settings)
     except ConfigError as e:
         return _fail(e)
-    metrics = Metrics(storage.root / "stats")
+    metrics = Metrics.for_cache(settings.cache_dir)
     try:
         data = collect_stats(
             metrics,

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import diskcache
+from cacheproxy.store.counters import CounterStore, Key, stats_dir
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,9 @@ logger = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HISTORY_BUCKET = 300  # seconds: 5-minute buckets
 HISTORY_KEEP = 6 * 3600  # seconds of history kept
-_ERRORS_KEPT = 20
 FLUSH_INTERVAL = 2.0
+_ERRORS_KEPT = 20  # recent error messages kept in memory between flushes
 
-Key = tuple[str, ...]
 # (route, status // 100, cache outcome, project, history bucket) of one kind of response.
 _ResponseKey = tuple[str, int, str, str | None, int]
 _OUTCOMES = ("HIT", "MISS", "STALE")
@@ -51,7 +50,7 @@ class Metrics:
     """In-memory deltas plus the shared store. One per process (per app in tests)."""
 
     def __init__(self, stats_dir: Path, clock: Any = time.time) -> None:
-        self._store = diskcache.Cache(str(stats_dir), size_limit=2**40, eviction_policy="none")
+        self._store = CounterStore(stats_dir)
         self._clock = clock
         self._lock = threading.Lock()  # flushes run in a worker thread
         # One flush at a time, start to end: a reader's flush (stats, the status page)
@@ -63,8 +62,11 @@ class Metrics:
         self._response_bytes: defaultdict[_ResponseKey, int] = defaultdict(int)
         self._errors: list[tuple[float, str]] = []
         self.started = clock()
-        # Live figures of this process (not summed across workers: they are "now").
-        self.in_flight = 0
+
+    @classmethod
+    def for_cache(cls, cache_dir: Path) -> "Metrics":
+        """The counters of the cache at ``cache_dir`` (where they live is the store's)."""
+        return cls(stats_dir(cache_dir))
 
     # -- counting (hot path: dict updates only) --------------------------------------------
 
@@ -134,44 +136,29 @@ class Metrics:
         self._expand(deltas, list(responses.items()), dict(sent))
         if not deltas and not errors:
             return
-        with self._store.transact():
-            for key, value in list(deltas.items()):
-                self._store.incr(("c", *key), value, default=0)
-            if errors:
-                kept = list(self._store.get("errors", []))
-                self._store.set("errors", (kept + errors)[-_ERRORS_KEPT:])
-        self._drop_old_history()
-
-    def _drop_old_history(self) -> None:
-        oldest = self._clock() - HISTORY_KEEP
-        for key in list(self._store.iterkeys()):
-            if isinstance(key, tuple) and key[:2] == ("c", "history") and float(key[2]) < oldest:
-                self._store.delete(key)
+        self._store.add(deltas, errors)
+        self._store.drop_history_before(self._clock() - HISTORY_KEEP)
 
     def counters(self) -> Iterator[tuple[Key, float]]:
         """Every shared counter, as ((series, *labels), value)."""
-        for key in list(self._store.iterkeys()):
-            if isinstance(key, tuple) and key and key[0] == "c":
-                value = self._store.get(key)
-                if isinstance(value, int | float):
-                    yield key[1:], value
+        return self._store.counters()
 
     def recent_errors(self) -> list[tuple[float, str]]:
-        return list(self._store.get("errors", []))
+        return self._store.errors()
 
     def current(self, series: str) -> float:
         """A shared counter's total including this process's unflushed delta (one read)."""
         with self._flushing, self._lock:
             local = self._deltas.get((series,), 0.0)
-            value = self._store.get(("c", series), 0)
-        return (value if isinstance(value, int | float) else 0) + local
+            value = self._store.get(series)
+        return value + local
 
     def set_total(self, series: str, value: float) -> None:
         """Set a shared counter outright (the cache's size after a scan of the disk)."""
         with self._flushing:
             with self._lock:
                 self._deltas.pop((series,), None)
-            self._store.set(("c", series), value)
+            self._store.set(series, value)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -17,7 +17,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from cacheproxy import __version__
-from cacheproxy.figures.metrics import HISTORY_BUCKET, HISTORY_KEEP, LATENCY_BUCKETS, Key, Metrics
+from cacheproxy.figures.metrics import HISTORY_BUCKET, HISTORY_KEEP, LATENCY_BUCKETS, Metrics
+from cacheproxy.store.counters import Key
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -15,10 +15,11 @@ kernel drops the lock of a worker that dies, so followers notice that too.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ _RESUME_BACKOFF = 0.25
 _FOLLOW_POLL = 0.02
 _STALL_PROBE = 1.0
 _JOIN_ATTEMPTS = 250  # x _FOLLOW_POLL: five seconds to find the other worker's temporary
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A file's bytes piped from upstream; ``size`` is the whole file's, when known."""
+
+    size: int | None
+    chunks: AsyncIterator[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +167,6 @@ class Download:
                     return
                 continue
             await asyncio.shield(self._progress)
-
-    async def stream(
-        self, reader_fd: int, start: int = 0, end: int | None = None
-    ) -> AsyncGenerator[bytes]:
-        """The bytes of :meth:`spans`, read from ``reader_fd`` (which the caller owns)."""
-        async for offset, length in self.spans(start, end):
-            for data in read_span(reader_fd, offset, length):
-                yield data
 
     async def run(self, upstream: Upstream, storage: Storage, retries: int) -> None:
         spec = self.spec
@@ -290,6 +291,46 @@ class Downloads:
 
     def __len__(self) -> int:
         return len(self._inflight)
+
+    @contextlib.asynccontextmanager
+    async def upstream_range(
+        self, spec: FileSpec, start: int, end: int, content_range: str
+    ) -> AsyncIterator[AsyncIterator[bytes] | None]:
+        """Bytes ``start..end`` (inclusive) of the file straight from upstream, for a Range
+        far ahead of our own download; None when upstream does not send exactly that range.
+
+        uv reads a wheel's zip directory (its last bytes) before deciding to download it;
+        on a cold multi-GB wheel, waiting for our download to get there would stall its
+        resolution. The full download keeps running and is verified as usual.
+
+        Raises:
+            UpstreamError: upstream could not be asked.
+        """
+        async with self._upstream.open_file(spec.url, range_header=f"bytes={start}-{end}") as up:
+            if up.status != 206 or up.headers.get("Content-Range") != content_range:
+                yield None
+            else:
+                yield up.content.iter_chunked(CHUNK)
+
+    @contextlib.asynccontextmanager
+    async def relay(self, spec: FileSpec, offset: int, end: int | None) -> AsyncIterator[Relay]:
+        """Bytes ``offset..end`` (exclusive; None: to the end) straight from upstream,
+        storing nothing: for when the cache cannot store (a full disk). The client still
+        gets its file and checks its hash, as it does for any index.
+
+        Raises:
+            UpstreamError: upstream could not be asked.
+            ConnectionResetError: upstream cannot send the rest as a range.
+        """
+        whole = offset == 0 and end is None
+        range_header = None if whole else f"bytes={offset}-{'' if end is None else end - 1}"
+        async with self._upstream.open_file(spec.url, range_header=range_header) as up:
+            if range_header and not up.headers.get("Content-Range", "").startswith(
+                f"bytes {offset}-"
+            ):
+                raise ConnectionResetError("upstream cannot send the rest as a range")
+            size = spec.size if spec.size is not None else up.content_length
+            yield Relay(size, up.content.iter_chunked(CHUNK))
 
     async def join(self, spec: FileSpec) -> tuple[Download, int, bool]:
         """The download of ``spec`` (started if nobody runs one), a reader fd on its

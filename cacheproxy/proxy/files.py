@@ -7,6 +7,7 @@ project is read from the filename and its page fetched, which records the file.
 
 import logging
 from dataclasses import dataclass
+from typing import IO
 
 from cacheproxy.errors import NotFound
 from cacheproxy.proxy.downloads import FileSpec
@@ -30,6 +31,14 @@ class Files:
     def __init__(self, storage: Storage, pages: Pages) -> None:
         self._storage = storage
         self._pages = pages
+
+    def open_stored(self, resolved: Resolved) -> IO[bytes]:
+        """The stored file, opened for sending (and marked used, for eviction).
+
+        Raises:
+            FileNotFoundError: not stored yet: join or start its download.
+        """
+        return self._storage.open_blob(resolved.spec.final)
 
     async def resolve(self, key: str) -> Resolved:
         """What ``/packages/<key>`` serves.

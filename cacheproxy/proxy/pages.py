@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import IO, Any
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -46,7 +46,15 @@ from cacheproxy.simple.render import (
     render_list_html,
     render_list_json,
 )
-from cacheproxy.store.local import FileMap, FileRecord, PageRecord, Storage, name_bodies
+from cacheproxy.store.local import (
+    Body,
+    DamagedBody,
+    FileMap,
+    FileRecord,
+    PageRecord,
+    Storage,
+    name_bodies,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,20 @@ MEMO_SECONDS = 1.0
 MEMO_ENTRIES = 4096
 # Pages above this size are rendered in a worker thread so the event loop keeps serving.
 _THREAD_RENDER_BYTES = 256 * 1024
+
+
+class PageChanged(Exception):
+    """The body a record named was replaced by a refresh, or found damaged (then the page
+    was dropped): get the page again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyBody:
+    """One representation ready to send: its bytes, or an open file the response closes."""
+
+    size: int
+    data: bytes | None = None
+    file: IO[bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +241,31 @@ class Pages:
         self._memo.move_to_end(key)
         while len(self._memo) > MEMO_ENTRIES:
             self._memo.popitem(last=False)
+
+    async def body(self, key: str, result: PageResult, body: Body) -> ReadyBody:
+        """``body`` of page ``key`` (one of ``result``'s), checked and ready to send: from
+        memory while the page is pending or when small, else an open file.
+
+        Raises:
+            PageChanged: the body is gone or damaged; the page was forgotten (and a
+                damaged one dropped, so the next request fetches it afresh).
+        """
+        if result.data is not None:  # answered before it is on disk
+            return ReadyBody(body.size, data=result.data[body.name])
+        try:
+            if self._storage.bodies.fits(body.size):
+                return ReadyBody(body.size, data=await self._storage.read_body(body))
+            return ReadyBody(body.size, file=await self._storage.open_body(body))
+        except FileNotFoundError:
+            # A refresh replaced this body between our record read and the open.
+            self.forget(key)
+            raise PageChanged(key) from None
+        except DamagedBody as e:
+            logger.error("dropping page %s: %s", key or "/", e)
+            await asyncio.to_thread(self._storage.drop_page, key)
+            self._storage.drop_damaged_body(e.body)
+            self.forget(key)
+            raise PageChanged(key) from None
 
     def forget(self, key: str) -> None:
         """Drop the in-memory copy (its body was replaced, or the page was invalidated)."""

@@ -1,7 +1,7 @@
 """Keeping the cache within its size limit: least recently used files go first.
 
 "Recently used" is the file's mtime: a hit refreshes it (at most once a minute, see
-file_handlers), so the order survives restarts with no bookkeeping of its own, and every
+Storage.open_blob), so the order survives restarts with no bookkeeping of its own, and every
 worker sees the same order. Files used in the last few minutes are never removed, and a
 file that is being sent keeps streaming even if it is removed (its reader holds it open;
 POSIX frees the blocks only after the last close).
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cacheproxy.figures.metrics import Metrics
+from cacheproxy.store.counters import Tally
 from cacheproxy.store.filelock import FileLock
 from cacheproxy.store.local import Storage
 
@@ -24,8 +24,6 @@ logger = logging.getLogger(__name__)
 LOW_WATER = 0.9
 # Never remove a file used (or stored) this recently: it may be in a transfer right now.
 PROTECT_SECONDS = 300.0
-# A hit refreshes the file's mtime when it is older than this (one utime a minute at most).
-TOUCH_AFTER = 60.0
 
 
 @dataclass
@@ -59,7 +57,7 @@ def _stored_files(storage: Storage) -> list[tuple[float, int, Path]]:
 
 def evict(
     storage: Storage,
-    metrics: Metrics | None,
+    metrics: Tally | None,
     *,
     max_bytes: int | None,
     older_than: float | None = None,

@@ -15,6 +15,7 @@ store for a multi-replica team deployment) is a new class, not a rewrite.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import diskcache
 
@@ -38,6 +39,8 @@ from cacheproxy.store.disk_writer import write_all
 logger = logging.getLogger(__name__)
 
 _SCHEMA = 1
+# A hit refreshes its file's mtime (the eviction order) when older than this.
+TOUCH_AFTER = 60.0
 # Page bodies being written (a few milliseconds each, in the page-writer thread).
 PAGE_TEMP_PREFIX = "page-"
 _T = TypeVar("_T")
@@ -393,6 +396,19 @@ class Storage:
         self.bodies.drop(body.name)
         self.page_body_path(body).unlink(missing_ok=True)
 
+    async def open_body(self, body: Body) -> IO[bytes]:
+        """A large body's file, opened for sendfile after it was checked whole.
+
+        Raises:
+            FileNotFoundError, DamagedBody: as for :meth:`read_body`.
+        """
+        await self.check_body(body)
+        fobj = open(self.page_body_path(body), "rb")  # closed by the response
+        if (actual := os.fstat(fobj.fileno()).st_size) != body.size:
+            fobj.close()
+            raise DamagedBody(body, f"{actual} bytes, not {body.size}")
+        return fobj
+
     def page_body_path(self, body: Body) -> Path:
         return self.root / "pages" / body.name
 
@@ -470,6 +486,20 @@ class Storage:
             self._map_entries -= len(dropped)
 
     # -- blobs ---------------------------------------------------------------------------
+
+    @staticmethod
+    def open_blob(path: Path) -> IO[bytes]:
+        """Open a stored file for sending, and keep the LRU clock of evict.py: its mtime,
+        refreshed at most once a minute per file.
+
+        Raises:
+            FileNotFoundError: not stored (or evicted a moment ago).
+        """
+        fobj = open(path, "rb")  # closed by the response
+        if time.time() - os.fstat(fobj.fileno()).st_mtime > TOUCH_AFTER:
+            with contextlib.suppress(OSError):
+                os.utime(fobj.fileno())
+        return fobj
 
     def blob_path(self, sha256: str) -> Path:
         return self.root / _blob_relpath(sha256)

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cacheproxy.figures.metrics import Metrics
 from cacheproxy.simple.layout import METADATA_SUFFIX
+from cacheproxy.store.counters import Tally
 from cacheproxy.store.local import Storage, file_size
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _older(path: Path, cutoff: float) -> bool:
         return False
 
 
-def log_repair(storage: Storage, metrics: Metrics | None = None) -> RepairReport:
+def log_repair(storage: Storage, metrics: Tally | None = None) -> RepairReport:
     """Repair, log the one line, and reset the shared cache-size figures to what is there."""
     series = ("cache_files", "cache_bytes", "cache_pages")
     # The proxy serves while this scans: what it stores meanwhile is counted as it happens,

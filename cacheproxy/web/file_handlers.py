@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncGenerator
 from typing import IO
 
@@ -21,11 +20,10 @@ from cacheproxy.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
-from cacheproxy.proxy.downloads import CHUNK, Download, Span, read_span
+from cacheproxy.proxy.downloads import Download, Span, read_span
 from cacheproxy.proxy.files import Resolved
 from cacheproxy.simple.layout import PREFIX, BadPath, file_key
-from cacheproxy.store.evict import TOUCH_AFTER
-from cacheproxy.web.keys import downloads_key, files_key, settings_key, upstream_key
+from cacheproxy.web.keys import proxy_key, settings_key
 from cacheproxy.web.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
 from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
 
@@ -56,13 +54,14 @@ def _file_etag(resolved: Resolved, size: int) -> str:
 
 
 async def package_file(request: web.Request) -> web.StreamResponse:
+    files = request.app[proxy_key].files
     raw = request.raw_path.split("?", 1)[0][len(PREFIX) :]
     try:
         key = file_key(raw)
     except BadPath as e:
         return text_error(400, str(e))
     try:
-        resolved = await request.app[files_key].resolve(key)
+        resolved = await files.resolve(key)
     except NotFound as e:
         return text_error(404, str(e))
     except (UpstreamError, IndexParseError) as e:
@@ -70,7 +69,7 @@ async def package_file(request: web.Request) -> web.StreamResponse:
     # A download can end between "not in the store" and "join it": look again (bounded).
     for _ in range(3):
         try:
-            fobj = open(resolved.spec.final, "rb")  # closed by the response
+            fobj = files.open_stored(resolved)
         except FileNotFoundError:
             try:
                 return await _serve_miss(request, resolved)
@@ -81,12 +80,7 @@ async def package_file(request: web.Request) -> web.StreamResponse:
 
 
 def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
-    st = os.fstat(fobj.fileno())
-    size = st.st_size
-    if time.time() - st.st_mtime > TOUCH_AFTER:
-        # mtime is the LRU clock of evict.py; refreshed at most once a minute per file.
-        with contextlib.suppress(OSError):
-            os.utime(fobj.fileno())
+    size = os.fstat(fobj.fileno()).st_size
     etag = _file_etag(resolved, size)
     headers = _file_headers(resolved, etag, "HIT")
     if etag_matches(request.headers.get("If-None-Match"), etag):
@@ -119,7 +113,7 @@ async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamRes
         headers = _file_headers(resolved, _file_etag(resolved, spec.size), "MISS")
         headers["Content-Length"] = str(spec.size)
         return web.Response(status=200, headers=headers)
-    downloads = request.app[downloads_key]
+    downloads = request.app[proxy_key].downloads
     try:
         download, reader, _new = await downloads.join(spec)
     except FileNotFoundError:
@@ -182,21 +176,21 @@ async def _maybe_forward_range(
         return None
     if not if_range_matches(request.headers.get("If-Range"), _file_etag(resolved, size)):
         return None
-    upstream = request.app[upstream_key]
     wanted = byte_range.content_range(size)
     headers = _file_headers(resolved, _file_etag(resolved, size), "MISS")
     headers["Content-Range"] = wanted
     resp = web.StreamResponse(status=206, headers=headers)
     resp.content_length = byte_range.length
+    downloads = request.app[proxy_key].downloads
     try:
-        async with upstream.open_file(
-            resolved.spec.url, range_header=f"bytes={byte_range.start}-{byte_range.end}"
-        ) as up:
-            if up.status != 206 or up.headers.get("Content-Range") != wanted:
+        async with downloads.upstream_range(
+            resolved.spec, byte_range.start, byte_range.end, wanted
+        ) as chunks:
+            if chunks is None:
                 return None  # upstream ignores ranges: follow our own download instead
             await resp.prepare(request)
             sent = 0
-            async for chunk in up.content.iter_chunked(CHUNK):
+            async for chunk in chunks:
                 sent += len(chunk)
                 await resp.write(chunk)
             if sent != byte_range.length:
@@ -209,9 +203,7 @@ async def _maybe_forward_range(
         if not resp.prepared:
             return None
         logger.info("aborting forwarded range of %s: %s", resolved.filename, e)
-        resp.force_close()
-        if request.transport is not None:
-            request.transport.close()
+        _break_off(request, resp)
         return resp
 
 
@@ -254,9 +246,7 @@ async def _stream(
         # The download failed (or the client left). Break the connection off: with
         # Content-Length set the client sees a short body, never a "complete" bad file.
         logger.info("aborting transfer of %s: %s", resolved.filename, e)
-        resp.force_close()
-        if request.transport is not None:
-            request.transport.close()
+        _break_off(request, resp)
         return resp
     finally:
         with contextlib.suppress(Exception):
@@ -305,22 +295,15 @@ async def _relay(
     when the cache cannot store (standards: the client still gets its file); the client
     checks the hash of what it installs, as it does for any index.
     """
-    upstream = request.app[upstream_key]
-    whole = offset == 0 and end is None
-    range_header = None if whole else f"bytes={offset}-{'' if end is None else end - 1}"
+    downloads = request.app[proxy_key].downloads
     try:
-        async with upstream.open_file(resolved.spec.url, range_header=range_header) as up:
-            if range_header and not up.headers.get("Content-Range", "").startswith(
-                f"bytes {offset}-"
-            ):
-                raise ConnectionResetError("upstream cannot send the rest as a range")
+        async with downloads.relay(resolved.spec, offset, end) as relay:
             if resp is None:
                 resp = web.StreamResponse(status=200, headers=_file_headers(resolved, None, "MISS"))
-                size = resolved.spec.size if resolved.spec.size is not None else up.content_length
-                if size is not None:
-                    resp.content_length = size
+                if relay.size is not None:
+                    resp.content_length = relay.size
                 await resp.prepare(request)
-            async for chunk in up.content.iter_chunked(CHUNK):
+            async for chunk in relay.chunks:
                 await resp.write(chunk)
         await resp.write_eof()
         return resp
@@ -330,7 +313,13 @@ async def _relay(
                 return upstream_error(e)
             return text_error(502, f"cannot relay {resolved.filename}: {e}")
         logger.info("aborting relay of %s: %s", resolved.filename, e)
-        resp.force_close()
-        if request.transport is not None:
-            request.transport.close()
+        _break_off(request, resp)
         return resp
+
+
+def _break_off(request: web.Request, resp: web.StreamResponse) -> None:
+    """End a transfer under way without its last bytes: with Content-Length set, the
+    client sees a short body, never a "complete" bad file."""
+    resp.force_close()
+    if request.transport is not None:
+        request.transport.close()

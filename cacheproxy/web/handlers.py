@@ -8,8 +8,8 @@ import asyncio
 import functools
 import hmac
 import logging
-import os
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,18 +18,11 @@ from packaging.utils import NormalizedName, canonicalize_name
 from cacheproxy.errors import IndexParseError, NotFound, UpstreamError
 from cacheproxy.figures.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 from cacheproxy.figures.status_page import render_status_page
-from cacheproxy.proxy.pages import ROOT_KEY, PageResult
+from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult
 from cacheproxy.simple.layout import PREFIX
 from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
-from cacheproxy.store.local import DamagedBody
 from cacheproxy.web.file_handlers import package_file
-from cacheproxy.web.keys import (
-    downloads_key,
-    metrics_key,
-    pages_key,
-    settings_key,
-    storage_key,
-)
+from cacheproxy.web.keys import metrics_key, proxy_key, settings_key
 from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
 
 logger = logging.getLogger(__name__)
@@ -66,69 +59,59 @@ def _index_headers(result: PageResult, etag: str, gz: bool) -> dict[str, str]:
     return headers
 
 
-async def _send_page(request: web.Request, result: PageResult) -> web.StreamResponse:
-    # Form decoding turns the "+" of "…v1+json" into a space; media types have no spaces.
-    # request.query builds a MultiDict: only worth it when there is a query string at all.
-    fmt = None
-    if request.query_string:
-        fmt = request.query.get("format", "").replace(" ", "+") or None
-    media = choose_media_type(request.headers.get("Accept"), fmt)
-    if media is None:
-        offered = ", ".join(m.content_type for m in OFFERS)
-        return text_error(406, f"not acceptable; this index serves {offered}")
-    gz = accepts_gzip(request.headers.get("Accept-Encoding"))
-    kind = f"{media.kind}.gz" if gz else media.kind
-    body = result.record.bodies[kind]
-    headers = _index_headers(result, body.etag, gz)
-    if etag_matches(request.headers.get("If-None-Match"), body.etag):
-        return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = media.content_type
-    if result.data is not None:  # answered before it is on disk (pages.py)
-        return web.Response(body=result.data[body.name], headers=headers)
-    storage = request.app[storage_key]
-    try:
-        if storage.bodies.fits(body.size):
-            return web.Response(body=await storage.read_body(body), headers=headers)
-        await storage.check_body(body)
-        fobj = open(storage.page_body_path(body), "rb")  # closed by the response
-        if (actual := os.fstat(fobj.fileno()).st_size) != body.size:
-            fobj.close()
-            raise DamagedBody(body, f"{actual} bytes, not {body.size}")
-    except FileNotFoundError:
-        # A refresh replaced this body between our record read and the open: retry once.
-        raise _Retry() from None
-    return SendfileResponse(fobj, offset=0, count=body.size, headers=headers)
+async def _serve_page(
+    request: web.Request,
+    key: str,
+    get: Callable[[bool], Awaitable[PageResult]],
+    not_found: Callable[[], web.Response],
+) -> web.StreamResponse:
+    """Get a page through the cache and send the representation the client asked for.
 
-
-class _Retry(Exception):
-    pass
-
-
-async def _drop_damaged(request: web.Request, key: str, e: DamagedBody) -> None:
-    """Forget a page whose body is damaged, so the retry fetches it afresh."""
-    logger.error("dropping page %s: %s", key or "/", e)
-    storage = request.app[storage_key]
-    await asyncio.to_thread(storage.drop_page, key)
-    storage.drop_damaged_body(e.body)
-    request.app[pages_key].forget(key)
+    A body can be replaced by a refresh (or found damaged) between reading the record and
+    sending it; pages.py then forgets the page and we ask once more.
+    """
+    pages = request.app[proxy_key].pages
+    revalidate = _wants_revalidation(request)
+    for _ in range(2):
+        try:
+            result = await get(revalidate)
+        except NotFound:
+            return not_found()
+        except (UpstreamError, IndexParseError) as e:
+            return upstream_error(e)
+        # Form decoding turns the "+" of "…v1+json" into a space; media types have no
+        # spaces. request.query builds a MultiDict: only worth it with a query string.
+        fmt = None
+        if request.query_string:
+            fmt = request.query.get("format", "").replace(" ", "+") or None
+        media = choose_media_type(request.headers.get("Accept"), fmt)
+        if media is None:
+            offered = ", ".join(m.content_type for m in OFFERS)
+            return text_error(406, f"not acceptable; this index serves {offered}")
+        gz = accepts_gzip(request.headers.get("Accept-Encoding"))
+        body = result.record.bodies[f"{media.kind}.gz" if gz else media.kind]
+        headers = _index_headers(result, body.etag, gz)
+        if etag_matches(request.headers.get("If-None-Match"), body.etag):
+            return web.Response(status=304, headers=headers)
+        headers["Content-Type"] = media.content_type
+        try:
+            ready = await pages.body(key, result, body)
+        except PageChanged:
+            continue
+        if ready.file is None:
+            return web.Response(body=ready.data, headers=headers)
+        return SendfileResponse(ready.file, offset=0, count=ready.size, headers=headers)
+    return text_error(503, "page changed while sending; retry")
 
 
 async def simple_index(request: web.Request) -> web.StreamResponse:
-    pages = request.app[pages_key]
-    for _ in range(2):
-        try:
-            result = await pages.project_list(revalidate=_wants_revalidation(request))
-            return await _send_page(request, result)
-        except NotFound:
-            return text_error(404, "upstream has no project list")
-        except (UpstreamError, IndexParseError) as e:
-            return upstream_error(e)
-        except _Retry:
-            pages.forget(ROOT_KEY)
-            continue
-        except DamagedBody as e:
-            await _drop_damaged(request, ROOT_KEY, e)
-    return text_error(503, "page changed while sending; retry")
+    pages = request.app[proxy_key].pages
+    return await _serve_page(
+        request,
+        ROOT_KEY,
+        lambda revalidate: pages.project_list(revalidate=revalidate),
+        lambda: text_error(404, "upstream has no project list"),
+    )
 
 
 async def project_redirect(request: web.Request) -> web.StreamResponse:
@@ -154,21 +137,13 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     if name != raw:
         # PEP 503: one URL (and one cache entry) per project.
         return _redirect(request, f"../{name}/")
-    pages = request.app[pages_key]
-    for _ in range(2):
-        try:
-            result = await pages.project(name, revalidate=_wants_revalidation(request))
-            return await _send_page(request, result)
-        except NotFound:
-            return text_error(404, f"no such project: {name}", {"X-Cache": "HIT"})
-        except (UpstreamError, IndexParseError) as e:
-            return upstream_error(e)
-        except _Retry:
-            pages.forget(name)
-            continue
-        except DamagedBody as e:
-            await _drop_damaged(request, name, e)
-    return text_error(503, "page changed while sending; retry")
+    pages = request.app[proxy_key].pages
+    return await _serve_page(
+        request,
+        name,
+        lambda revalidate: pages.project(name, revalidate=revalidate),
+        lambda: text_error(404, f"no such project: {name}", {"X-Cache": "HIT"}),
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -178,9 +153,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """Readiness: the cache directory takes a write and the record store answers."""
-    storage = request.app[storage_key]
     try:
-        await asyncio.to_thread(storage.check_writable)
+        await asyncio.to_thread(request.app[proxy_key].check_ready)
     except Exception as e:  # any failure here means "do not send traffic"
         return text_error(503, f"not ready: {e}")
     return web.Response(text="ready\n")
@@ -193,7 +167,7 @@ def _stats(request: web.Request) -> dict[str, Any]:
         upstream=settings.upstream_redacted,
         cache_dir=str(settings.cache_dir),
         workers=settings.workers,
-        in_flight=len(request.app[downloads_key]),
+        in_flight=len(request.app[proxy_key].downloads),
         max_size=settings.max_size,
         index_url=f"{request.url.origin()}/simple/",
     )
@@ -215,25 +189,20 @@ async def admin_invalidate(request: web.Request) -> web.Response:
     given = request.headers.get("Authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return text_error(401, "admin token required", {"WWW-Authenticate": "Bearer"})
-    storage = request.app[storage_key]
-    await request.app[pages_key].flush()  # a page still being written would come back
+    proxy = request.app[proxy_key]
     raw = request.match_info.get("project")
     if raw is None:
-        count = await asyncio.to_thread(storage.drop_all_pages)
-        request.app[pages_key].forget_all()
-        return web.json_response({"invalidated": count})
+        return web.json_response({"invalidated": await proxy.invalidate(None)})
     if not _NAME_RE.match(raw):
         return text_error(400, f"not a valid project name: {raw[:100]!r}")
     name = canonicalize_name(raw)
-    found = await asyncio.to_thread(storage.drop_page, name)
-    request.app[pages_key].forget(name)  # other workers: within pages.MEMO_SECONDS
-    return web.json_response({"invalidated": 1 if found else 0, "project": name})
+    return web.json_response({"invalidated": await proxy.invalidate(name), "project": name})
 
 
 async def metrics(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
     live = {
-        "cacheproxy_downloads_in_flight": float(len(request.app[downloads_key])),
+        "cacheproxy_downloads_in_flight": float(len(request.app[proxy_key].downloads)),
         "cacheproxy_cache_max_size_bytes": float(settings.max_size or 0),
     }
     body = await asyncio.to_thread(render_prometheus, request.app[metrics_key], live)

@@ -1,0 +1,111 @@
+"""The proxy as one object: the store, upstream and the caching services, opened and closed
+together. The web layer holds one :class:`Proxy` and reaches everything through it, so it
+never touches the store or upstream directly.
+"""
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy.downloads import Downloads
+from cacheproxy.proxy.files import Files
+from cacheproxy.proxy.pages import Pages
+from cacheproxy.proxy.upstream import Upstream, make_session
+from cacheproxy.settings import Settings
+from cacheproxy.store.evict import evict
+from cacheproxy.store.local import Storage
+from cacheproxy.store.repair import log_repair
+
+logger = logging.getLogger(__name__)
+
+EVICT_CHECK = 15.0  # seconds between size checks when nothing was stored here
+
+
+@dataclass(slots=True)
+class Proxy:
+    """Everything one serving process shares. Create with :meth:`open`."""
+
+    settings: Settings
+    storage: Storage
+    upstream: Upstream
+    pages: Pages
+    files: Files
+    downloads: Downloads
+    _session: aiohttp.ClientSession
+    _background: list["asyncio.Task[object]"]
+
+    @classmethod
+    async def open(cls, settings: Settings, metrics: Metrics) -> "Proxy":
+        """Open the cache directory and start the services; no network work yet (the
+        upstream session connects lazily on the first miss).
+
+        Raises:
+            ConfigError: the cache directory is not usable.
+        """
+        # With several workers the parent process cleaned and checked the directory before
+        # starting them (cli.serve); a worker doing it would delete its siblings' downloads.
+        single = settings.workers == 1 and not settings.shared_dir
+        storage = await Storage.open(settings.cache_dir, clean=single)
+        session = make_session(settings)
+        upstream = Upstream(session, settings, metrics)
+        pages = Pages(storage, upstream, settings, metrics)
+        downloads = Downloads(upstream, storage, metrics, settings.retries)
+        background: list[asyncio.Task[object]] = []
+        if single:
+            background.append(asyncio.create_task(asyncio.to_thread(log_repair, storage, metrics)))
+        if settings.max_size is not None:
+            background.append(
+                asyncio.create_task(
+                    _keep_within_limit(storage, metrics, settings.max_size, downloads)
+                )
+            )
+        files = Files(storage, pages)
+        return cls(settings, storage, upstream, pages, files, downloads, session, background)
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()  # a thread (the start-up check) cannot be; it is bounded
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.downloads.close()
+        await self.pages.close()
+        await self._session.close()
+        await self.storage.close()
+
+    def check_ready(self) -> None:
+        """Raise unless the cache directory takes a write and the records answer (sync)."""
+        self.storage.check_writable()
+
+    async def invalidate(self, project: str | None) -> int:
+        """Forget one project page (``None``: every page); files are immutable and stay.
+
+        Returns how many pages were forgotten.
+        """
+        await self.pages.flush()  # a page still being written would come back
+        if project is None:
+            count = await asyncio.to_thread(self.storage.drop_all_pages)
+            self.pages.forget_all()
+            return count
+        found = await asyncio.to_thread(self.storage.drop_page, project)
+        self.pages.forget(project)  # other workers: within pages.MEMO_SECONDS
+        return 1 if found else 0
+
+
+async def _keep_within_limit(
+    storage: Storage, metrics: Metrics, max_size: int, downloads: Downloads
+) -> None:
+    """Evict when the cache grows past ``max_size``: checked when a download is stored and
+    every EVICT_CHECK seconds (other workers store files too)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(downloads.stored.wait(), EVICT_CHECK)
+        downloads.stored.clear()
+        if metrics.current("cache_bytes") > max_size:
+            try:
+                await asyncio.to_thread(evict, storage, metrics, max_bytes=max_size)
+            except Exception:
+                logger.exception("eviction failed; the next check tries again")
