@@ -41,7 +41,9 @@ class CounterStore:
         """Add ``deltas`` and append ``errors`` in one transaction."""
         with self._cache.transact():
             for key, value in list(deltas.items()):
-                self._cache.incr(("c", *key), value, default=0)
+                # incr adds in Python (read, add, write in its transaction), so float
+                # deltas (seconds) work; the stubs say int.
+                self._cache.incr(("c", *key), value, default=0)  # type: ignore[arg-type]
             if errors:
                 kept = list(self._cache.get("errors", []))
                 self._cache.set("errors", (kept + errors)[-_ERRORS_KEPT:])
