@@ -17,7 +17,7 @@ from yarl import URL
 
 from cacheproxy.errors import ConfigError
 from cacheproxy.units import parse_size
-from cacheproxy.urls import redact_url
+from cacheproxy.urls import is_loopback_host, redact_url
 
 DEFAULT_HOST = "127.0.0.1"
 # 8503, after PEP 503: no common service uses it (unlike 3141 devpi, 3142 apt-cacher, 5000).
@@ -246,7 +246,7 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
             integer = name in ("retries", "workers")
             value = parse_number(name.replace("_", "-"), str(raw), integer=integer)
             tuning[name] = int(value) if integer else value
-    if upstream.host in (host, "localhost", "127.0.0.1", "::1") and upstream.port == port:
+    if (upstream.host == host or is_loopback_host(upstream.host or "")) and upstream.port == port:
         raise ConfigError(
             f"upstream {redact_url(upstream)} is this proxy itself "
             "(is pip configured to use cacheproxy? pass --upstream)"

@@ -4,6 +4,8 @@ Index URLs may carry a token in their userinfo; it must never reach logs, errors
 metrics. Everything that shows a URL to a person goes through :func:`redact_url`.
 """
 
+import ipaddress
+
 from yarl import URL
 
 
@@ -32,3 +34,16 @@ def redact_url(url: str | URL) -> str:
     if not sep:
         scheme, rest = "", text
     return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else text
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether pip treats ``host`` as loopback, hence a plain-http index there as secure:
+    ``localhost``, 127.0.0.0/8 and ::1 exactly (pip's ``SECURE_ORIGINS``; a ``*.localhost``
+    name is not among them). A bracketed IPv6 literal is accepted as written in a URL.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False

@@ -13,7 +13,6 @@ names and error messages come from upstream URLs and pages and are untrusted.
 """
 
 import html
-import ipaddress
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from cacheproxy import units
+from cacheproxy.urls import is_loopback_host
 
 REFRESH_SECONDS = 30
 BUCKET_SECONDS = 300  # the width of one history bucket (collect_stats counts in 5 minutes)
@@ -562,15 +562,6 @@ def _errors_section(errors: Any) -> str:
 # --- how to use it ----------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _usage_section(index_url: Any) -> str:
     url = _text(index_url)
     trusted = ""
@@ -579,7 +570,7 @@ def _usage_section(index_url: Any) -> str:
         parts = urlsplit(url)
         host = parts.hostname or ""
         # pip ignores a plain-http index anywhere but on loopback unless the host is trusted.
-        if parts.scheme == "http" and host and not _is_loopback(host):
+        if parts.scheme == "http" and host and not is_loopback_host(host):
             trusted = f" --trusted-host {_e(f'[{host}]' if ':' in host else host)}"
         note = ""
     else:
