@@ -7,6 +7,7 @@ cache directory, named by their sha256.
 
 import asyncio
 import io
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,29 +27,13 @@ from yarl import URL
 from cacheproxy.cli.warm import (
     PlainReporter,
     RichReporter,
-    format_size,
     main,
     make_reporter,
     proxy_index_url,
-    result_line,
-    summary_line,
 )
 from cacheproxy.errors import ConfigError
-from cacheproxy.warm.engine import (
-    Job,
-    Options,
-    Outcome,
-    Result,
-    Summary,
-    _add_job,
-    choose,
-    fetch_file,
-    make_session,
-    make_targets,
-    parse_platform,
-    parse_python_version,
-    warm,
-)
+from cacheproxy.warm.engine import Options, warm
+from cacheproxy.warm.fetch import Job, fetch_file, make_session
 from cacheproxy.warm.lockfiles import (
     Artifact,
     Kind,
@@ -60,6 +45,16 @@ from cacheproxy.warm.lockfiles import (
     marker_applies,
     parse_requirements,
 )
+from cacheproxy.warm.plan import add_job, choose
+from cacheproxy.warm.report import (
+    Outcome,
+    Result,
+    Summary,
+    format_size,
+    result_line,
+    summary_line,
+)
+from cacheproxy.warm.targets import make_targets, parse_platform, parse_python_version
 from cacheproxy.web.app import create_app
 
 FIXTURES = Path(__file__).parent / "lockfiles"
@@ -206,13 +201,18 @@ def test_targets_are_the_product_and_carry_markers() -> None:
     assert win.env["python_full_version"] == "3.12.4"
     assert not marker_applies("sys_platform == 'win32'", linux.env)
     assert marker_applies("sys_platform == 'win32' and python_version >= '3.12'", win.env)
-    assert win.uv_args == (
-        "--python-version", "3.12.4", "--python-platform", "x86_64-pc-windows-msvc"
+    # pip resolves for the target with every platform tag warm chooses files by.
+    assert win.pip_args == (
+        "--python-version", "3.12.4", "--implementation", "cp", "--platform", "win_amd64"
     )  # fmt: skip
-    assert linux.uv_args[-1] == "x86_64-manylinux_2_28"
+    linux_platforms = linux.pip_args[5::2]
+    assert linux.pip_args[4::2] == ("--platform",) * len(linux_platforms)
+    assert linux_platforms[0] == "manylinux_2_28_x86_64"
+    assert "manylinux2014_x86_64" in linux_platforms
     mac = parse_platform("macosx_12_0_arm64")
-    assert mac.uv_platform == "aarch64-apple-darwin"
-    assert mac.uv_env == {"MACOSX_DEPLOYMENT_TARGET": "12.0"}
+    assert mac.platforms[0] == "macosx_12_0_arm64"
+    assert "macosx_11_0_universal2" in mac.platforms
+    assert mac.env["platform_machine"] == "arm64"
     # No targets: this machine, with its own tags and markers.
     [here] = make_targets([], [])
     assert here.label == "this machine"
@@ -556,13 +556,13 @@ async def test_a_file_named_by_two_inputs_is_fetched_once(
 def test_jobs_for_one_file_merge_unless_their_hashes_disagree() -> None:
     url = URL("http://proxy/packages/x-1-py3-none-any.whl")
     jobs: dict[str, list[Job]] = {}
-    _add_job(jobs, Job("x.whl", url, {"sha256": "a" * 64}, None, None, "uv.lock", "a" * 64))
-    _add_job(jobs, Job("x.whl", url, {}, frozenset({("sha256", "a" * 64)}), 10, "r.txt", None))
+    add_job(jobs, Job("x.whl", url, {"sha256": "a" * 64}, None, None, "uv.lock", "a" * 64))
+    add_job(jobs, Job("x.whl", url, {}, frozenset({("sha256", "a" * 64)}), 10, "r.txt", None))
     [merged] = jobs["x.whl"]
     assert (merged.required, merged.allowed, merged.size) == (
         {"sha256": "a" * 64}, frozenset({("sha256", "a" * 64)}), 10
     )  # fmt: skip
-    _add_job(jobs, Job("x.whl", url, {"sha256": "b" * 64}, None, None, "pylock.toml", None))
+    add_job(jobs, Job("x.whl", url, {"sha256": "b" * 64}, None, None, "pylock.toml", None))
     assert [j.origin for j in jobs["x.whl"]] == ["uv.lock", "pylock.toml"]
 
 
@@ -647,9 +647,11 @@ async def test_rich_progress_bar_on_a_terminal(
 
 @pytest.mark.clients
 async def test_unhashed_requirements_resolve_for_the_target(
-    proxy_server: TestServer, fake: FakeIndex, tmp_path: Path
+    proxy_server: TestServer, fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Markers are evaluated for the target (pip would use this machine's)."""
+    """Resolved by pip, which is always there (uv is not a dependency); markers are
+    evaluated for the target (plain pip would use this machine's, pypa/pip#11664)."""
+    monkeypatch.setattr(shutil, "which", lambda *_a, **_k: None)  # no uv anywhere
     out = tmp_path / "dists"
     delta = build_wheel(out, "delta", "1.0", requires=["winonly; sys_platform == 'win32'"])
     fake.add_file("delta", delta)
@@ -665,22 +667,23 @@ async def test_unhashed_requirements_resolve_for_the_target(
     assert by_outcome(summary, Outcome.FETCHED) == {
         "delta-1.0-py3-none-any.whl", "delta-1.0-py3-none-any.whl.metadata", nometa
     }, lines  # fmt: skip
-    # nometa has no PEP 658 metadata: uv read it from the wheel, which made the proxy
+    # nometa has no PEP 658 metadata: pip read it from the wheel, which made the proxy
     # download it before warm asked; it is still this run's download, not "already cached".
     assert f"fetched {nometa} (" in "\n".join(lines)
     assert next(r.cache for r in summary.results if r.name == nometa) == "MISS, while resolving"
     assert len([r for r in fake.file_gets(nometa) if r.method == "GET"]) == 1
     summary, lines = await run_warm(index, [reqs], platforms=["win_amd64"], pythons=["3.12"])
-    # uv read winonly's metadata while resolving for Windows: that too is this run's.
+    # pip read winonly's metadata while resolving for Windows: that too is this run's.
     assert by_outcome(summary, Outcome.FETCHED) == {
         winonly.filename, winonly.filename + ".metadata"
     }, lines  # fmt: skip
     assert nometa in by_outcome(summary, Outcome.CACHED)
-    # No wheel for cp311 on Windows and no sdist: uv's reason, as one failure line.
+    # No wheel for cp311 on Windows and no sdist: pip's reason, as one failure line.
     summary, lines = await run_warm(index, [reqs], platforms=["win_amd64"], pythons=["3.11"])
     [failed] = [r for r in summary.results if r.outcome is Outcome.FAILED]
     assert failed.name == "requirements.txt"
-    assert (failed.reason or "").startswith("uv could not resolve it for cp311-win_amd64: ")
+    assert (failed.reason or "").startswith("pip could not resolve it for cp311-win_amd64: ")
+    assert "No matching distribution found for winonly" in (failed.reason or "")
     assert "\n" not in result_line(failed)
 
 

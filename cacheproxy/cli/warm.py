@@ -1,8 +1,8 @@
 """``cacheproxy warm``: pre-fill the cache from lock and requirements files.
 
-``cli.py`` mounts this with :func:`add_parser`; :func:`run` returns the exit code: 0 when
+``cli/main.py`` mounts this with :func:`add_parser`; :func:`run` returns the exit code: 0 when
 nothing failed, 1 when something did (or the proxy cannot be reached), 2 for invalid
-usage or an unreadable input. The engine is ``warm.py``; here are the flags, the
+usage or an unreadable input. The engine is ``cacheproxy/warm/``; here are the flags, the
 in-process proxy for ``--cache-dir``, and the output: a rich progress bar on a terminal,
 one plain line per file otherwise, then one summary line.
 
@@ -39,21 +39,11 @@ from yarl import URL
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import build_settings
 from cacheproxy.urls import redact_url
-from cacheproxy.warm.engine import (
-    DEFAULT_JOBS,
-    PLATFORM_HELP,
-    Options,
-    Outcome,
-    ProxyUnreachable,
-    Reporter,
-    Result,
-    Summary,
-    Target,
-    make_session,
-    make_targets,
-    warm,
-)
+from cacheproxy.warm.engine import DEFAULT_JOBS, Options, warm
+from cacheproxy.warm.fetch import ProxyUnreachable, make_session
 from cacheproxy.warm.lockfiles import LockFileError, LockInput, Unresolved, load
+from cacheproxy.warm.report import Outcome, Reporter, Result, Summary, result_line, summary_line
+from cacheproxy.warm.targets import PLATFORM_HELP, Target, make_targets
 from cacheproxy.web.app import create_app
 
 EXIT_OK = 0
@@ -269,33 +259,6 @@ async def in_process_proxy(cache_dir: Path, upstream: str | None) -> AsyncIterat
 
 
 # -- output --------------------------------------------------------------------------------
-
-
-def format_size(n: int) -> str:
-    """Decimal units, as pip and rich print them: ``854 B``, ``12.3 kB``, ``34.5 MB``."""
-    if n < 1000:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("kB", "MB", "GB"):
-        value /= 1000
-        if value < 999.95:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1000:.1f} TB"
-
-
-def result_line(r: Result) -> str:
-    if r.outcome in (Outcome.FETCHED, Outcome.CACHED):
-        size = format_size(r.size) if r.size is not None else "size unknown"
-        return f"{r.outcome} {r.name} ({size}, {r.cache})"
-    return f"{r.outcome} {r.name}: {r.reason}"
-
-
-def summary_line(s: Summary) -> str:
-    return (
-        f"warm: {s.count(Outcome.FETCHED)} fetched ({format_size(s.fetched_bytes)}), "
-        f"{s.count(Outcome.CACHED)} already cached, {s.count(Outcome.SKIPPED)} skipped, "
-        f"{s.count(Outcome.FAILED)} failed"
-    )
 
 
 class WarmReporter(Reporter):
