@@ -8,6 +8,7 @@ cache directory, named by their sha256.
 import asyncio
 import io
 import shutil
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -765,17 +766,33 @@ def test_cli_usage_errors(
 
 
 def test_cli_proxy_unreachable(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     code = main(["warm", str(FIXTURES / "poetry.lock"), "--proxy-url", f"http://127.0.0.1:{port}"])
     captured = capsys.readouterr()
     assert code == 1
     [line] = captured.err.splitlines()
     assert line.startswith(f"cacheproxy: error: cannot reach the proxy at 127.0.0.1:{port}: ")
     assert "Traceback" not in captured.out + captured.err
+
+
+def closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("name", ["requirements.in", "uv.lock", "requirements-hashed.txt"])
+async def test_cli_proxy_unreachable_is_one_line(name: str, tmp_path: Path) -> None:
+    """Whatever the input: requirements without hashes go through the resolver first,
+    which used to print every refused request's traceback (hundreds of lines)."""
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/simple/"
+    code, out, err = await warm_cli(tmp_path, str(FIXTURES / name), "--proxy-url", url)
+    assert code == 1
+    assert err.splitlines() == [
+        f"cacheproxy: error: cannot reach the proxy at 127.0.0.1:{port}: Connection refused"
+    ], err
+    assert out.splitlines() == [f"warm: {name} for this machine, through {url}"]
 
 
 def test_output_formats() -> None:

@@ -8,6 +8,7 @@ anything else is one :class:`Result` for the file it concerns.
 import hashlib
 import ipaddress
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -79,7 +80,11 @@ def first_line(text: str) -> str:
 
 def unreachable(e: BaseException, what: URL) -> ProxyUnreachable:
     host = f"{what.host}:{what.port}" if what.port else str(what.host)
-    why = e.os_error.strerror if isinstance(e, aiohttp.ClientConnectorError) else None
+    why = None
+    if isinstance(e, aiohttp.ClientConnectorError):
+        # "Connection refused", not asyncio's "Connect call failed ('127.0.0.1', 9)".
+        errno = e.os_error.errno
+        why = os.strerror(errno) if errno else e.os_error.strerror
     return ProxyUnreachable(
         f"cannot reach the proxy at {host}: {why or str(e) or type(e).__name__}"
     )
