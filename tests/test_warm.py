@@ -734,6 +734,24 @@ async def test_cli_exit_code_one_when_something_failed(fake: FakeIndex, tmp_path
     ]
 
 
+async def test_cli_takes_requirements_with_dash_r(fake: FakeIndex, tmp_path: Path) -> None:
+    """``-r FILE`` as pip has it, with positional files; read as requirements by any name."""
+    beta = fake.files("beta")[0]
+    (tmp_path / "deps.lock").write_text(f"beta==1.0 --hash=sha256:{beta.sha256}\n")
+    (tmp_path / "poetry.lock").write_text(poetry_lock_text(fake, ["alpha"]))
+    cache = tmp_path / "cache"
+    code, out, err = await warm_cli(
+        tmp_path, str(tmp_path / "poetry.lock"), "-r", str(tmp_path / "deps.lock"),
+        "--cache-dir", str(cache), "--upstream", fake.index_url, "--no-metadata",
+    )  # fmt: skip
+    assert (code, err) == (0, ""), out
+    lines = out.splitlines()
+    assert lines[0] == f"warm: poetry.lock, deps.lock for this machine, into {cache}"
+    assert f"fetched {beta.filename} ({format_size(beta.size)}, MISS)" in lines
+    assert lines[-1].startswith("warm: 2 fetched (")
+    assert blob(cache, beta.sha256).read_bytes() == beta.data
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -745,6 +763,8 @@ async def test_cli_exit_code_one_when_something_failed(fake: FakeIndex, tmp_path
         (["uv.lock", "--proxy-url", "http://h/", "--platform", "win"], "not a wheel platform"),
         (["nope.lock", "--proxy-url", "http://h/"], "nope.lock: No such file"),
         (["--proxy-url", "http://h/"], "the following arguments are required: FILE"),
+        (["-r", "nope.txt", "--proxy-url", "http://h/"], "nope.txt: No such file"),
+        (["-r", "uv.lock", "--proxy-url", "http://h/"], "uv.lock:1: not a requirement"),
         (["uv.lock", "--cache-dir", "c", "--upstream", "nonsense"], "upstream must be an http"),
     ],
 )

@@ -41,7 +41,7 @@ from cacheproxy.settings import build_settings
 from cacheproxy.urls import redact_url
 from cacheproxy.warm.engine import DEFAULT_JOBS, Options, warm
 from cacheproxy.warm.fetch import ProxyUnreachable, make_session
-from cacheproxy.warm.lockfiles import LockFileError, LockInput, Unresolved, load
+from cacheproxy.warm.lockfiles import Kind, LockFileError, LockInput, Unresolved, load
 from cacheproxy.warm.report import Outcome, Reporter, Result, Summary, result_line, summary_line
 from cacheproxy.warm.targets import PLATFORM_HELP, Target, make_targets
 from cacheproxy.web.app import create_app
@@ -62,7 +62,16 @@ def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> None:
         "machine, find them cached. Inputs: requirements*.txt / *.in (with or without "
         "--hash pins), uv.lock, poetry.lock, pylock.toml / pylock.*.toml.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="lock or requirements files")
+    p.add_argument("files", nargs="*", metavar="FILE", help="lock or requirements files")
+    p.add_argument(
+        "-r",
+        "--requirement",
+        action="append",
+        default=[],
+        dest="requirements",
+        metavar="FILE",
+        help="a requirements file, as pip takes it (repeatable); read as one whatever its name",
+    )
     where = p.add_argument_group("where to warm (one of)")
     where.add_argument(
         "--proxy-url",
@@ -160,6 +169,22 @@ def proxy_index_url(raw: str) -> URL:
     return url.with_path(path if path.endswith("/") else path + "/", encoded=True).with_query(None)
 
 
+def load_inputs(files: Sequence[str], requirements: Sequence[str]) -> list[LockInput | Unresolved]:
+    """The positional inputs (format by name, then content), then the ``-r`` files.
+
+    Raises:
+        ConfigError: no input at all.
+        LockFileError: an input cannot be read.
+    """
+    if not files and not requirements:
+        # argparse's own words, as when FILE was mandatory.
+        raise ConfigError("the following arguments are required: FILE (or -r FILE)")
+    return [
+        *(load(Path(f)) for f in files),
+        *(load(Path(f), kind=Kind.REQUIREMENTS) for f in requirements),
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cacheproxy warm``; see the module docstring for the exit codes."""
     try:
@@ -173,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--jobs must be between 1 and 64, not {args.jobs}")
         index_url = proxy_index_url(args.proxy_url) if args.proxy_url else None
         targets = make_targets(args.platform, args.python_version)
-        inputs = [load(Path(f)) for f in args.files]
+        inputs = load_inputs(args.files, args.requirements)
     except (ConfigError, LockFileError) as e:
         return _error(str(e), EXIT_USAGE)
     reporter = make_reporter(sys.stdout)
@@ -208,7 +233,7 @@ async def _main(
             where = f"into {args.cache_dir}"
         else:
             where = f"through {redact_url(index_url)}"
-        names = ", ".join(Path(f).name for f in args.files)
+        names = ", ".join(Path(f).name for f in [*args.files, *args.requirements])
         reporter.line(f"warm: {names} for {', '.join(t.label for t in targets)}, {where}")
         reporter.start()
         session = await stack.enter_async_context(make_session(index_url, args.jobs))

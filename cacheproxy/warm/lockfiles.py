@@ -169,14 +169,14 @@ def detect_kind(path: Path, text: str) -> Kind:
     raise LockFileError(f"{path}: not a requirements file, uv.lock, poetry.lock or pylock.toml")
 
 
-def load(path: Path) -> LockInput | Unresolved:
-    """Read and parse one input file.
+def load(path: Path, kind: Kind | None = None) -> LockInput | Unresolved:
+    """Read and parse one input file, of ``kind`` or of the kind :func:`detect_kind` finds.
 
     Raises:
         LockFileError: it cannot be read or is not valid for its format.
     """
     text = _read(path)
-    kind = detect_kind(path, text)
+    kind = kind or detect_kind(path, text)
     if kind is Kind.REQUIREMENTS:
         return parse_requirements(path, text)
     try:
@@ -607,7 +607,9 @@ def _requirement(
         if _looks_local(spec):
             out.skipped.append(local)
             return
-        raise LockFileError(f"{line.origin}: not a requirement: {e}") from None
+        # packaging's message draws a caret under the line: one line is kept.
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LockFileError(f"{line.origin}: not a requirement: {why}") from None
     if req.url:
         out.skipped.append(Note(req.name, f"direct URL ({line.origin}), not on an index"))
     elif _looks_local(spec):  # "pkg-1.0.tar.gz" parses as a name, but pip takes it as a file
