@@ -60,7 +60,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> None:
         "(for each target platform and Python) through a running proxy (--proxy-url), or "
         "into a cache directory directly (--cache-dir), so later builds, or an air-gapped "
         "machine, find them cached. Inputs: requirements*.txt / *.in (with or without "
-        "--hash pins), uv.lock, poetry.lock, pylock.toml / pylock.*.toml.",
+        "--hash pins), uv.lock, poetry.lock, pdm.lock, pylock.toml / pylock.*.toml.",
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="lock or requirements files")
     p.add_argument(

@@ -10,6 +10,9 @@ Formats:
   Windows-only dependency is not wanted for Linux.
 * ``poetry.lock``: ``[[package]]`` with ``files = [{file, hash}]`` (filenames only: the files
   are looked up on the index page); ``markers`` per package since lock-version 2.1.
+* ``pdm.lock``: ``[[package]]`` with ``files = [{file, hash}]`` (``{url, hash}`` with PDM's
+  ``static_urls`` strategy), as poetry.lock; a ``marker`` per package with the
+  ``inherit_metadata`` strategy (``[metadata] strategy``).
 * ``pylock.toml`` (PEP 751): ``[[packages]]`` with ``wheels``/``sdist`` (url or path, name,
   ``hashes``, size) and a ``marker`` per package.
 * requirements files: with ``--hash`` pins they name exact files (matched on the index page
@@ -46,6 +49,7 @@ class Kind(StrEnum):
     REQUIREMENTS = "requirements"
     UV_LOCK = "uv.lock"
     POETRY_LOCK = "poetry.lock"
+    PDM_LOCK = "pdm.lock"
     PYLOCK = "pylock.toml"
 
 
@@ -152,6 +156,8 @@ def detect_kind(path: Path, text: str) -> Kind:
         return Kind.UV_LOCK
     if name == "poetry.lock":
         return Kind.POETRY_LOCK
+    if name == "pdm.lock":
+        return Kind.PDM_LOCK
     if re.fullmatch(r"pylock(\.[^.]+)?\.toml", name):
         return Kind.PYLOCK
     if name.endswith((".txt", ".in")):
@@ -162,11 +168,16 @@ def detect_kind(path: Path, text: str) -> Kind:
         return Kind.REQUIREMENTS
     if "lock-version" in doc and "packages" in doc:
         return Kind.PYLOCK
-    if "content-hash" in doc.get("metadata", {}):
+    metadata = doc.get("metadata", {})
+    if "content-hash" in metadata:
         return Kind.POETRY_LOCK
+    if "lock_version" in metadata or "content_hash" in metadata:  # PDM spells them so
+        return Kind.PDM_LOCK
     if "package" in doc and ("revision" in doc or "requires-python" in doc):
         return Kind.UV_LOCK
-    raise LockFileError(f"{path}: not a requirements file, uv.lock, poetry.lock or pylock.toml")
+    raise LockFileError(
+        f"{path}: not a requirements file, uv.lock, poetry.lock, pdm.lock or pylock.toml"
+    )
 
 
 def load(path: Path, kind: Kind | None = None) -> LockInput | Unresolved:
@@ -188,6 +199,8 @@ def load(path: Path, kind: Kind | None = None) -> LockInput | Unresolved:
             return parse_uv_lock(path, doc)
         if kind is Kind.POETRY_LOCK:
             return parse_poetry_lock(path, doc)
+        if kind is Kind.PDM_LOCK:
+            return parse_pdm_lock(path, doc)
         return parse_pylock(path, doc)
     except (KeyError, TypeError, AttributeError, InvalidVersion, InvalidSpecifier) as e:
         # A lock that parses as TOML but not as its format: one line naming the file.
@@ -418,6 +431,89 @@ def parse_poetry_lock(path: Path, doc: Mapping[str, Any]) -> LockInput:
         path=path,
         kind=Kind.POETRY_LOCK,
         requires_python=None,  # Poetry's "^3.11" is not PEP 440; uv/pip check it anyway
+        selector=select,
+        skipped=skipped,
+    )
+
+
+# -- pdm.lock ------------------------------------------------------------------------------
+
+# Keys of a [[package]] that come from somewhere other than an index (PDM writes the
+# requirement's own key: pdm/models/requirements.py), with the words for the skip.
+_PDM_LOCAL_SOURCES = {
+    "path": "local path source",
+    "url": "direct URL source",
+    "git": "git source",
+    "hg": "hg source",
+    "svn": "svn source",
+    "bzr": "bzr source",
+}
+
+
+def _pdm_artifact(entry: Mapping[str, Any]) -> Artifact:
+    url = entry.get("url")
+    name = entry.get("file") or (_filename(url) if isinstance(url, str) else None)
+    if not name:
+        raise KeyError("a file entry without file or url")
+    return Artifact(
+        filename=str(name),
+        url=url if isinstance(url, str) else None,
+        hashes=dict(pair for pair in [_split_hash(str(entry.get("hash", "")))] if pair),
+    )
+
+
+def _pdm_requires_python(metadata: Mapping[str, Any]) -> SpecifierSet | None:
+    # lock_version 4.5 lists the environments it was locked for in [[metadata.targets]];
+    # with more than one the project's own range is not one specifier: none is checked.
+    targets = metadata.get("targets", [])
+    if isinstance(targets, list) and len(targets) == 1 and isinstance(targets[0], Mapping):
+        return _requires_python(targets[0].get("requires_python"))
+    return _requires_python(metadata.get("requires_python"))
+
+
+def parse_pdm_lock(path: Path, doc: Mapping[str, Any]) -> LockInput:
+    """PDM's lock: filenames and hashes, as poetry.lock; files are found on the index page.
+
+    The same distribution appears once more for each set of extras it is locked with
+    (``extras = [...]``, same files): the fetch is one per file anyway.
+    """
+    metadata: Mapping[str, Any] = doc.get("metadata", {})
+    # With inherit_metadata every package records the marker under which any group needs
+    # it; without it, markers live on the dependency edges only (like poetry.lock < 2.1).
+    markers_known = "inherit_metadata" in metadata.get("strategy", [])
+    packages: list[tuple[Package, object]] = []
+    skipped: list[Note] = []
+    for pkg in doc.get("package", []):
+        name = str(pkg["name"])
+        version = _version(pkg.get("version"))
+        label = f"{name} {version}" if version is not None else name
+        local = next((k for k in _PDM_LOCAL_SOURCES if k in pkg), None)
+        if local is not None:
+            what = "editable, " if pkg.get("editable") else ""
+            reason = f"{what}{_PDM_LOCAL_SOURCES[local]} ({pkg[local]}), not on an index"
+            skipped.append(Note(label, reason))
+            continue
+        package = Package(
+            name=canonicalize_name(name),
+            version=version,
+            artifacts=tuple(_pdm_artifact(f) for f in pkg.get("files", [])),
+            allowed=None,
+            origin=path.name,
+            markers_known=markers_known,
+        )
+        packages.append((package, pkg.get("marker")))
+
+    def select(env: Environment) -> tuple[list[Package], list[Note]]:
+        chosen: dict[tuple[str, Version | None], Package] = {}
+        for p, marker in packages:
+            if marker_applies(str(marker or ""), env):
+                chosen.setdefault((p.name, p.version), p)  # an extras entry: the same files
+        return list(chosen.values()), []
+
+    return LockInput(
+        path=path,
+        kind=Kind.PDM_LOCK,
+        requires_python=_pdm_requires_python(metadata),
         selector=select,
         skipped=skipped,
     )
