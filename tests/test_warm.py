@@ -42,6 +42,7 @@ from cacheproxy.warm.lockfiles import (
     Kind,
     LockFileError,
     LockInput,
+    Note,
     Package,
     Unresolved,
     detect_kind,
@@ -59,6 +60,7 @@ from cacheproxy.warm.report import (
     result_line,
     summary_line,
 )
+from cacheproxy.warm.resolve import resolve
 from cacheproxy.warm.targets import make_targets, parse_platform, parse_python_version
 from cacheproxy.web.app import create_app
 
@@ -766,6 +768,26 @@ async def test_unhashed_requirements_resolve_for_the_target(
     assert (failed.reason or "").startswith("pip could not resolve it for cp311-win_amd64: ")
     assert "No matching distribution found for winonly" in (failed.reason or "")
     assert "\n" not in result_line(failed)
+
+
+async def test_without_pip_the_input_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shadow = tmp_path / "shadow" / "pip"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no pip here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("alpha\n")
+    unresolved = load(reqs)
+    assert isinstance(unresolved, Unresolved)
+    [target] = make_targets(["win_amd64"], ["3.12"])
+    got = await resolve(unresolved, target, URL(f"http://127.0.0.1:{closed_port()}/simple/"))
+    assert got == Note(
+        "requirements.txt",
+        "pip could not resolve it for cp312-win_amd64: pip is not usable in this Python "
+        "(no pip here); install it, or pass a lock file",
+    )
 
 
 # -- the command line ----------------------------------------------------------------------

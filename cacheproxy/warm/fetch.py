@@ -7,7 +7,6 @@ anything else is one :class:`Result` for the file it concerns.
 
 import hashlib
 import ipaddress
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from cacheproxy.errors import IndexParseError
 from cacheproxy.simple.models import DistFile
 from cacheproxy.simple.parse import JSON_TYPE, parse_project_page
 from cacheproxy.warm.report import Outcome, Result
-
-logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 # PEP 691 first (the proxy's own format, with sizes); PEP 503 HTML is read too.

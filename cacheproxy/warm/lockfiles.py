@@ -1,7 +1,7 @@
 """What ``cacheproxy warm`` reads: lock files and requirements files, parsed into packages.
 
 Pure and synchronous: text in, :class:`LockInput` (or :class:`Unresolved`) out. Which of a
-package's files fit a target, and fetching them, is ``warm.py``'s business.
+package's files fit a target, and fetching them, is ``plan.py``'s and ``fetch.py``'s business.
 
 Formats:
 
@@ -77,7 +77,7 @@ class Package:
     # (requirements files), so the files are those of the index page that match.
     artifacts: tuple[Artifact, ...] | None
     # With artifacts None: the (algorithm, hex) pairs a file may hash to; None: any file
-    # of the version (uv's output for an index that publishes no hashes).
+    # of the version (pins resolved by pip, whose files the proxy checks against its page).
     allowed: frozenset[tuple[str, str]] | None
     origin: str  # "uv.lock", "requirements.txt:12": where to look when it fails
     # False when the input records no markers (poetry.lock before 2.1): a package that fits

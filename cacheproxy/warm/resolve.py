@@ -19,6 +19,7 @@ a package published only as an sdist cannot be resolved for another machine this
 
 import asyncio
 import json
+import logging
 import os
 import re
 import sys
@@ -37,6 +38,8 @@ from cacheproxy.warm.fetch import CHUNK, is_loopback
 from cacheproxy.warm.lockfiles import Kind, LockInput, Note, Package, Unresolved
 from cacheproxy.warm.targets import Target
 
+logger = logging.getLogger(__name__)
+
 # Runs in the child: pip's vendored packaging looks default_environment() up at every
 # Marker.evaluate() (pip/_vendor/packaging/markers.py), so replacing it there is enough.
 _BOOTSTRAP = """\
@@ -45,7 +48,7 @@ try:
     from pip._vendor.packaging import markers
     from pip._internal.cli.main import main
 except ImportError as e:
-    sys.exit(f"ERROR: pip cannot be imported: {e}")
+    sys.exit(f"ERROR: pip is not usable in this Python ({e}); install it, or pass a lock file")
 target = json.loads(sys.argv[1])
 host = markers.default_environment
 markers.default_environment = lambda: {**host(), **target}
@@ -137,6 +140,7 @@ async def resolve(unresolved: Unresolved, target: Target, index_url: URL) -> Loc
             constraints = Path(tmp) / "constraints.txt"
             constraints.write_text("".join(f"{c}\n" for c in unresolved.constraints))
         cmd = pip_command(requirements, constraints, target, index_url)
+        logger.debug("resolving %s for %s with pip", name, target.label)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
