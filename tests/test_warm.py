@@ -35,6 +35,7 @@ from cacheproxy.cli.warm import (
     proxy_index_url,
 )
 from cacheproxy.errors import ConfigError
+from cacheproxy.units import format_bytes
 from cacheproxy.warm.engine import Options, warm
 from cacheproxy.warm.fetch import Job, fetch_file, make_session
 from cacheproxy.warm.lockfiles import (
@@ -56,7 +57,6 @@ from cacheproxy.warm.report import (
     Outcome,
     Result,
     Summary,
-    format_size,
     result_line,
     summary_line,
 )
@@ -620,7 +620,7 @@ async def test_a_file_named_by_two_inputs_is_fetched_once(
     index = str(proxy_server.make_url("/simple/"))
     summary, lines = await run_warm(index, inputs, metadata=False)
     assert summary.ok
-    assert lines == [f"fetched {beta.filename} ({format_size(beta.size)}, MISS)"]
+    assert lines == [f"fetched {beta.filename} ({format_bytes(beta.size)}, MISS)"]
     # Inputs that disagree about its hash are both checked: the wrong one fails.
     (tmp_path / "requirements.txt").write_text(f"beta==1.0 --hash=sha256:{'e' * 64}\n")
     (tmp_path / "pylock.toml").write_text(
@@ -630,7 +630,7 @@ async def test_a_file_named_by_two_inputs_is_fetched_once(
     )
     _, lines = await run_warm(index, [inputs[0], tmp_path / "pylock.toml"], metadata=False)
     assert sorted(lines) == [
-        f"cached {beta.filename} ({format_size(beta.size)}, HIT)",
+        f"cached {beta.filename} ({format_bytes(beta.size)}, HIT)",
         f"failed {beta.filename}: the index lists sha256 {beta.sha256[:12]}…, pylock.toml says "
         "ffffffffffff…",
     ]
@@ -803,7 +803,7 @@ async def test_cli_warms_a_cache_dir_directly(fake: FakeIndex, tmp_path: Path) -
     assert (code, err) == (0, ""), out
     lines = out.splitlines()
     assert lines[0] == f"warm: poetry.lock for this machine, into {cache}"
-    assert f"fetched {alpha.filename} ({format_size(alpha.size)}, MISS)" in lines
+    assert f"fetched {alpha.filename} ({format_bytes(alpha.size)}, MISS)" in lines
     assert lines[-1].startswith("warm: 2 fetched (")
     assert lines[-1].endswith(" 0 already cached, 0 skipped, 0 failed")
     assert blob(cache, alpha.sha256).read_bytes() == alpha.data
@@ -813,7 +813,7 @@ async def test_cli_warms_a_cache_dir_directly(fake: FakeIndex, tmp_path: Path) -
     code, out, err = await warm_cli(tmp_path, *args)
     assert code == 0
     assert out.splitlines()[-1] == ("warm: 0 fetched (0 B), 2 already cached, 0 skipped, 0 failed")
-    assert f"cached {alpha.filename} ({format_size(alpha.size)}, HIT)" in out
+    assert f"cached {alpha.filename} ({format_bytes(alpha.size)}, HIT)" in out
     assert [r for r in fake.requests if r.host == "files"] == []
 
 
@@ -849,7 +849,7 @@ async def test_cli_takes_requirements_with_dash_r(fake: FakeIndex, tmp_path: Pat
     assert (code, err) == (0, ""), out
     lines = out.splitlines()
     assert lines[0] == f"warm: poetry.lock, deps.lock for this machine, into {cache}"
-    assert f"fetched {beta.filename} ({format_size(beta.size)}, MISS)" in lines
+    assert f"fetched {beta.filename} ({format_bytes(beta.size)}, MISS)" in lines
     assert lines[-1].startswith("warm: 2 fetched (")
     assert blob(cache, beta.sha256).read_bytes() == beta.data
 
@@ -918,7 +918,7 @@ async def test_cli_proxy_unreachable_is_one_line(name: str, tmp_path: Path) -> N
 
 
 def test_output_formats() -> None:
-    assert [format_size(n) for n in (0, 999, 1000, 12_345, 34_500_000, 2 * 10**9)] == [
+    assert [format_bytes(n) for n in (0, 999, 1000, 12_345, 34_500_000, 2 * 10**9)] == [
         "0 B", "999 B", "1.0 kB", "12.3 kB", "34.5 MB", "2.0 GB"
     ]  # fmt: skip
     s = Summary(

@@ -36,6 +36,7 @@ from rich.progress import (
 )
 from yarl import URL
 
+from cacheproxy.cli import exitcodes
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import build_settings
 from cacheproxy.urls import redact_url
@@ -45,10 +46,6 @@ from cacheproxy.warm.lockfiles import Kind, LockFileError, LockInput, Unresolved
 from cacheproxy.warm.report import Outcome, Reporter, Result, Summary, result_line, summary_line
 from cacheproxy.warm.targets import PLATFORM_HELP, Target, make_targets
 from cacheproxy.web.app import create_app
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> None:
@@ -129,7 +126,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"cacheproxy: error: {message}\n")
+        self.exit(exitcodes.USAGE, f"cacheproxy: error: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,22 +197,22 @@ def run(args: argparse.Namespace) -> int:
         targets = make_targets(args.platform, args.python_version)
         inputs = load_inputs(args.files, args.requirements)
     except (ConfigError, LockFileError) as e:
-        return _error(str(e), EXIT_USAGE)
+        return _error(str(e), exitcodes.USAGE)
     reporter = make_reporter(sys.stdout)
     try:
         summary = asyncio.run(_main(args, index_url, targets, inputs, reporter))
     except ConfigError as e:  # the in-process proxy's settings or cache dir
         reporter.close()
-        return _error(str(e), EXIT_USAGE)
+        return _error(str(e), exitcodes.USAGE)
     except ProxyUnreachable as e:
         reporter.close()
-        return _error(str(e), EXIT_FAILED)
+        return _error(str(e), exitcodes.FAILED)
     except KeyboardInterrupt:
         reporter.close()
-        return _error("interrupted", EXIT_FAILED)
+        return _error("interrupted", exitcodes.FAILED)
     reporter.close()
     reporter.line(summary_line(summary))
-    return EXIT_OK if summary.ok else EXIT_FAILED
+    return exitcodes.OK if summary.ok else exitcodes.FAILED
 
 
 async def _main(

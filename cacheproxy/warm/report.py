@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from cacheproxy.units import format_bytes
+
 
 class Outcome(StrEnum):
     FETCHED = "fetched"  # the proxy did not have it (X-Cache MISS): it does now
@@ -70,28 +72,16 @@ class Recording:
         self.reporter.result(result)
 
 
-def format_size(n: int) -> str:
-    """Decimal units, as pip and rich print them: ``854 B``, ``12.3 kB``, ``34.5 MB``."""
-    if n < 1000:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("kB", "MB", "GB"):
-        value /= 1000
-        if value < 999.95:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1000:.1f} TB"
-
-
 def result_line(r: Result) -> str:
     if r.outcome in (Outcome.FETCHED, Outcome.CACHED):
-        size = format_size(r.size) if r.size is not None else "size unknown"
+        size = format_bytes(r.size) if r.size is not None else "size unknown"
         return f"{r.outcome} {r.name} ({size}, {r.cache})"
     return f"{r.outcome} {r.name}: {r.reason}"
 
 
 def summary_line(s: Summary) -> str:
     return (
-        f"warm: {s.count(Outcome.FETCHED)} fetched ({format_size(s.fetched_bytes)}), "
+        f"warm: {s.count(Outcome.FETCHED)} fetched ({format_bytes(s.fetched_bytes)}), "
         f"{s.count(Outcome.CACHED)} already cached, {s.count(Outcome.SKIPPED)} skipped, "
         f"{s.count(Outcome.FAILED)} failed"
     )
