@@ -3,11 +3,16 @@ directory agree with each other and with the snippet generator's defaults, so th
 drift apart (house style 4.1). Building and running the image is tests/e2e's job."""
 
 import re
+import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
+import cacheproxy
 from cacheproxy.docker.snippets import (
     DEFAULT_ALIAS,
     DEFAULT_GATEWAY,
@@ -18,6 +23,7 @@ from cacheproxy.docker.snippets import (
 )
 from cacheproxy.docker.syntax import escape_char, logical_text, split_instructions
 from cacheproxy.settings import DEFAULT_PORT
+from cacheproxy.store.evict import parse_size
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 CACHE_DIR = "/var/cache/cacheproxy"
@@ -101,6 +107,17 @@ def test_compose() -> None:
     name, target = volume.split(":")
     assert target == CACHE_DIR
     assert name in compose["volumes"]
+    _check_image_tag(service["image"])
+    # A size limit below the disk the volume is on (a share of it, or a size), as the default.
+    size = re.fullmatch(
+        r"\$\{CACHEPROXY_MAX_SIZE:-([^}]+)\}", service["environment"]["CACHEPROXY_MAX_SIZE"]
+    ).group(1)  # type: ignore[union-attr]
+    assert 0 < parse_size(size, Path("/")) < parse_size("100%", Path("/"))
+    # The access log rotates; the sidecar cannot take all of the build host.
+    assert service["logging"]["driver"] == "json-file"
+    assert service["logging"]["options"].keys() >= {"max-size", "max-file"}
+    limits = service["deploy"]["resources"]["limits"]
+    assert limits.keys() >= {"cpus", "memory"}
 
 
 def _k8s() -> dict[str, dict[str, Any]]:
@@ -121,18 +138,33 @@ def test_kubernetes() -> None:
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("readinessProbe", "livenessProbe"):
-        get = container[probe]["httpGet"]
-        assert get["path"] == "/-/health"
+    probes = {
+        p: container[p]["httpGet"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    for get in probes.values():
         assert ports.get(get["port"], get["port"]) == DEFAULT_PORT
+    # Readiness is the README's readiness route (the cache takes a write); liveness and
+    # start-up the one with no upstream or disk work, so a slow disk never restarts the pod.
+    assert probes["readinessProbe"]["path"] == "/-/ready"
+    assert probes["livenessProbe"]["path"] == probes["startupProbe"]["path"] == "/-/health"
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env == {
+    assert env.keys() >= {"CACHEPROXY_MAX_SIZE"}
+    assert {k: v for k, v in env.items() if k != "CACHEPROXY_MAX_SIZE"} == {
         "CACHEPROXY_HOST": "0.0.0.0",
         "CACHEPROXY_PORT": str(DEFAULT_PORT),
         "CACHEPROXY_CACHE_DIR": CACHE_DIR,
         "CACHEPROXY_WORKERS": "2",  # a team index: bench/README.md, workers
     }
-    assert container["resources"]["requests"].keys() >= {"cpu", "memory"}
+    requests = container["resources"]["requests"]
+    assert requests.keys() >= {"cpu", "memory"}
+    assert _cpus(requests["cpu"]) == int(env["CACHEPROXY_WORKERS"])  # a core per worker
+    assert "memory" in container["resources"]["limits"]
+    # The size limit leaves room on the volume for pages, records and downloads in flight.
+    volume_size = _k8s_quantity(
+        docs["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"]
+    )
+    assert parse_size(env["CACHEPROXY_MAX_SIZE"], Path("/")) <= 0.9 * volume_size
+    _check_image_tag(container["image"])
     (mount,) = container["volumeMounts"]
     (volume,) = pod["volumes"]
     assert mount["mountPath"] == CACHE_DIR
@@ -150,6 +182,49 @@ def test_kubernetes() -> None:
     (sport,) = service["spec"]["ports"]
     assert sport["port"] == DEFAULT_PORT
     assert sport["targetPort"] in ports
+
+
+_K8S_UNITS = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+}
+
+
+def _k8s_quantity(text: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", text).groups()  # type: ignore[union-attr]
+    return int(number) * _K8S_UNITS.get(unit, 1)
+
+
+def _cpus(text: str) -> float:
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _project() -> dict[str, Any]:
+    with (DEPLOY.parent / "pyproject.toml").open("rb") as f:
+        project: dict[str, Any] = tomllib.load(f)["project"]
+    return project
+
+
+def _project_version() -> str:
+    return str(_project()["version"])
+
+
+def _project_name() -> str:
+    return str(_project()["name"])
+
+
+def _check_image_tag(image: str) -> None:
+    # A moving tag runs whatever was built last under it; the project's version names a build.
+    name, _, tag = image.rpartition(":")
+    assert name
+    assert "/" not in tag
+    assert tag != "latest"
+    assert tag == _project_version()
 
 
 def _unit() -> dict[str, list[str]]:
@@ -173,6 +248,8 @@ def test_systemd_unit() -> None:
     assert unit["CacheDirectory"] == ["cacheproxy"]
     assert env["CACHEPROXY_CACHE_DIR"] == CACHE_DIR
     assert "docker.service" in unit["After"][0]
+    # A descriptor per client, upstream connection and file being sent: 1024 is too few.
+    assert unit["LimitNOFILE"] == ["65536"]
 
 
 def test_snippet_defaults_match_deploy() -> None:
@@ -185,3 +262,107 @@ def test_snippet_defaults_match_deploy() -> None:
     assert "deploy/compose.yaml" in text
     assert f"http://{DEFAULT_ALIAS}:{DEFAULT_PORT}/simple/" in text
     assert _env(_final_stage())["CACHEPROXY_PORT"] == str(DEFAULT_PORT)
+
+
+# -- install instructions install this project ------------------------------------------------
+
+ROOT = DEPLOY.parent
+# The index's project named `cacheproxy` is an unrelated one, and ours (cacheproxy-index) is
+# not published: every instruction installs this checkout, a wheel built from it, or the
+# image. A bare name may only be a third-party tool the docs install on purpose, or the
+# example package installed through the proxy.
+THIRD_PARTY = {"pip", "uv", "poetry", "poetry-plugin-export", "pdm", "requests"}
+_INSTALLERS = re.compile(
+    r"(?:\b(?:pip3?|pipx)|\bpython3?\s+-m\s+pip|\buv\s+pip|\buv\s+tool)\s+install\b([^`\n]*)"
+)
+# pip/uv/pipx options that take a value (the value is not a requirement).
+_VALUE_OPTIONS = {
+    "-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url",
+    "--trusted-host", "-f", "--find-links", "-t", "--target", "--prefix", "--root",
+    "--python", "-p", "--cache-dir", "-d", "--dest", "--platform", "--python-version",
+    "--only-binary", "--no-binary", "--index", "--default-index", "--progress-bar",
+    "--upgrade-strategy", "--link-mode", "--implementation", "--abi", "--report",
+}  # fmt: skip
+
+
+def _doc_files() -> list[Path]:
+    docs = [ROOT / "README.md", ROOT / "bench" / "README.md"]
+    docs += [p for p in (ROOT / "docs").rglob("*") if p.suffix in (".md", ".txt", ".rst")]
+    docs += [p for p in DEPLOY.rglob("*") if p.is_file()]
+    docs += sorted((ROOT / "cacheproxy" / "docker" / "templates").iterdir())
+    return sorted(p for p in docs if p.is_file())
+
+
+def installed_names(text: str) -> list[str]:
+    """The bare distribution names that the install commands in ``text`` install."""
+    names: list[str] = []
+    for match in _INSTALLERS.finditer(text):
+        line = re.split(r"&&|\|\||[;|)]", match.group(1))[0].replace("\\", " ")
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            words = line.split()
+        value_next = False
+        for word in words:
+            if value_next or word.startswith("-"):
+                value_next = not value_next and word in _VALUE_OPTIONS
+                continue
+            if (
+                word.startswith((".", "/", "~", "$", "@"))
+                or "/" in word
+                or word.endswith((".whl", ".tar.gz", ".zip"))
+            ):
+                continue  # a path, a variable, a template placeholder
+            try:
+                names.append(canonicalize_name(Requirement(word).name))
+            except InvalidRequirement:
+                continue  # prose after a command, like "... of the pinned set"
+    return names
+
+
+def _commands(path: Path) -> str:
+    """The text of ``path`` that is commands: in Markdown its code blocks and code spans
+    (prose like "a cold pip install gave ..." is no instruction), elsewhere all of it."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix != ".md":
+        return text
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.M | re.S)
+    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.M | re.S)
+    return "\n".join(blocks + re.findall(r"`([^`\n]+)`", prose))
+
+
+def test_install_instructions_install_this_project() -> None:
+    found = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _doc_files()
+        for name in installed_names(_commands(path))
+        if name not in THIRD_PARTY
+    }
+    assert not found, "installs a distribution that is not ours to install by name"
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("/opt/cacheproxy/bin/pip install cacheproxy), then:", ["cacheproxy"]),
+        ("pip install cacheproxy-index==0.1.0", ["cacheproxy-index"]),
+        ("RUN pipx install cacheproxy && echo", ["cacheproxy"]),
+        ("uv tool install 'cacheproxy[test]'", ["cacheproxy"]),
+        ("python3 -m pip install -U Cache_Proxy", ["cache-proxy"]),
+        ("pip install . && .venv/bin/cacheproxy serve", []),
+        ("pip install -e '.[test]'", []),
+        ("pip install /path/to/checkout dist/cacheproxy_index-0.1.0-py3-none-any.whl", []),
+        ("pip install --index-url http://127.0.0.1:8503/simple/ requests", ["requests"]),
+        ("pip install -r requirements.txt -c c.txt --target T", []),
+        ("uv pip install @args", []),
+    ],
+)
+def test_installed_names(text: str, names: list[str]) -> None:
+    assert installed_names(text) == names
+
+
+def test_version_comes_from_our_distribution() -> None:
+    # `cacheproxy --version`, the stats and the User-Agent read the installed distribution's
+    # metadata: under its own name, not the import package's.
+    assert _project_name() == cacheproxy.DISTRIBUTION
+    assert cacheproxy.__version__ == _project_version()
