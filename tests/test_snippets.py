@@ -5,10 +5,17 @@ Regenerate the golden files after an intended change with
 ``CACHEPROXY_UPDATE_GOLDEN=1 pytest tests/test_snippets.py`` and review the diff.
 """
 
+import asyncio
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestServer
+from conftest import client_env
+from fakeindex import FakeIndex
 
 from cacheproxy.docker.rewrite import rewrite
 from cacheproxy.docker.snippets import (
@@ -24,7 +31,7 @@ from cacheproxy.docker.snippets import (
     normalise_proxy_url,
     render_snippet,
 )
-from cacheproxy.docker.syntax import escape_char, split_instructions
+from cacheproxy.docker.syntax import escape_char, logical_text, split_instructions
 from cacheproxy.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "dockerfiles" / "snippets"
@@ -213,3 +220,103 @@ def test_invalid_steps(step: Step) -> None:
 def test_bad_alias(alias: str) -> None:
     with pytest.raises(ConfigError):
         make_target(Reach.GATEWAY_IP, alias=alias)
+
+
+# -- the poetry step against what `poetry export` writes -----------------------------------------
+
+# What poetry-plugin-export writes after the README's `poetry source add` of a proxy on this
+# machine (exporter.py: the primary source as --index-url, others as --extra-index-url, each
+# plain-http one with a --trusted-host of its netloc). Port 1 on loopback refuses at once.
+EXPORTED = """\
+--index-url http://127.0.0.1:1/simple/
+--trusted-host 127.0.0.1:1
+--trusted-host localhost:1
+--extra-index-url http://localhost:1/simple/
+
+alpha==1.0 ; python_version >= "3.8"
+beta==1.0 ; python_version >= "3.8"
+"""
+
+
+def _run_command(text: str) -> str:
+    """The shell command of the snippet's RUN step, without RUN and its --mount flags."""
+    lines = text.splitlines(keepends=True)
+    escape = escape_char(lines)
+    (run,) = [i for i in split_instructions(lines, escape) if i.keyword == "RUN"]
+    logical, _ = logical_text(lines, run.start, run.header_end, escape)
+    return re.sub(r"^RUN\s+(--\S+\s+)*", "", logical)
+
+
+def _sed_command() -> str:
+    command = _run_command(render_snippet(Step(tool=Tool.POETRY), TARGETS["gateway-ip"]))
+    (sed,) = [c.strip() for c in command.split(" && ") if c.strip().startswith("sed ")]
+    return sed
+
+
+@pytest.mark.parametrize(
+    ("line", "dropped"),
+    [
+        ("--index-url http://127.0.0.1:8503/simple/", True),
+        ("--index-url=http://localhost:8503/simple/", True),
+        ("-i http://[::1]:8503/simple/", True),
+        ("--extra-index-url http://127.0.0.2/simple", True),
+        ("--trusted-host 127.0.0.1:8503", True),
+        ("  --trusted-host localhost", True),
+        ("--extra-index-url https://private.example/simple/", False),  # the build's own
+        ("--index-url https://localhost.example/simple/", False),
+        ("--trusted-host private.example", False),
+        ("alpha==1.0 ; python_version >= '3.8'", False),
+        ("    --hash=sha256:0123", False),
+    ],
+)
+def test_poetry_step_drops_loopback_indexes(line: str, dropped: bool, tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"first\n{line}\nlast\n")
+    sed = _sed_command().replace("/tmp/requirements.txt", str(requirements))
+    subprocess.run(["sh", "-c", sed], check=True, timeout=30)
+    expected = "first\nlast\n" if dropped else f"first\n{line}\nlast\n"
+    assert requirements.read_text() == expected
+
+
+@pytest.mark.clients
+async def test_poetry_step_installs_an_export_with_loopback_indexes_through_the_proxy(
+    proxy_server: TestServer, fake: FakeIndex, tmp_path: Path
+) -> None:
+    # The RUN step as generated, run by a real shell and a real pip; only python3 (the venv
+    # with poetry) is a stand-in that "exports" what poetry writes, and the step's /tmp is
+    # this test's directory. Without the sed, pip asks 127.0.0.1:1 and finds nothing.
+    target = make_target(Reach.URL, proxy_url=str(proxy_server.make_url("/")))
+    command = _run_command(render_snippet(Step(tool=Tool.POETRY), target))
+    work, stubs, site = tmp_path / "work", tmp_path / "bin", tmp_path / "site"
+    work.mkdir()
+    stubs.mkdir()
+    (tmp_path / "exported.txt").write_text(EXPORTED)
+    _stub(
+        stubs / "python3",
+        f'mkdir -p "$3/bin"\nprintf "#!/bin/sh\\n" > "$3/bin/pip"\n'
+        f'printf "#!/bin/sh\\ncp {tmp_path}/exported.txt \\"\\$5\\"\\n" > "$3/bin/poetry"\n'
+        f'chmod +x "$3/bin/pip" "$3/bin/poetry"',
+    )
+    _stub(
+        stubs / "pip",
+        f'cp "$3" {tmp_path}/seen.txt\nexec {sys.executable} -m pip "$@" --target {site} --no-deps',
+    )
+    env = client_env(tmp_path) | {"PATH": f"{stubs}:{os.environ['PATH']}"}
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", command.replace("/tmp/", f"{work}/"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, out.decode(errors="replace")
+    seen = (tmp_path / "seen.txt").read_text()
+    assert "index-url" not in seen
+    assert "trusted-host" not in seen
+    assert "alpha==1.0" in seen
+    assert {p.name.split("-")[0] for p in site.glob("*.dist-info")} == {"alpha", "beta"}
+    assert len(fake.file_gets("alpha-1.0-py3-none-any.whl")) == 1  # through the proxy
+    assert not list(work.iterdir())  # the export and the throw-away venv are gone
+
+
+def _stub(path: Path, body: str) -> None:
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)

@@ -8,7 +8,7 @@ names) on RUN, COPY and ADD. ``tests/test_rewrite.py`` holds this module to that
 
 Why not a parser package at run time: dockerfile-parse (pure Python) does not know heredocs
 (it reads a heredoc body as instructions), and ``dockerfile`` (BuildKit's Go parser) has
-wheels only for x86-64 Linux and Windows, so ``pip install cacheproxy`` would need a Go
+wheels only for x86-64 Linux and Windows, so installing cacheproxy would need a Go
 toolchain on ARM servers and Macs. Shell text is read by a small POSIX-shell word reader
 (quotes, escapes, operators, comments, ``$(...)``), enough to find the commands of a RUN.
 Every offset is kept, so a rewrite can change a word without touching anything else.

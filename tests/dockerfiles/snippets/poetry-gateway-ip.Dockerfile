@@ -14,6 +14,10 @@
 # through the proxy; poetry itself runs from a throw-away venv. The index is given to this
 # step only (export in the RUN's shell, not ENV, which would stay in the image);
 # PIP_TRUSTED_HOST: pip ignores a plain-http index on any host but loopback otherwise.
+# The export writes the project's sources as --index-url/--extra-index-url/--trusted-host
+# lines, and a requirements file's index wins over PIP_INDEX_URL: the sed drops those on
+# localhost/127.x/[::1] (a proxy added with `poetry source add` on this machine), which in a
+# build is the build container itself. Lines naming other hosts (a private index) are kept.
 COPY pyproject.toml poetry.lock ./
 RUN --mount=type=cache,id=cacheproxy-pip,target=/root/.cache/pip,sharing=shared \
     export PIP_INDEX_URL=http://pypi-cache:8503/simple/ PIP_TRUSTED_HOST=pypi-cache \
@@ -21,4 +25,5 @@ RUN --mount=type=cache,id=cacheproxy-pip,target=/root/.cache/pip,sharing=shared 
  && /tmp/poetry/bin/pip install poetry poetry-plugin-export \
  && /tmp/poetry/bin/poetry export --format requirements.txt --output /tmp/requirements.txt \
  && rm -rf /tmp/poetry \
+ && sed -E -i '\#^[[:space:]]*(-i|--index-url|--extra-index-url|--trusted-host)([[:space:]]+|=)([a-z+]+://)?(localhost|127\.[0-9.]+|\[::1\])([:/[:space:]]|$)#d' /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
