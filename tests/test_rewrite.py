@@ -107,9 +107,66 @@ def test_user_given_uid_owns_the_mount() -> None:
 def test_own_index_variable_is_kept() -> None:
     text = "FROM x\nRUN PIP_INDEX_URL=https://mirror.example/simple/ pip install a\n"
     result = rewrite(text, TARGET)
-    assert "PIP_INDEX_URL=https://mirror.example/simple/ PIP_TRUSTED_HOST=" in result.text
-    assert "pypi-cache:8503" not in result.text
-    assert any("keeps its own PIP_INDEX_URL" in n.message for n in result.notes)
+    assert "\n    PIP_INDEX_URL=https://mirror.example/simple/ pip install a\n" in result.text
+    assert "pypi-cache" not in result.text  # neither the index nor its trusted host
+    assert "--mount=type=cache,id=cacheproxy-pip," in result.text
+    assert [n.message for n in result.notes] == [
+        "keeps the build's own index (PIP_INDEX_URL set on the command): proxy index not added"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "variable"),
+    [
+        ("ENV PIP_INDEX_URL=https://private.example/simple/", "PIP_INDEX_URL"),
+        ("ENV PIP_INDEX_URL https://private.example/simple/", "PIP_INDEX_URL"),
+        ("ARG PIP_INDEX_URL", "PIP_INDEX_URL"),
+        ("ENV UV_INDEX_URL=https://private.example/simple/", "UV_INDEX_URL"),
+        ("ENV UV_DEFAULT_INDEX=https://private.example/simple/", "UV_DEFAULT_INDEX"),
+    ],
+)
+def test_the_builds_own_index_is_not_replaced(lines: str, variable: str) -> None:
+    # A private index behind the proxy (one upstream) would lose its packages.
+    tool = "uv pip" if variable.startswith("UV") else "pip"
+    text = f"FROM x\n{lines}\nRUN {tool} install private-pkg\n"
+    result = rewrite(text, TARGET)
+    assert "pypi-cache" not in result.text
+    assert "--mount=type=cache," in result.text  # the cache mount still helps
+    notes = [(n.line, n.message) for n in result.notes]
+    assert notes[0][0] == 2
+    assert notes[0][1].startswith(f"{lines.split()[0]} {variable}")
+    assert notes[1] == (
+        3,
+        f"keeps the build's own index ({variable} from ENV/ARG): proxy index not added",
+    )
+
+
+def test_an_extra_index_is_kept_with_its_trusted_host() -> None:
+    text = (
+        "FROM x\nENV PIP_EXTRA_INDEX_URL=http://private.example/simple/ "
+        "PIP_TRUSTED_HOST=private.example\nRUN pip install a --extra-index-url=http://u:pw@b.example/s\n"
+        'RUN ["pip", "install", "b"]\n'
+    )
+    result = rewrite(text, TARGET)
+    # The proxy replaces the default index; the private one and its trust stay.
+    assert (
+        'PIP_INDEX_URL=http://pypi-cache:8503/simple/ PIP_TRUSTED_HOST="pypi-cache '
+        '${PIP_TRUSTED_HOST}" pip install a' in result.text
+    )
+    assert '"--trusted-host", "pypi-cache", "b"]' in result.text  # exec form: no shell
+    messages = [n.message for n in result.notes]
+    assert messages[:2] == [
+        "ENV PIP_EXTRA_INDEX_URL=http://private.example/simple/: kept: installs ask it "
+        "themselves, not through the proxy",
+        "ENV PIP_TRUSTED_HOST=private.example: kept (a rewritten pip step adds the proxy's "
+        "host to it)",
+    ]
+    assert (
+        "pip asks --extra-index-url http://u:***@b.example/s, PIP_EXTRA_INDEX_URL itself, "
+        "not through the proxy" in messages
+    )
+    assert "pw" not in "".join(messages)
+    assert rewrite(result.text, TARGET).text == result.text
 
 
 def test_unterminated_heredoc() -> None:
@@ -145,7 +202,13 @@ def test_shell_words(shell: str, expected: list[list[str]]) -> None:
         ("uv pip install a", "uv-pip"),
         ("uv --directory app pip sync r.txt", "uv-pip"),
         ("uv sync --frozen", "uv-sync"),
-        ("pip download a", None),
+        ("pip download a", "pip-download"),
+        ("pip3 wheel -w /wheels a", "pip-wheel"),
+        ("pipx install black", "pipx"),
+        ("poetry install --no-root", "poetry"),
+        ("/opt/pdm/bin/pdm sync --prod", "pdm"),
+        ("pipx list", None),
+        ("poetry run pytest", None),
         ("python -c 'import pip'", None),
         ("python script.py -m pip install", None),
         ("sudo pip install a", None),
@@ -211,6 +274,23 @@ def test_cli_no_probe_when_not_needed(capsys: pytest.CaptureFixture[str]) -> Non
     assert capsys.readouterr().out == "--network=host\n"
 
 
+@pytest.mark.parametrize("reach", [[], ["--reach", "gateway-ip"]])
+def test_cli_gateway_ip_implies_its_reach(
+    reach: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an IP, the user wants it used, even without --reach: not the engine's, not dropped.
+    args = _args("--gateway-ip", "10.20.0.1", "--print-build-flags", *reach)
+
+    def fail() -> docker_env.Engine:
+        raise AssertionError("the engine was asked")
+
+    args.probe_engine = fail
+    assert dockerfile_cli.run(args) == 0
+    assert capsys.readouterr().out == "--add-host pypi-cache:10.20.0.1\n"
+    assert dockerfile_cli.run(_args("--gateway-ip", "10.20.0.1", "--tool", "uv")) == 0
+    assert "pypi-cache:10.20.0.1" in capsys.readouterr().out
+
+
 def test_cli_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert dockerfile_cli.run(_args("--tool", "pdm", "--out", str(tmp_path / "o"))) == 0
     assert "pdm install" in (tmp_path / "o" / "pdm.Dockerfile").read_text()
@@ -248,6 +328,9 @@ def test_cli_rewrite_diff_then_write(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["--proxy-url", "http://h:1", "--reach", "host-network"],
         ["--proxy-url", "http://user:secret@h:1"],
         ["--gateway-ip", "not-an-ip", "--reach", "gateway-ip"],
+        ["--gateway-ip", "not-an-ip"],
+        ["--gateway-ip", "10.20.0.1", "--reach", "host-network"],
+        ["--gateway-ip", "10.20.0.1", "--reach", "host-gateway"],
         ["--port", "70000"],
         ["--host-alias", "bad alias"],
     ],

@@ -80,7 +80,11 @@ def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> None:
         help="auto (default): the bridge gateway IP from the local engine "
         "(host-gateway on Docker Desktop)",
     )
-    reach.add_argument("--gateway-ip", metavar="IP", help="the gateway IP to map the alias to")
+    reach.add_argument(
+        "--gateway-ip",
+        metavar="IP",
+        help="the gateway IP to map the alias to (implies --reach gateway-ip)",
+    )
     user = p.add_argument_group("builds that run as a non-root USER")
     user.add_argument("--uid", type=int, help="the user's uid: owns the cache mount")
     user.add_argument("--gid", type=int, help="its gid (default: the uid)")
@@ -144,6 +148,8 @@ def _error(message: str, code: int = EXIT_USAGE) -> int:
 def _check(args: argparse.Namespace) -> None:
     if args.proxy_url is not None and (args.reach != "auto" or args.gateway_ip is not None):
         raise ConfigError("--proxy-url names the proxy itself: drop --reach/--gateway-ip")
+    if args.gateway_ip is not None and args.reach not in ("auto", Reach.GATEWAY_IP):
+        raise ConfigError(f"--gateway-ip goes with --reach gateway-ip, not --reach {args.reach}")
     if args.write and args.rewrite is None:
         raise ConfigError("--write goes with --rewrite PATH")
     if args.rewrite is not None and (args.packages or args.requirements or args.tool or args.out):
@@ -164,7 +170,8 @@ def _identity(args: argparse.Namespace) -> Identity:
 def _target(args: argparse.Namespace) -> Target:
     if args.proxy_url is not None:
         return make_target(Reach.URL, proxy_url=args.proxy_url, port=args.port)
-    reach = args.reach
+    # An IP given is the one to use: it implies --reach gateway-ip (no engine probe).
+    reach = Reach.GATEWAY_IP if args.gateway_ip is not None else args.reach
     gateway, note = args.gateway_ip, "given with --gateway-ip"
     if reach == "auto" or (reach == Reach.GATEWAY_IP and gateway is None):
         engine: docker_env.Engine = args.probe_engine()

@@ -6,6 +6,11 @@ command itself, the proxy settings of ``snippets.py`` as ``VAR=value`` prefixes 
 options in exec form, which has no shell). Nothing outside those instructions changes by a
 byte, and a rewritten file rewrites to itself.
 
+The build's own indexes stay: an index set by ENV, ARG, the command's variables or options
+is not replaced with the proxy (the proxy has one upstream, so a private index's packages
+would vanish), and each is reported. ``pip download``/``pip wheel``, pipx, poetry and pdm
+steps are reported and left alone.
+
 Instructions and shell words come from ``dockerfile_syntax.py`` (BuildKit's line rules),
 with offsets, so a rewrite inserts and removes words and leaves every other byte alone. A
 pip hidden in ``sh -c '...'``, ``sudo`` or ``$(...)`` is reported, not rewritten.
@@ -35,6 +40,7 @@ from cacheproxy.docker.syntax import (
     shell_words,
     split_instructions,
 )
+from cacheproxy.settings import redact_url
 
 __all__ = ["DockerfileError", "Note", "Options", "Rewritten", "rewrite"]
 
@@ -70,12 +76,20 @@ _PYTHON = re.compile(r"python(\d+(\.\d+)*)?$")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _KEYWORDS = {"then", "do", "else", "elif", "if", "while", "until", "!", "{", "time", "exec"}
 _UV_VALUE_OPTIONS = {"--directory", "--project", "--cache-dir", "--config-file", "--python", "-p"}
+# Installers the rewrite leaves alone (with a note), and their subcommands that fetch.
+_LEFT_ALONE = {
+    "pipx": {"install", "inject", "upgrade", "reinstall", "run", "runpip"},
+    "poetry": {"install", "sync", "add", "update", "lock"},
+    "pdm": {"install", "sync", "add", "update", "lock"},
+}
 _MENTION = re.compile(r"\b(pip[\d.]*|uv)\b[^;&|]*\b(install|sync)\b")
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    kind: str  # "pip", "uv-pip" or "uv-sync"
+    # "pip", "uv-pip", "uv-sync"; or left alone with a note: "pip-download", "pip-wheel",
+    # "pipx", "poetry", "pdm"
+    kind: str
     at: int  # where the command word starts: the VAR=value prefix goes there
     program: str
     assigned: dict[str, str]  # VAR=value words before the command word
@@ -114,7 +128,12 @@ def recognise(words: list[Word]) -> Hit | None:
     tail = rest[skip:]
     if _PIP.match(name):
         k = _skip_options(tail, set())
-        kind, end = ("pip", k + 1) if tail[k : k + 1] == ["install"] else (None, 0)
+        sub = tail[k] if k < len(tail) else ""
+        kind = {"install": "pip", "download": "pip-download", "wheel": "pip-wheel"}.get(sub)
+        end = k + 1
+    elif name in _LEFT_ALONE:
+        k = _skip_options(tail, set())
+        kind, end = (name, k + 1) if tail[k : k + 1] and tail[k] in _LEFT_ALONE[name] else (None, 0)
     elif name == "uv":
         k = _skip_options(tail, _UV_VALUE_OPTIONS)
         pip_cmd = tail[k : k + 2] in (["pip", "install"], ["pip", "sync"])
@@ -146,6 +165,22 @@ class _Stage:
     debian: bool = False  # FROM debian/ubuntu: the system python refuses pip (PEP 668)
     venv: bool = False
     env: frozenset[str] = frozenset()
+    # Index settings from ENV, and from ARG (its value may come from --build-arg; an ARG is
+    # scoped to its stage, ENV goes on to stages built FROM this one): the build's own, kept.
+    env_indexes: frozenset[str] = frozenset()
+    arg_indexes: frozenset[str] = frozenset()
+
+    @property
+    def indexes(self) -> frozenset[str]:
+        return self.env_indexes | self.arg_indexes
+
+
+# The variables that name an index (or trust one), per tool.
+_PIP_INDEX, _UV_INDEX = ("PIP_INDEX_URL",), ("UV_INDEX_URL", "UV_DEFAULT_INDEX")
+_PIP_EXTRA, _UV_EXTRA = ("PIP_EXTRA_INDEX_URL",), ("UV_EXTRA_INDEX_URL", "UV_INDEX")
+INDEX_VARIABLES = frozenset(
+    (*_PIP_INDEX, *_UV_INDEX, *_PIP_EXTRA, *_UV_EXTRA, "PIP_TRUSTED_HOST", "PIP_FIND_LINKS")
+)
 
 
 # What does go through the proxy for a locked uv project (the `--tool uv` snippet has it).
@@ -162,12 +197,23 @@ def settings_for(
     proxy cannot do for it."""
     env, args = stage.env | set(hit.assigned), [w.value for w in hit.args]
     index: tuple[str, ...] = ()
+    if hit.kind in _LEFT_ALONE_NOTES:
+        note(_LEFT_ALONE_NOTES[hit.kind].format(**_proxy_prefix(target, ident)))
+        return None
     if _has(args, "--no-index"):  # local files only: nothing for the proxy or the cache
         return None
+    # What the command sets itself, less what a rewrite set (a rewritten file rewrites to itself).
+    own = stage.indexes | {k for k, v in hit.assigned.items() if v != target.index_url}
     if hit.kind == "pip":
         settings, index = pip_settings(target, ident), ("-i", "--index-url")
-        if _has(args, "--extra-index-url"):
-            note("pip asks --extra-index-url itself, not through the proxy")
+        extra = [f"--extra-index-url {v}" for v in _values(args, "--extra-index-url")]
+        extra += [v for v in _PIP_EXTRA if v in own]
+        if extra:
+            note(f"pip asks {', '.join(extra)} itself, not through the proxy")
+        if "PIP_TRUSTED_HOST" in stage.indexes:
+            # Inline PIP_TRUSTED_HOST would replace the stage's: keep both (pip splits an
+            # append option's variable on whitespace: pip cli/parser.py, _update_defaults).
+            settings = [_merged_trusted_host(s) for s in settings]
         system = "/" not in hit.program or hit.program.startswith(("/usr/bin/", "/bin/"))
         exempt = _has(args, "--break-system-packages", "--target", "-t", "--prefix", "--root")
         if (
@@ -183,6 +229,10 @@ def settings_for(
             uv_settings(target, ident),
             ("-i", "--index-url", "--default-index", "--index"),
         )
+        extra = [f"--extra-index-url {v}" for v in _values(args, "--extra-index-url")]
+        extra += [v for v in _UV_EXTRA if v in own]
+        if extra:
+            note(f"uv asks {', '.join(extra)} first for what it has, not through the proxy")
     elif _has(args, "--frozen") or "UV_FROZEN" in env:
         settings = uv_settings(None, ident)
         note(f"uv sync --frozen installs from uv.lock's URLs, ignoring indexes: {_UV_HOW}")
@@ -192,22 +242,84 @@ def settings_for(
     else:
         settings = uv_settings(target, ident)
         note("uv sync re-locks against the proxy in the build (the image's uv.lock names it)")
+    ours = ("PIP_INDEX_URL", "PIP_TRUSTED_HOST", "UV_DEFAULT_INDEX")
+    primary = _PIP_INDEX if hit.kind == "pip" else _UV_INDEX
     if index and _has(args, *index):
         note(f"{hit.program} names its own index on the command line: proxy index not added")
-        ours = ("PIP_INDEX_URL", "PIP_TRUSTED_HOST", "UV_DEFAULT_INDEX")
+        settings = [s for s in settings if s.env not in ours]
+    elif any(s.env in ours for s in settings) and (set(primary) & own):
+        # A private index would lose its packages behind the proxy (one upstream): the
+        # build's own index stays, and this step does not go through the proxy.
+        where = sorted(set(primary) & own)
+        how = "set on the command" if set(where) <= set(hit.assigned) else "from ENV/ARG"
+        note(f"keeps the build's own index ({', '.join(where)} {how}): proxy index not added")
         settings = [s for s in settings if s.env not in ours]
     for s in settings:
         if hit.assigned.get(s.env, s.value) != s.value:
-            note(f"keeps its own {s.env}={hit.assigned[s.env]}")
+            note(f"keeps its own {s.env}={redact_url(hit.assigned[s.env])}")
     if {"PIP_NO_CACHE_DIR", "UV_NO_CACHE"} & env:
-        note(
-            "PIP_NO_CACHE_DIR/UV_NO_CACHE is set (ENV): it defeats the cache mount (standards 8.5)"
-        )
+        note("PIP_NO_CACHE_DIR/UV_NO_CACHE is set (ENV): it defeats the cache mount")
     return [s for s in settings if s.env not in hit.assigned]
 
 
-# standards 8.5: these defeat the cache mount; the mount keeps the cache out of the image
-# anyway, which is why they were there. So they are removed, with a note.
+_LEFT_ALONE_NOTES = {
+    "pip-download": "pip download is left alone: it fetches from its own index, not the "
+    "proxy; to use the proxy, prefix it with {pip}",
+    "pip-wheel": "pip wheel is left alone: it fetches from its own index, not the proxy; "
+    "to use the proxy, prefix it with {pip}",
+    "pipx": "pipx is left alone: its pip fetches from its own index, not the proxy; to use "
+    "the proxy, prefix it with {pip}",
+    "poetry": "poetry is left alone: it installs from pyproject.toml's sources, not the proxy "
+    "(python-poetry/poetry#1632); `cacheproxy dockerfile --tool poetry` prints an export + "
+    "pip install step that goes through it",
+    "pdm": "pdm is left alone: it installs from its own sources, not the proxy; "
+    "`cacheproxy dockerfile --tool pdm` prints a step that goes through it",
+}
+
+
+def _proxy_prefix(target: Target, ident: Identity) -> dict[str, str]:
+    return {"pip": " ".join(s.assignment() for s in pip_settings(target, ident))}
+
+
+def _merged_trusted_host(s: Setting) -> Setting:
+    if s.env != "PIP_TRUSTED_HOST":
+        return s
+    return Setting(s.env, s.flag, f"{s.value} ${{PIP_TRUSTED_HOST}}", expand=True)
+
+
+def _values(args: list[str], option: str) -> list[str]:
+    """The values given to ``option`` (``--opt v`` or ``--opt=v``), credentials redacted."""
+    out = []
+    for n, a in enumerate(args):
+        if a == option and n + 1 < len(args):
+            out.append(redact_url(args[n + 1]))
+        elif a.startswith(f"{option}="):
+            out.append(redact_url(a.partition("=")[2]))
+    return out
+
+
+def stage_notes(keyword: str, assigned: dict[str, str]) -> list[str]:
+    """Notes on an ENV or ARG instruction that sets an index, for every one it sets."""
+    notes = []
+    for name, value in assigned.items():
+        if name not in INDEX_VARIABLES:
+            continue
+        shown = f"{name}={redact_url(value)}" if value else name
+        given = " (when --build-arg gives it)" if keyword == "ARG" and not value else ""
+        if name in (*_PIP_INDEX, *_UV_INDEX):
+            tool = "uv" if name.startswith("UV") else "pip"
+            what = f"the build's own index{given}: kept, so {tool} installs here skip the proxy"
+        elif name in (*_PIP_EXTRA, *_UV_EXTRA, "PIP_FIND_LINKS"):
+            what = "kept: installs ask it themselves, not through the proxy"
+        else:
+            what = "kept (a rewritten pip step adds the proxy's host to it)"
+        notes.append(f"{keyword} {shown}: {what}")
+    return notes
+
+
+# These defeat the cache mount (pip and uv then neither read nor write it); the mount keeps
+# the cache out of the image anyway, which is why they were there. So they are removed,
+# with a note.
 _NO_CACHE = {"pip": ("--no-cache-dir",), "uv": ("--no-cache", "-n")}
 
 
@@ -239,15 +351,25 @@ def rewrite(text: str, target: Target, options: Options = Options()) -> Rewritte
         if ins.keyword == "FROM":  # a stage built FROM another one inherits what it knows
             image = next((w for w in words[1:] if not w.startswith("--")), "").lower()
             parent = stages.get(image)
-            stage = replace(parent) if parent else _Stage(debian=bool(_DEBIAN.match(image)))
+            stage = (
+                replace(parent, arg_indexes=frozenset())
+                if parent
+                else _Stage(debian=bool(_DEBIAN.match(image)))
+            )
             if len(words) >= 4 and words[-2].upper() == "AS":
                 stages[words[-1].lower()] = stage
         elif ins.keyword == "USER" and len(words) > 1:
             stage.user = words[1]
-        elif ins.keyword == "ENV":
-            names = set(re.findall(r"(?:^|\s)([A-Za-z_]\w*)=", logical)) | set(words[1:2])
-            stage.env |= names
-            stage.venv |= "VIRTUAL_ENV" in logical or "/venv" in logical
+        elif ins.keyword in ("ENV", "ARG"):
+            assigned = _assignments(ins.keyword, logical)
+            if ins.keyword == "ENV":
+                stage.env |= set(assigned)
+                stage.venv |= "VIRTUAL_ENV" in logical or "/venv" in logical
+                stage.env_indexes |= set(assigned) & INDEX_VARIABLES
+            else:
+                stage.arg_indexes |= set(assigned) & INDEX_VARIABLES
+            for message in stage_notes(ins.keyword, assigned):
+                notes.append(Note(ins.start + 1, message))
         elif ins.keyword == "RUN":
 
             def note(message: str, line: int = ins.start + 1) -> None:
@@ -265,6 +387,20 @@ def rewrite(text: str, target: Target, options: Options = Options()) -> Rewritte
     return Rewritten("".join(out), tuple(notes), changed)
 
 
+def _assignments(keyword: str, logical: str) -> dict[str, str]:
+    """NAME -> value of an ENV (``A=1 B=2``, or legacy ``NAME value``) or ARG (``NAME``,
+    ``NAME=default``) instruction; an ARG without a default has the value ""."""
+    (words, *_), _ = shell_words(logical)
+    words = words[1:]
+    if keyword == "ENV" and words and "=" not in words[0].value:
+        return {words[0].value: " ".join(w.value for w in words[1:])}
+    return {
+        name: value
+        for name, _, value in (w.value.partition("=") for w in words)
+        if re.fullmatch(r"[A-Za-z_]\w*", name)
+    }
+
+
 def identity(user: str, options: Options, note: Note_) -> Identity:
     """Who a RUN step under ``USER user`` is, for its cache mount."""
     name, _, group = user.partition(":")
@@ -276,7 +412,7 @@ def identity(user: str, options: Options, note: Note_) -> Identity:
     home = options.home or (f"/home/{name}" if plain and not name.isdigit() else None)
     if uid is not None:
         return Identity(uid=uid, gid=gid, home=home)
-    # standards 9.1: a cache mount is root-owned 0755 unless told otherwise; the tool could
+    # BuildKit creates a cache mount root-owned 0755 unless told otherwise; the tool could
     # not write it as USER <name> and would silently cache nothing. 0777 works for any uid.
     note(f"runs as USER {name}: cache mount made mode=0777 (pass --uid/--gid to own it instead)")
     return Identity(name=name if plain else "user", home=home, mode="0777")
@@ -397,7 +533,7 @@ def _shell_edits(
     edits = [(where[hit.at], where[hit.at], " ".join(s.assignment() for s in settings) + " ")]
     for word in hit.args:
         if word.value in _NO_CACHE[kind]:
-            note(f"removed {word.value}: it defeats the cache mount (standards 8.5)")
+            note(f"removed {word.value}: it defeats the cache mount")
             edits.append((where[word.start], where[word.end - 1] + 1, ""))
     return edits if settings else edits[1:]
 
@@ -413,10 +549,10 @@ def _exec_edit(
     kind = hit.kind.split("-")[0]
     kinds.add(kind)
     cut = len(argv) - len(hit.args)
-    extra = [x for s in settings if not _has(argv, s.flag) for x in (s.flag, s.value)]
+    extra = [x for s in settings if not _has(argv, s.flag) for x in (s.flag, s.literal())]
     kept = [a for a in argv[cut:] if a not in _NO_CACHE[kind]]
     if len(kept) < len(argv) - cut:
-        note("removed the no-cache option: it defeats the cache mount (standards 8.5)")
+        note("removed the no-cache option: it defeats the cache mount")
     new = argv[:cut] + extra + kept
     return json.dumps(new) if new != argv else None
 

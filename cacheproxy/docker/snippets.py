@@ -241,9 +241,17 @@ class Setting:
     env: str
     flag: str
     value: str
+    # The value refers to variables (``$NAME``): double-quoted so the shell expands them.
+    # Exec form has no shell: it gets the value's first word (see ``literal``).
+    expand: bool = False
 
     def assignment(self) -> str:
+        if self.expand:
+            return f'{self.env}="{self.value}"'
         return f"{self.env}={shlex.quote(self.value)}"
+
+    def literal(self) -> str:
+        return self.value.split()[0] if self.expand else self.value
 
 
 def pip_settings(target: Target, ident: Identity) -> list[Setting]:
