@@ -2,17 +2,21 @@
 directory agree with each other and with the snippet generator's defaults, so they cannot
 drift apart (house style 4.1). Building and running the image is tests/e2e's job."""
 
+import argparse
 import re
 import shlex
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from yarl import URL
 
 import cacheproxy
+from cacheproxy.cli.main import build_parser
 from cacheproxy.docker.snippets import (
     DEFAULT_ALIAS,
     DEFAULT_GATEWAY,
@@ -22,8 +26,9 @@ from cacheproxy.docker.snippets import (
     render_snippet,
 )
 from cacheproxy.docker.syntax import escape_char, logical_text, split_instructions
-from cacheproxy.settings import DEFAULT_PORT
+from cacheproxy.settings import DEFAULT_PORT, Settings
 from cacheproxy.store.evict import parse_size
+from cacheproxy.web.app import create_app
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 CACHE_DIR = "/var/cache/cacheproxy"
@@ -366,3 +371,37 @@ def test_version_comes_from_our_distribution() -> None:
     # metadata: under its own name, not the import package's.
     assert _project_name() == cacheproxy.DISTRIBUTION
     assert cacheproxy.__version__ == _project_version()
+
+
+# -- the README's limitations stay true -------------------------------------------------------
+
+# Option and setting names that would mean a limitation was lifted: then the README's
+# "Limitations" section must change with it.
+_LIFTED = re.compile(
+    r"tls|ssl|cert|auth|password|user|upstreams|extra.index|exclude|newer|min.age|cooldown|"
+    r"upload|allow|deny|block|replica|redis|s3",
+    re.I,
+)
+
+
+def test_readme_limitations_hold(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.partition("\n## Limitations\n")[2].partition("\n## ")[0]
+    for claim in ("One upstream index", "Read-only", "No TLS", "One host per cache", "release-age"):
+        assert claim in section
+    # One upstream, no TLS, auth, release-age or allow/deny settings.
+    assert "upstream" in {f.name for f in fields(Settings)}
+    assert not [f.name for f in fields(Settings) if _LIFTED.search(f.name)]
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = [o for a in sub.choices["serve"]._actions for o in a.option_strings]
+    assert "--upstream" in options
+    assert not [o for o in options if _LIFTED.search(o)]
+    # Read-only: nothing but GET/HEAD outside /-/admin/, and the simple API only.
+    app = create_app(Settings(cache_dir=tmp_path, upstream=URL("http://127.0.0.1:1/simple/")))
+    routes = [(r.method, r.resource.canonical) for r in app.router.routes() if r.resource]
+    assert routes
+    assert all(m in ("GET", "HEAD") or path.startswith("/-/admin/") for m, path in routes)
+    assert not [path for _, path in routes if path.startswith("/pypi")]
+    # One host: workers coordinate with flock, which does not reach across hosts.
+    assert "fcntl.flock" in (ROOT / "cacheproxy" / "store" / "filelock.py").read_text()

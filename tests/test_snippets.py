@@ -320,3 +320,34 @@ async def test_poetry_step_installs_an_export_with_loopback_indexes_through_the_
 def _stub(path: Path, body: str) -> None:
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(0o755)
+
+
+@pytest.mark.clients
+async def test_pip_warns_and_skips_an_untrusted_plain_http_index(
+    proxy_server: TestServer, tmp_path: Path
+) -> None:
+    # Why the snippets set PIP_TRUSTED_HOST, and what the README says happens without it:
+    # pip trusts plain http only on localhost, 127.0.0.0/8 and ::1 by address. The
+    # IPv4-mapped form of 127.0.0.1 is still this machine's loopback, but not in that list.
+    port = proxy_server.port
+    index = f"http://[::ffff:127.0.0.1]:{port}/simple/"
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(tmp_path / "t")]
+    untrusted = await _pip([*cmd, "--index-url", index, "alpha"], client_env(tmp_path))
+    assert untrusted[0] != 0
+    assert (
+        "WARNING: The repository located at ::ffff:127.0.0.1 is not a trusted or secure host "
+        "and is being ignored." in untrusted[1]
+    )
+    assert "No matching distribution found for alpha" in untrusted[1]
+    env = client_env(tmp_path) | {"PIP_TRUSTED_HOST": f"[::ffff:127.0.0.1]:{port}"}
+    trusted = await _pip([*cmd, "--index-url", index, "alpha"], env)
+    assert trusted[0] == 0, trusted[1]
+    assert "not a trusted or secure host" not in trusted[1]
+
+
+async def _pip(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    return proc.returncode or 0, out.decode(errors="replace")
