@@ -1,6 +1,6 @@
 """Static checks of deploy/: each file parses, and the port, alias, addresses, user and cache
 directory agree with each other and with the snippet generator's defaults, so they cannot
-drift apart (house style 4.1). Building and running the image is tests/e2e's job."""
+drift apart. Building and running the image is tests/e2e's job."""
 
 import argparse
 import re
@@ -60,7 +60,7 @@ def _env(stage: list[tuple[str, str]]) -> dict[str, str]:
 
 def test_dockerfile_base_is_an_arg_and_there_is_no_syntax_line() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
-    assert not re.match(r"#\s*syntax\s*=", text, re.I)  # standards 9.2: air-gapped builds
+    assert not re.match(r"#\s*syntax\s*=", text, re.I)  # it pulls an image: air-gapped builds fail
     instructions = _instructions()
     assert instructions[0] == ("ARG", "BASE=python:3.12-slim")
     assert [v for k, v in instructions if k == "FROM"] == ["${BASE} AS build", "${BASE}"]

@@ -1,5 +1,5 @@
 """The snippet renderer: golden output for every tool x reachability mode, and the rules
-each snippet must keep (standards §8-§9), checked on the text itself.
+each snippet must keep, checked on the text itself.
 
 Regenerate the golden files after an intended change with
 ``CACHEPROXY_UPDATE_GOLDEN=1 pytest tests/test_snippets.py`` and review the diff.
@@ -76,7 +76,8 @@ def test_snippet_parses_and_keeps_the_rules(tool: Tool, mode: str) -> None:
     assert [i.keyword for i in instructions] == ["COPY", "RUN"]
     run = "".join(lines[instructions[1].start : instructions[1].end])
     assert run.startswith("RUN --mount=type=cache,")
-    # standards 9.2: no syntax line (air-gapped builds); 9.6: nothing through ENV.
+    # No syntax line (it pulls an image: air-gapped builds fail); nothing through ENV (it
+    # would stay in the image).
     assert "# syntax" not in text
     assert not any(line.startswith(("ENV", "ARG")) for line in lines)
     assert TARGETS[mode].index_url in run
@@ -102,7 +103,8 @@ def test_rewrite_finds_nothing_to_add_to_a_snippet(tool: Tool, mode: str) -> Non
 
 
 def test_pip_trusts_the_host_for_plain_http_even_on_loopback() -> None:
-    # standards 8.1; and pip's HTTP cache (what the mount keeps) is only used for https or
+    # Off loopback pip ignores an untrusted plain-http index; and pip's HTTP cache (what the
+    # mount keeps) is only used for https or
     # trusted hosts, so loopback gets it too.
     assert "PIP_TRUSTED_HOST=127.0.0.1 " in render_snippet(Step(), TARGETS["host-network"])
     assert "PIP_TRUSTED_HOST=pypi-cache " in render_snippet(Step(), TARGETS["gateway-ip"])
@@ -111,9 +113,9 @@ def test_pip_trusts_the_host_for_plain_http_even_on_loopback() -> None:
 
 def test_uv_gets_copy_link_mode_and_no_trusted_host() -> None:
     text = render_snippet(Step(tool=Tool.UV), TARGETS["gateway-ip"])
-    assert "UV_LINK_MODE=copy" in text  # standards 8.4
-    assert "UV_DEFAULT_INDEX=http://pypi-cache:8503/simple/" in text  # standards 8.3
-    assert "INSECURE" not in text  # standards 8.2: plain http needs nothing
+    assert "UV_LINK_MODE=copy" in text  # the cache mount is another file system
+    assert "UV_DEFAULT_INDEX=http://pypi-cache:8503/simple/" in text
+    assert "INSECURE" not in text  # uv takes plain http as it is
 
 
 def test_pdm_trusts_plain_http() -> None:

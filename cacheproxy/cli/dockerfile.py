@@ -3,7 +3,7 @@ rewrite a Dockerfile's pip/uv steps (``--rewrite``).
 
 ``cli.py`` mounts this with :func:`add_parser`; :func:`run` returns the exit code. Text
 comes from the pure renderers in ``snippets.py`` and ``dockerfile_rewrite.py`` and goes to
-a writer (stdout, or files in ``--out DIR``: house style 4.9). The Docker engine is asked
+a writer (stdout, or files in ``--out DIR``). The Docker engine is asked
 only when the gateway IP is needed (``docker_env.py``); the prober rides on the parsed
 arguments so tests can swap it.
 """
@@ -182,7 +182,8 @@ def _target(args: argparse.Namespace) -> Target:
                 file=sys.stderr,
             )
         if reach == "auto":
-            # peers §10.2: resolve the IP ourselves; host-gateway only where the gateway
+            # Resolve the IP ourselves (host-gateway broke in some docker build releases);
+            # host-gateway only where the gateway
             # IP is not the host (Docker Desktop's VM).
             reach = Reach.HOST_GATEWAY if engine.desktop else Reach.GATEWAY_IP
         gateway, note = engine.gateway, engine.note

@@ -1,8 +1,8 @@
 """What the local Docker engine says about reaching the build host from a RUN step.
 
 ``cacheproxy dockerfile`` maps the stable alias to the bridge gateway IP itself rather than
-trusting ``host-gateway``, which broke for ``docker build`` in several releases (peers §10.2:
-moby#44525, docker/cli#4025 in 23.0.0, docker/cli#4817 in 25.0.0). The engine is asked with
+trusting ``host-gateway``, which broke for ``docker build`` in several releases
+(moby#44525, docker/cli#4025 in 23.0.0, docker/cli#4817 in 25.0.0). The engine is asked with
 the ``docker`` CLI (it honours DOCKER_HOST and contexts), with a short timeout per call; any
 failure gives an :class:`Engine` that says so, never an exception and never a hang.
 The runner is injected, so unit tests need no Docker.

@@ -1,18 +1,18 @@
 """Dockerfile lines that install through the proxy: pure renderers over package templates.
 
-Everything here is a pure function of its arguments (house style 4.9, after devpi's
-``genconfig``): the CLI (``dockerfile_cli.py``) decides how the build reaches the proxy
-(``docker_env.py`` asks the engine) and where the text goes; ``dockerfile_rewrite.py`` reuses
+Everything here is a pure function of its arguments (after devpi's
+``genconfig``): the CLI (``cli/dockerfile.py``) decides how the build reaches the proxy
+(``engine.py`` asks the engine) and where the text goes; ``rewrite.py`` reuses
 the settings and mounts below so a rewritten Dockerfile and a generated snippet agree.
 
-The rules these lines follow (standards §8, §9):
+The rules these lines follow:
 
 * the index URL and tool settings are given to the one RUN step that installs (inline
-  variables), never ``ENV``: ``ENV`` would stay in the image (9.6);
+  variables), never ``ENV``: ``ENV`` would stay in the image;
 * one stable alias (``pypi-cache``) on every machine, so the RUN text, and so the layer
-  cache, is the same everywhere (9.6); the per-machine part is a ``docker build`` flag;
+  cache, is the same everywhere; the per-machine part is a ``docker build`` flag;
 * no ``# syntax=`` line: the built-in frontend of Docker 20.10+ has ``RUN --mount`` when
-  BuildKit is on, and the line pulls an image, which breaks air-gapped builds (9.2).
+  BuildKit is on, and the line pulls an image, which breaks air-gapped builds.
 """
 
 import enum
@@ -41,12 +41,12 @@ class Tool(enum.StrEnum):
 
 
 class Reach(enum.StrEnum):
-    """How a RUN step reaches the proxy on the build host (standards 9.5, peers §10)."""
+    """How a RUN step reaches the proxy on the build host."""
 
     # --add-host ALIAS:<bridge gateway IP>: works with every Linux engine and driver
     GATEWAY_IP = "gateway-ip"
     # --add-host ALIAS:host-gateway: right for Docker Desktop; broken in some docker build
-    # releases (peers §10.2)
+    # releases (moby#44525, docker/cli#4025, docker/cli#4817: engine.py)
     HOST_GATEWAY = "host-gateway"
     # --network=host and 127.0.0.1: the proxy may stay on loopback
     HOST_NETWORK = "host-network"
@@ -97,7 +97,7 @@ def make_target(
         if proxy_url is None:
             raise ConfigError("a proxy URL is needed")
         base = normalise_proxy_url(proxy_url)
-        # standards 9.5: 127.0.0.1 in a RUN step is the build container itself, unless the
+        # 127.0.0.1 in a RUN step is the build container itself, unless the
         # build shares the host's network.
         loopback = _is_loopback(URL(base).host or "")
         return Target(reach=Reach.HOST_NETWORK if loopback else reach, base_url=base)
@@ -127,7 +127,7 @@ def normalise_proxy_url(raw: str) -> str:
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(f"proxy URL must be http(s)://HOST[:PORT], not {raw!r}")
     if url.user is not None or url.password is not None:
-        # standards 9.7: anything in the RUN line is in `docker history`; use a secret mount.
+        # Anything in the RUN line is in `docker history`; use a secret mount.
         raise ConfigError("proxy URL must not carry credentials: they would be in docker history")
     if url.query_string or url.fragment:
         raise ConfigError(f"proxy URL must not have a query or fragment: {raw!r}")
@@ -190,7 +190,7 @@ class Identity:
         return self.uid == 0 and (self.gid or 0) == 0 and self.name is None
 
     def cache_dir(self, kind: str) -> str:
-        # pip, uv and pdm all default to $HOME/.cache/<name> on Linux (standards 8.3).
+        # pip, uv and pdm all default to $HOME/.cache/<name> on Linux (XDG base directories).
         home = self.home or ("/root" if self.root else "/tmp")
         return f"{home.rstrip('/')}/.cache/{_CACHE_NAMES[kind]}"
 
@@ -202,7 +202,7 @@ class Identity:
 
 
 _CACHE_NAMES = {"pip": "pip", "uv": "uv", "pdm": "pdm"}
-# standards 9.1: pip (atomic writes of each cache entry) and uv (its own locking) are safe
+# pip (atomic writes of each cache entry) and uv (its own locking) are safe
 # with "shared"; pdm's cache is not documented as safe for concurrent processes.
 DEFAULT_SHARING = {"pip": "shared", "uv": "shared", "pdm": "locked"}
 SHARING_MODES = ("shared", "locked", "private")
@@ -214,7 +214,7 @@ def cache_mount(kind: str, ident: Identity, sharing: str | None = None) -> str:
     The id names the owner: BuildKit applies ``uid``/``gid``/``mode`` only when it first
     creates a cache (the seed directory is 0755, owned by root unless told otherwise), so a
     cache first made by a root build stays unwritable for uid 1000 under the same id, and
-    pip/uv then silently disable their cache (standards 9.1).
+    pip/uv then silently disable their cache.
     """
     owner = "" if ident.root else f"-{ident.name or ident.uid}"
     parts = [
@@ -257,7 +257,7 @@ class Setting:
 def pip_settings(target: Target, ident: Identity) -> list[Setting]:
     settings = [Setting("PIP_INDEX_URL", "--index-url", target.index_url)]
     if target.plain_http:
-        # standards 8.1: pip ignores a plain-http index on any host but loopback unless it
+        # pip ignores a plain-http index on any host but loopback (with a warning) unless it
         # is trusted. Set it on loopback too: pip's HTTP cache (what the mount keeps) is used
         # only for https and trusted hosts (pip network/session.py: the plain "http://"
         # adapter has no cache), checked with pip 26.3.
@@ -269,11 +269,12 @@ def pip_settings(target: Target, ident: Identity) -> list[Setting]:
 
 def uv_settings(target: Target | None, ident: Identity) -> list[Setting]:
     """uv's settings; ``target=None`` leaves the index alone (``uv sync --locked/--frozen``)."""
-    # standards 8.2: uv takes plain http on any host, no trusted-host equivalent needed.
+    # uv takes plain http on any host, no trusted-host equivalent needed.
     settings = (
         [] if target is None else [Setting("UV_DEFAULT_INDEX", "--default-index", target.index_url)]
     )
-    # standards 8.4: the cache mount and the environment are different file systems.
+    # The cache mount and the environment are different file systems: uv's default
+    # hardlinks fail across them (it falls back to copying with a warning).
     settings.append(Setting("UV_LINK_MODE", "--link-mode", "copy"))
     if ident.pinned:
         settings.append(Setting("UV_CACHE_DIR", "--cache-dir", ident.cache_dir("uv")))
