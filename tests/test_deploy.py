@@ -27,7 +27,7 @@ from cacheproxy.docker.snippets import (
 )
 from cacheproxy.docker.syntax import escape_char, logical_text, split_instructions
 from cacheproxy.settings import DEFAULT_PORT, Settings
-from cacheproxy.store.evict import parse_size
+from cacheproxy.units import parse_size
 from cacheproxy.web.app import create_app
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cacheproxy.cli import exitcodes
 from cacheproxy.docker import engine as docker_env
 from cacheproxy.docker.rewrite import DockerfileError, Options, rewrite
 from cacheproxy.docker.snippets import (
@@ -34,10 +35,6 @@ from cacheproxy.docker.snippets import (
 )
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import DEFAULT_PORT
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
 
 Writer = Callable[[str, str], None]  # (file name, text)
 
@@ -120,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             return _rewrite(args, target)
         if args.print_build_flags:
             print(render_build_flags(target))
-            return EXIT_OK
+            return exitcodes.OK
         step = Step(
             tool=Tool(args.tool or Tool.PIP),
             requirements=args.requirements,
@@ -133,14 +130,14 @@ def run(args: argparse.Namespace) -> int:
         writer(f"{step.tool}.Dockerfile", text)
         if args.out:
             writer("build-flags", render_build_flags(target) + "\n")
-        return EXIT_OK
+        return exitcodes.OK
     except (ConfigError, DockerfileError) as e:
         return _error(str(e))
     except OSError as e:
-        return _error(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "), EXIT_RUNTIME)
+        return _error(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "), exitcodes.FAILED)
 
 
-def _error(message: str, code: int = EXIT_USAGE) -> int:
+def _error(message: str, code: int = exitcodes.USAGE) -> int:
     print(f"cacheproxy: error: {message}", file=sys.stderr)
     return code
 
@@ -214,7 +211,7 @@ def _rewrite(args: argparse.Namespace, target: Target) -> int:
         print(f"cacheproxy: note: {path}:{note.line}: {note.message}", file=sys.stderr)
     if result.text == text:
         print(f"cacheproxy: {path}: nothing to change", file=sys.stderr)
-        return EXIT_OK
+        return exitcodes.OK
     if args.write:
         _write_atomically(path, result.text)
         print(f"cacheproxy: rewrote {path} ({result.changed} RUN steps)", file=sys.stderr)
@@ -232,7 +229,7 @@ def _rewrite(args: argparse.Namespace, target: Target) -> int:
         f"cacheproxy: build with: DOCKER_BUILDKIT=1 docker build{' ' + flags if flags else ''} .",
         file=sys.stderr,
     )
-    return EXIT_OK
+    return exitcodes.OK
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -40,7 +40,7 @@ from cacheproxy.docker.syntax import (
     shell_words,
     split_instructions,
 )
-from cacheproxy.settings import redact_url
+from cacheproxy.urls import redact_url
 
 __all__ = ["DockerfileError", "Note", "Options", "Rewritten", "rewrite"]
 

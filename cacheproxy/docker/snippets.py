@@ -16,7 +16,6 @@ The rules these lines follow:
 """
 
 import enum
-import ipaddress
 import shlex
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +25,7 @@ from yarl import URL
 
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import DEFAULT_PORT
+from cacheproxy.urls import is_loopback_host
 
 DEFAULT_ALIAS = "pypi-cache"
 # Docker's default bridge (docker0) gateway: used when the engine cannot be asked.
@@ -99,7 +99,7 @@ def make_target(
         base = normalise_proxy_url(proxy_url)
         # 127.0.0.1 in a RUN step is the build container itself, unless the
         # build shares the host's network.
-        loopback = _is_loopback(URL(base).host or "")
+        loopback = is_loopback_host(URL(base).host or "")
         return Target(reach=Reach.HOST_NETWORK if loopback else reach, base_url=base)
     if reach is Reach.HOST_NETWORK:
         return Target(reach=reach, base_url=f"http://{LOOPBACK}:{port}")
@@ -134,15 +134,6 @@ def normalise_proxy_url(raw: str) -> str:
     path = url.path.rstrip("/")
     path = path.removesuffix("/simple")
     return str(url.with_path(path or "/")).rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_hostname(name: str) -> bool:
