@@ -4,6 +4,7 @@ CacheProxyError
 ├── ConfigError                 invalid settings (CLI exit code 2)
 ├── IndexParseError             an upstream page we cannot read (also a ValueError)
 ├── NotFound                    upstream says the project or file does not exist (404)
+├── HeldBack                    the release-age gate holds this file back (403)
 ├── IntegrityError              downloaded bytes differ from the index's size or hash
 ├── StorageFailed               the cache cannot store a file (disk full, I/O error)
 └── UpstreamError               upstream could not give us an answer
@@ -27,6 +28,10 @@ class IndexParseError(CacheProxyError, ValueError):
 
 class NotFound(CacheProxyError):
     """Upstream has no such project or file."""
+
+
+class HeldBack(CacheProxyError):
+    """The release-age gate does not hand this file out yet; the message says until when."""
 
 
 class IntegrityError(CacheProxyError):

@@ -16,7 +16,7 @@ from typing import Any
 from yarl import URL
 
 from cacheproxy.errors import ConfigError
-from cacheproxy.units import parse_size
+from cacheproxy.units import BadTimestamp, parse_duration, parse_size, parse_timestamp
 from cacheproxy.urls import is_loopback_host, redact_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,6 +62,13 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     log_level: str = "info"
     log_format: str = "text"  # or "json": one object a line
+    # The release-age gate (simple/gate.py): files uploaded less than min_age seconds ago,
+    # or after exclude_newer (an epoch), are not handed out; unknown upload times are held
+    # unless min_age_unknown is "allow". Exemptions: NAME, NAME==VERSION or a name glob.
+    min_age: float | None = None
+    exclude_newer: float | None = None
+    min_age_exempt: tuple[str, ...] = ()
+    min_age_unknown: str = "deny"
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -81,6 +88,12 @@ class Settings:
         for name in ("connect_timeout", "read_timeout", "page_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.min_age_unknown not in ("allow", "deny"):
+            raise ConfigError(
+                f"min-age-unknown must be allow or deny, not {self.min_age_unknown!r}"
+            )
+        if self.min_age is not None and self.min_age < 0:
+            raise ConfigError("min-age must not be negative")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log format must be text or json, not {self.log_format!r}")
 
@@ -254,8 +267,22 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
     token = environ.get("CACHEPROXY_ADMIN_TOKEN", "").strip() or None
     if token is not None and len(token) < 16:
         raise ConfigError("CACHEPROXY_ADMIN_TOKEN must be at least 16 characters")
+    gate: dict[str, Any] = {}
+    if (raw := pick("min_age")) is not None:
+        gate["min_age"] = parse_duration(str(raw))
+    if (raw := pick("exclude_newer")) is not None:
+        try:
+            gate["exclude_newer"] = parse_timestamp(str(raw))
+        except BadTimestamp as e:
+            raise ConfigError(f"exclude-newer: {e}") from None
+    if (raw := pick("min_age_unknown")) is not None:
+        gate["min_age_unknown"] = str(raw).strip().lower()
+    exempt = flags.get("min_age_exempt") or environ.get("CACHEPROXY_MIN_AGE_EXEMPT", "")
+    specs = exempt if isinstance(exempt, list | tuple) else str(exempt).split(",")
+    gate["min_age_exempt"] = tuple(str(x).strip() for x in specs if str(x).strip())
     return Settings(
         admin_token=token,
+        **gate,
         log_level=str(pick("log_level") or "info"),
         log_format=str(pick("log_format") or "text"),
         host=host,

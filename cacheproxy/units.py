@@ -1,4 +1,5 @@
-"""Sizes and durations as people write and read them: ``50GB``, ``10%``, ``30d``, ``1.2 MB``.
+"""Sizes, durations and times as people write and read them: ``50GB``, ``10%``, ``30d``,
+``1.2 MB``, ``2026-11-30T12:00:00Z``.
 
 Pure, apart from the one question a percentage asks: how large is the file system that
 holds the cache directory.
@@ -6,6 +7,7 @@ holds the cache directory.
 
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cacheproxy.errors import ConfigError
@@ -79,3 +81,30 @@ def format_bytes(value: float) -> str:
         if value < 999.95:
             return f"{value:.1f} {unit}"
     return f"{value / 1000:.1f} PB"
+
+
+class BadTimestamp(ValueError):
+    """Not an RFC 3339 timestamp."""
+
+
+def parse_timestamp(text: str) -> float:
+    """An RFC 3339 / ISO 8601 time (``2026-11-30T12:00:00Z``; a date alone is midnight UTC)
+    as seconds since the epoch; a time without a zone is UTC, as PEP 700's ``upload-time``.
+
+    Raises:
+        BadTimestamp: not such a time.
+    """
+    raw = text.strip()
+    if raw.endswith(("Z", "z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadTimestamp(f"not an RFC 3339 time: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def format_timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -68,7 +68,7 @@ class FakeFile:
     metadata_sha256: str | None
     yanked: bool | str
     requires_python: str | None
-    upload_time: str
+    upload_time: str | None  # None: the index gives none (an HTML-only index, a private one)
     version: str
 
 
@@ -172,6 +172,11 @@ class FakeIndex:
         self.index_app.router.add_get("/simple/{project}/", self._detail)
         self.index_app.router.add_get("/simple/{project}", self._detail)
         self.index_app.router.add_get("/packages/{tail:.+}", self._index_file)
+        # PEP 740 provenance, on the index host as PyPI has it.
+        self.index_app.router.add_get(
+            "/integrity/{project}/{version}/{filename}/provenance", self._provenance
+        )
+        self._provenances: dict[str, bytes] = {}
         self.files_app = self._make_app("files")
         self.files_app.router.add_get("/packages/{tail:.+}", self._file)
 
@@ -186,6 +191,7 @@ class FakeIndex:
         yanked: bool | str = False,
         metadata: bool = True,
         upload_time: str | None = None,
+        no_upload_time: bool = False,
     ) -> FakeFile:
         """Publish ``path`` under ``project``.
 
@@ -219,13 +225,32 @@ class FakeIndex:
             metadata_sha256=hashlib.sha256(meta).hexdigest() if metadata and meta else None,
             yanked=True if yanked == "" else yanked,
             requires_python=requires_python,
-            upload_time=upload_time or stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            upload_time=None
+            if no_upload_time
+            else upload_time or stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             version=version,
         )
         proj.files[filename] = f
         proj.serial = self._serial
         self._by_path[f.url_path] = f
         return f
+
+    def set_provenance(self, f: FakeFile, document: bytes) -> str:
+        """Publish a PEP 740 provenance object for ``f``; returns its upstream URL."""
+        self._provenances[f.filename] = document
+        return self.provenance_url(f) or ""
+
+    def provenance_url(self, f: FakeFile) -> str | None:
+        if f.filename not in self._provenances:
+            return None
+        origin = self.index_url.removesuffix("/simple/")
+        return f"{origin}/integrity/{f.project}/{f.version}/{f.filename}/provenance"
+
+    async def _provenance(self, request: web.Request) -> web.StreamResponse:
+        data = self._provenances.get(request.match_info["filename"])
+        if data is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=data, content_type="application/json")
 
     def set_yanked(self, project: str, filename: str, yanked: bool | str) -> FakeFile:
         """Yank or un-yank a file (PEP 592); the project's serial and ETags change."""
@@ -511,6 +536,8 @@ class FakeIndex:
                 # PEP 714 renamed the attribute; PyPI sends both with the same value.
                 attrs += f' data-dist-info-metadata="sha256={f.metadata_sha256}"'
                 attrs += f' data-core-metadata="sha256={f.metadata_sha256}"'
+            if (provenance := self.provenance_url(f)) is not None:
+                attrs += f' data-provenance="{html.escape(provenance)}"'
             anchors.append(f"    <a {attrs}>{html.escape(f.filename)}</a><br />\n")
         title = f"Links for {key}"
         page = _HTML_PAGE.format(head=head, title=title, links="".join(anchors), serial=proj.serial)
@@ -519,7 +546,11 @@ class FakeIndex:
             "name": key,
             "versions": sorted({f.version for f in files}, key=Version),  # PEP 700
             "files": [
-                {**_json_file(f, self.file_url(f)), "size": f.size + self._size_delta}
+                {
+                    **_json_file(f, self.file_url(f)),
+                    "size": f.size + self._size_delta,
+                    **({"provenance": p} if (p := self.provenance_url(f)) else {}),
+                }
                 for f in files
             ],
         }
@@ -568,7 +599,7 @@ class FakeIndex:
 def _json_file(f: FakeFile, url: str) -> dict[str, object]:
     # PEP 691 file entry, plus size and upload-time (PEP 700) and the PEP 714 rename.
     meta = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
-    return {
+    entry: dict[str, object] = {
         "filename": f.filename,
         "url": url,
         "hashes": {"sha256": f.sha256},
@@ -579,6 +610,9 @@ def _json_file(f: FakeFile, url: str) -> dict[str, object]:
         "core-metadata": meta,
         "data-dist-info-metadata": meta,
     }
+    if f.upload_time is None:
+        del entry["upload-time"]
+    return entry
 
 
 # Shaped like warehouse's templates/api/simple/detail.html, including the serial trailer.

@@ -108,6 +108,7 @@ def test_pypi_json_page() -> None:
                 core_metadata={"sha256": SHA_META},
                 size=64928,
                 upload_time="2024-05-20T15:25:43.123456Z",
+                provenance=f"{FILES}/24/e0/requests-2.32.0-py3-none-any.whl.provenance",
             ),
             DistFile(
                 filename="requests-2.32.1.tar.gz",
@@ -157,6 +158,7 @@ def test_pypi_html_page() -> None:
                 requires_python=">=3.8",
                 yanked=REASON,
                 core_metadata={"sha256": SHA_META},
+                provenance=f"{FILES}/24/e0/requests-2.32.0-py3-none-any.whl.provenance",
             ),
             DistFile(
                 filename="requests-2.32.1.tar.gz",
@@ -433,14 +435,19 @@ def test_html_anchors_without_href_are_skipped() -> None:
     assert [f.filename for f in parse(body, "text/html").files] == ["x-1.0.tar.gz"]
 
 
-def test_html_provenance_is_dropped() -> None:
-    body = html_page('<a href="x-1.0.tar.gz" data-provenance="https://p.example/prov">x</a>')
+def test_provenance_is_kept_as_an_absolute_url() -> None:
+    # PEP 740: the proxy rewrites it to itself, like the file URL (see test_gate.py).
+    body = html_page('<a href="x-1.0.tar.gz" data-provenance="x-1.0.tar.gz.prov">x</a>')
     assert one_file(parse(body, "text/html")) == DistFile(
-        filename="x-1.0.tar.gz", url=str(PAGE_URL) + "x-1.0.tar.gz"
+        filename="x-1.0.tar.gz",
+        url=str(PAGE_URL) + "x-1.0.tar.gz",
+        provenance=str(PAGE_URL) + "x-1.0.tar.gz.prov",
     )
+    entry: dict[str, Any] = {"filename": "x-1.0.tar.gz", "url": "x-1.0.tar.gz", "provenance": None}
+    assert one_file(parse(json_page([entry]), JSON_TYPE)).provenance is None
 
 
-def test_json_unknown_keys_are_preserved_and_provenance_dropped() -> None:
+def test_json_unknown_keys_are_preserved() -> None:
     entry = {
         "filename": "x-1.0.tar.gz",
         "url": "x-1.0.tar.gz",

@@ -465,6 +465,15 @@ def test_render_json_keeps_both_metadata_keys_equal(f: DistFile) -> None:
     assert "provenance" not in entry
 
 
+def test_provenance_is_served_beside_the_file_in_both_formats() -> None:
+    f = DistFile(filename="x-1.0.tar.gz", url=f"{FILES}/x-1.0.tar.gz", provenance="https://p/x")
+    page = ProjectPage(name=NAME, files=(f,))
+    entry = _json_file_of(render_json(page, lambda _f: "../../packages/x-1.0.tar.gz"), 0)
+    assert entry["provenance"] == "../../packages/x-1.0.tar.gz.provenance"
+    html = render_html(page, lambda _f: "../../packages/x-1.0.tar.gz").decode()
+    assert 'data-provenance="../../packages/x-1.0.tar.gz.provenance"' in html
+
+
 def test_empty_metadata_mapping_is_advertised_in_both_formats() -> None:
     body = json.dumps(
         {

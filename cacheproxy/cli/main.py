@@ -19,6 +19,7 @@ from cacheproxy.cli.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_lo
 from cacheproxy.cli.workers import bind, prepare_cache, run_workers
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
+from cacheproxy.simple.gate import Gate
 from cacheproxy.store.local import Storage
 from cacheproxy.web.app import create_app
 
@@ -53,6 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="never contact upstream; serve only what is cached [CACHEPROXY_OFFLINE]",
+    )
+    serve.add_argument(
+        "--min-age",
+        help="hold back files uploaded less than this long ago, e.g. 7d or 36h "
+        "[CACHEPROXY_MIN_AGE]",
+    )
+    serve.add_argument(
+        "--exclude-newer",
+        help="hold back files uploaded after this RFC 3339 time [CACHEPROXY_EXCLUDE_NEWER]",
+    )
+    serve.add_argument(
+        "--min-age-exempt",
+        action="append",
+        metavar="SPEC",
+        help="let NAME, NAME==VERSION or a name glob through the age gate; repeatable "
+        "[CACHEPROXY_MIN_AGE_EXEMPT, comma-separated]",
+    )
+    serve.add_argument(
+        "--min-age-unknown",
+        choices=["allow", "deny"],
+        default=None,
+        help="files whose upload time is unknown: deny (the default) or allow "
+        "[CACHEPROXY_MIN_AGE_UNKNOWN]",
     )
     serve.add_argument(
         "--connect-timeout", help="seconds to connect upstream [CACHEPROXY_CONNECT_TIMEOUT, 10]"
@@ -153,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.USAGE
     try:
         settings = build_settings(serve_flags(args), os.environ)
+        Gate.from_settings(settings)  # an unusable exemption is a usage error, now
     except ConfigError as e:
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return exitcodes.USAGE
@@ -162,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_flags(args: argparse.Namespace) -> dict[str, object]:
     """The ``serve`` flags as :func:`build_settings` takes them (None: not given)."""
     names = (
+        "min_age",
+        "exclude_newer",
+        "min_age_exempt",
+        "min_age_unknown",
         "host",
         "port",
         "cache_dir",

@@ -53,6 +53,7 @@ def collect_stats(
     in_flight: int,
     max_size: int | None,
     index_url: str | None = None,
+    gate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The /-/stats document (the status page renders the same dict). Synchronous: it
     flushes this process's deltas and reads the store, so run it in a thread."""
@@ -115,6 +116,7 @@ def collect_stats(
         ],
         "recent_errors": [{"time": t, "message": m} for t, m in reversed(metrics.recent_errors())],
         "history": _history(snap),
+        "gate": gate,  # the release-age gate and what it holds back (None: off)
     }
 
 

@@ -44,6 +44,7 @@ def render_status_page(stats: Mapping[str, Any], *, now: float | None = None) ->
             _history_section(_get(stats, "history")),
             _top_projects_section(_get(stats, "top_projects")),
             _errors_section(_get(stats, "recent_errors")),
+            _gate_section(_get(stats, "gate")),
             _usage_section(_get(stats, "index_url")),
         ]
     )
@@ -557,6 +558,37 @@ def _errors_section(errors: Any) -> str:
         f'<section><h2>Recent upstream errors <span class="muted">({len(items)}, newest first)'
         f'</span></h2><ol class="errors">{"".join(rows)}</ol></section>'
     )
+
+
+def _gate_section(gate: Any) -> str:
+    """What the release-age gate holds back (nothing when the gate is off)."""
+    if not isinstance(gate, dict):
+        return ""
+    rule = []
+    if gate.get("min_age_seconds") is not None:
+        rule.append(f"files younger than {_e(format_duration(gate['min_age_seconds']))}")
+    if gate.get("exclude_newer"):
+        rule.append(f"files uploaded after {_e(gate['exclude_newer'])}")
+    unknown = "held" if gate.get("unknown") != "allow" else "let through"
+    head = (
+        f'<p class="muted">Holds back {" and ".join(rule) or "nothing"}; files without an '
+        f"upload time are {unknown}.</p>"
+    )
+    items = _mappings(gate.get("held"))
+    if not items:
+        body = '<p class="empty ok">Nothing held back in the pages seen since start.</p>'
+    else:
+        rows = "".join(
+            f"<tr><td>{_e(i.get('project'))}</td><td>{_e(i.get('version'))}</td>"
+            f'<td><code class="wrap">{_e(i.get("filename"))}</code></td>'
+            f"<td>{_e(i.get('available_from') or 'unknown upload time')}</td></tr>"
+            for i in items
+        )
+        body = (
+            "<table><thead><tr><th>project</th><th>version</th><th>file</th>"
+            f"<th>available from</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    return f"<section><h2>Held back by the release-age gate</h2>{head}{body}</section>"
 
 
 # --- how to use it ----------------------------------------------------------------------

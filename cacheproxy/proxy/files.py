@@ -6,13 +6,21 @@ project is read from the filename and its page fetched, which records the file.
 """
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-from cacheproxy.errors import NotFound
+from cacheproxy.errors import HeldBack, NotFound
 from cacheproxy.proxy.downloads import FileSpec
 from cacheproxy.proxy.pages import Pages
-from cacheproxy.simple.layout import METADATA_SUFFIX, metadata_url, project_of
+from cacheproxy.simple.gate import Gate, judge
+from cacheproxy.simple.layout import (
+    METADATA_SUFFIX,
+    PROVENANCE_SUFFIX,
+    metadata_url,
+    project_of,
+)
 from cacheproxy.store.local import FileRecord, Storage
 
 logger = logging.getLogger(__name__)
@@ -28,9 +36,37 @@ class Resolved:
 class Files:
     """Resolves file keys to what must be fetched and where it is stored."""
 
-    def __init__(self, storage: Storage, pages: Pages) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        pages: Pages,
+        gate: Gate | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._storage = storage
         self._pages = pages
+        self._gate = gate if gate is not None else Gate()
+        self._clock = clock
+
+    def _check_gate(self, filename: str, record: FileRecord) -> None:
+        """Refuse a file the release-age gate holds back; log one it lets through only by
+        an exemption (the break-glass path is audited).
+
+        Raises:
+            HeldBack: the gate holds it.
+        """
+        project = project_of(filename)
+        if not self._gate.active or project is None:
+            return
+        held = judge(self._gate, project, filename, record.uploaded, self._clock())
+        if held is None:
+            return
+        exemption = self._gate.is_exempt(project, held.version)
+        if exemption is None:
+            raise HeldBack(held.line())
+        logger.warning(
+            "serving %s despite the release-age gate: exempted by %s", filename, exemption
+        )
 
     def open_stored(self, resolved: Resolved) -> IO[bytes]:
         """The stored file, opened for sending (and marked used, for eviction).
@@ -50,11 +86,13 @@ class Files:
         filename = key.rsplit("/", 1)[-1]
         record = await self._record(key, filename)
         if record is not None:
+            self._check_gate(filename, record)
             return Resolved(self._spec(key, record), filename, is_metadata=False)
         if key.endswith(METADATA_SUFFIX):
             dist_key = key[: -len(METADATA_SUFFIX)]
             dist = await self._record(dist_key, filename[: -len(METADATA_SUFFIX)])
             if dist is not None:
+                self._check_gate(filename[: -len(METADATA_SUFFIX)], dist)
                 # PEP 658 / standards 4.2: only what upstream advertised is served.
                 if not dist.metadata:
                     raise NotFound(f"no metadata is advertised for {dist_key.rsplit('/', 1)[-1]}")
@@ -66,6 +104,24 @@ class Files:
                     url=metadata_url(dist.url),
                     final=final,
                     sha256=sha,
+                    size=None,
+                    filename=filename,
+                )
+                return Resolved(spec, filename, is_metadata=True)
+        if key.endswith(PROVENANCE_SUFFIX):
+            dist_key = key[: -len(PROVENANCE_SUFFIX)]
+            dist_name = filename[: -len(PROVENANCE_SUFFIX)]
+            dist = await self._record(dist_key, dist_name)
+            if dist is not None:
+                self._check_gate(dist_name, dist)
+                # PEP 740: served from where the index said, cached like metadata without
+                # a hash; a client verifies the attestations against the file it got.
+                if dist.provenance is None:
+                    raise NotFound(f"no provenance is advertised for {dist_name}")
+                spec = FileSpec(
+                    url=dist.provenance,
+                    final=self._storage.unhashed_blob_path(key),
+                    sha256=None,
                     size=None,
                     filename=filename,
                 )

@@ -25,6 +25,7 @@ the next request fetches again.
 import asyncio
 import gzip
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
@@ -32,11 +33,13 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from packaging.utils import NormalizedName, canonicalize_name
+from yarl import URL
 
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.upstream import PageResponse, Upstream
 from cacheproxy.settings import Settings
+from cacheproxy.simple.gate import Filtered, Gate, filter_page, upload_epoch
 from cacheproxy.simple.layout import BadPath, file_key, page_link, project_of, upstream_rest
 from cacheproxy.simple.models import DistFile, ProjectPage
 from cacheproxy.simple.parse import parse_project_list, parse_project_page
@@ -107,19 +110,26 @@ class Rendered:
     bodies: dict[str, bytes]
     files: FileMap | None = None
     strays: tuple[str, ...] = ()
+    gated: Filtered | None = None  # what the release-age gate held back, when it is on
 
 
-def render_project(page: ProjectPage, allowed: Callable[[str], bool] = bool) -> Rendered:
+def render_project(
+    page: ProjectPage, allowed: Callable[[str], bool] = bool, shown: ProjectPage | None = None
+) -> Rendered:
     """Rewrite every link to the proxy; return the bodies and the file records behind them.
 
     Files whose URL fails ``allowed`` (see ``upstream.file_url_allowed``) are dropped:
-    never advertised, so never fetched.
+    never advertised, so never fetched. ``shown`` is the page as listed (the release-age
+    gate's view, a subset of ``page``'s files): every file of ``page`` gets a record, so a
+    held file is refused by name (403) rather than unknown (404).
     """
     links: dict[int, str] = {}
     records: FileMap = {}
     strays: list[str] = []
     kept: list[DistFile] = []
+    listed = {id(f) for f in (shown or page).files}
     for f in page.files:
+        shown_here = id(f) in listed
         if not allowed(f.url):
             logger.warning("dropping %s from %s: its host is not allowed", f.filename, page.name)
             continue
@@ -129,18 +139,23 @@ def render_project(page: ProjectPage, allowed: Callable[[str], bool] = bool) -> 
         except BadPath:
             logger.warning("dropping %s from %s: unusable URL path", f.filename, page.name)
             continue
+        if f.provenance is not None and not allowed(f.provenance):
+            f = replace(f, provenance=None)  # never advertised, so never fetched
         links[id(f)] = page_link(rest)
-        kept.append(f)
+        if shown_here:
+            kept.append(f)
         records[key] = FileRecord(
             url=f.url,
             sha256=f.sha256,
             size=f.size,
             metadata_sha256=f.metadata_sha256,
             metadata=f.core_metadata is not False,
+            uploaded=upload_epoch(f.upload_time),
+            provenance=f.provenance,
         )
         if project_of(key.rsplit("/", 1)[-1]) != page.name:
             strays.append(key)
-    page = replace(page, files=tuple(kept))
+    page = replace(shown or page, files=tuple(kept))
 
     def link_for(f: DistFile) -> str:
         return links[id(f)]
@@ -159,6 +174,7 @@ class Pages:
         settings: Settings,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        gate: Gate | None = None,
     ) -> None:
         self._metrics = metrics
         self._storage = storage
@@ -174,6 +190,14 @@ class Pages:
         # Pages answered but not yet written: key -> (record, bytes by body name).
         self._pending: dict[str, tuple[PageRecord, Mapping[str, bytes]]] = {}
         self._writes: dict[str, asyncio.Task[None]] = {}
+        gate = gate if gate is not None else Gate()
+        self.gate = gate
+        # The gate's identity: a page filtered under another rule is filtered again.
+        self._gate_key = repr(gate) if gate.active else None
+        # What the gate holds back, by project, as last seen by this process (status page).
+        self._held: OrderedDict[str, tuple[tuple[str, str | None, float | None], ...]] = (
+            OrderedDict()
+        )
 
     async def project(self, name: NormalizedName, *, revalidate: bool = False) -> PageResult:
         """The project page, via the cache.
@@ -198,6 +222,17 @@ class Pages:
     ) -> PageResult:
         record = await self._read(key)
         now = self._clock()
+        if record is not None and self._needs_gating(key, record, now):
+            if "source" in record.bodies:
+                return await self._single_flight(key, record, self._refilter)
+            if self._settings.offline:
+                # Never hand out what the gate would hold: no source to filter, no upstream.
+                raise OfflineMiss(f"offline mode: project {key!r} was cached without the gate")
+            # Stored before the gate was on: fetch it whole (no validators: a 304 would
+            # keep the unfiltered bodies).
+            record = replace(
+                record, fetched_at=-math.inf, upstream_etag=None, upstream_last_modified=None
+            )
         if record is not None:
             age = now - record.fetched_at
             lifetime = ttl if record.status == 200 else self._settings.negative_ttl
@@ -210,19 +245,75 @@ class Pages:
         elif self._settings.offline:
             what = f"project {key!r}" if key else "the project list"
             raise OfflineMiss(f"offline mode: {what} is not cached")
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(fetch(key, record), name=f"page {key or '/'}")
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         try:
-            # Shielded: a client hanging up must not cancel the fetch other clients share.
-            return await asyncio.shield(task)
+            return await self._single_flight(key, record, fetch)
         except (UpstreamError, IndexParseError) as e:
             if record is None:
                 raise
             logger.warning("serving stale %s: %s", key or "/", e)
             return self._result(record, "STALE", 0, str(e), key=key)
+
+    async def _single_flight(
+        self,
+        key: str,
+        record: PageRecord | None,
+        fetch: Callable[[str, PageRecord | None], Coroutine[Any, Any, PageResult]],
+    ) -> PageResult:
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(fetch(key, record), name=f"page {key or '/'}")
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        # Shielded: a client hanging up must not cancel the fetch other clients share.
+        return await asyncio.shield(task)
+
+    def _needs_gating(self, key: str, record: PageRecord, now: float) -> bool:
+        """Whether ``record``'s bodies must be filtered again: the gate's rule changed, or a
+        held file has aged in since."""
+        if record.status != 200 or key == ROOT_KEY:
+            return False
+        if record.gate != self._gate_key:
+            return True  # the gate was turned on or off, or its rule changed
+        return record.gate_changes_at is not None and now >= record.gate_changes_at
+
+    async def _refilter(self, key: str, old: PageRecord | None) -> PageResult:
+        """Filter a stored page again from upstream's body kept with it: no upstream
+        request, and the page keeps its freshness."""
+        if old is None or old.source_url is None:  # _get only sends pages kept with a source
+            raise IndexParseError(f"page {key}: nothing to filter again")
+        try:
+            body = await self._storage.read_body(old.bodies["source"])
+        except (FileNotFoundError, DamagedBody):
+            unusable = replace(
+                old, fetched_at=-math.inf, upstream_etag=None, upstream_last_modified=None
+            )
+            return await self._fetch_project(key, unusable)
+        resp = PageResponse(
+            200,
+            URL(old.source_url, encoded=True),
+            body,
+            old.source_type,
+            old.upstream_etag,
+            old.upstream_last_modified,
+            old.serial,
+        )
+        return await self._store(
+            key, old, resp, self._project_renderer(key, resp), fetched_at=old.fetched_at
+        )
+
+    def held_back(self) -> list[tuple[str, str, str | None, float | None]]:
+        """(project, filename, version, available from) of what the gate holds back, in the
+        pages this process has seen; None as the time means unknown or never."""
+        return [(p, *h) for p, held in self._held.items() for h in held]
+
+    def _remember_held(self, key: str, record: PageRecord) -> None:
+        if record.held:
+            self._held[key] = record.held
+            self._held.move_to_end(key)
+            while len(self._held) > MEMO_ENTRIES:
+                self._held.popitem(last=False)
+        else:
+            self._held.pop(key, None)
 
     async def _read(self, key: str) -> PageRecord | None:
         pending = self._pending.get(key)
@@ -237,6 +328,7 @@ class Pages:
         return record
 
     def _remember(self, key: str, record: PageRecord) -> None:
+        self._remember_held(key, record)
         self._memo[key] = (time.monotonic(), record)
         self._memo.move_to_end(key)
         while len(self._memo) > MEMO_ENTRIES:
@@ -314,8 +406,10 @@ class Pages:
         old: PageRecord | None,
         resp: PageResponse,
         render: Callable[[], Rendered],
+        *,
+        fetched_at: float | None = None,
     ) -> PageResult:
-        now = self._clock()
+        now = self._clock() if fetched_at is None else fetched_at
         if (earlier := self._writes.get(key)) is not None:
             await asyncio.wait([earlier])  # a record update must land after the write
         if resp.status == 304 and old is not None:
@@ -330,7 +424,9 @@ class Pages:
 
         def work() -> tuple[Rendered, PageRecord, dict[str, bytes]]:
             rendered = render()
-            named, blobs = name_bodies(rendered.bodies)
+            gated = rendered.gated
+            bodies = rendered.bodies if gated is None else {**rendered.bodies, "source": resp.body}
+            named, blobs = name_bodies(bodies)
             record = PageRecord(
                 status=200,
                 fetched_at=now,
@@ -338,6 +434,13 @@ class Pages:
                 upstream_last_modified=resp.last_modified,
                 serial=resp.serial,
                 bodies=named,
+                gate=None if gated is None else self._gate_key,
+                gate_changes_at=None if gated is None else gated.changes_at,
+                held=()
+                if gated is None
+                else tuple((h.filename, h.version, h.available_at) for h in gated.held),
+                source_type=None if gated is None else resp.content_type,
+                source_url=None if gated is None else str(resp.url),
             )
             return rendered, record, blobs
 
@@ -390,13 +493,21 @@ class Pages:
 
     async def _fetch_project(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)
+        return await self._store(key, old, resp, self._project_renderer(key, resp))
+
+    def _project_renderer(self, key: str, resp: PageResponse) -> Callable[[], Rendered]:
         name = canonicalize_name(key)
+        now = self._clock()
 
         def render() -> Rendered:
             page = parse_project_page(resp.body, resp.content_type, resp.url, name)
-            return render_project(page, self._upstream.may_fetch)
+            if self._gate_key is None:
+                return render_project(page, self._upstream.may_fetch)
+            gated = filter_page(self.gate, page, now)
+            rendered = render_project(page, self._upstream.may_fetch, shown=gated.page)
+            return replace(rendered, gated=gated)
 
-        return await self._store(key, old, resp, render)
+        return render
 
     async def _fetch_list(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -16,9 +17,11 @@ from cacheproxy.proxy.files import Files
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.proxy.upstream import Upstream, make_session
 from cacheproxy.settings import Settings
+from cacheproxy.simple.gate import Gate
 from cacheproxy.store.evict import evict
 from cacheproxy.store.local import Storage
 from cacheproxy.store.repair import log_repair
+from cacheproxy.units import format_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ class Proxy:
         storage = await Storage.open(settings.cache_dir, clean=single)
         session = make_session(settings)
         upstream = Upstream(session, settings, metrics)
-        pages = Pages(storage, upstream, settings, metrics)
+        gate = Gate.from_settings(settings)
+        pages = Pages(storage, upstream, settings, metrics, gate=gate)
         downloads = Downloads(upstream, storage, metrics, settings.retries)
         background: list[asyncio.Task[object]] = []
         if single:
@@ -63,7 +67,7 @@ class Proxy:
                     _keep_within_limit(storage, metrics, settings.max_size, downloads)
                 )
             )
-        files = Files(storage, pages)
+        files = Files(storage, pages, gate)
         return cls(settings, storage, upstream, pages, files, downloads, session, background)
 
     async def close(self) -> None:
@@ -75,6 +79,30 @@ class Proxy:
         await self.pages.close()
         await self._session.close()
         await self.storage.close()
+
+    def gate_report(self) -> dict[str, Any] | None:
+        """The release-age gate's rule and what it holds back (None when it is off)."""
+        gate = self.pages.gate
+        if not gate.active:
+            return None
+        held = sorted(self.pages.held_back(), key=lambda h: (h[0], h[1]))
+        return {
+            "min_age_seconds": gate.min_age,
+            "exclude_newer": None
+            if gate.exclude_newer is None
+            else format_timestamp(gate.exclude_newer),
+            "unknown": "allow" if gate.allow_unknown else "deny",
+            "exempt": [str(e) for e in gate.exempt],
+            "held": [
+                {
+                    "project": project,
+                    "filename": filename,
+                    "version": version,
+                    "available_from": None if when is None else format_timestamp(when),
+                }
+                for project, filename, version, when in held
+            ],
+        }
 
     def check_ready(self) -> None:
         """Raise unless the cache directory takes a write and the records answer (sync)."""

@@ -18,6 +18,8 @@ from yarl import URL
 
 PREFIX = "/packages/"
 METADATA_SUFFIX = ".metadata"  # PEP 658: <file URL>.metadata
+# Where the proxy serves a file's PEP 740 provenance: beside the file, as its metadata.
+PROVENANCE_SUFFIX = ".provenance"
 
 
 class BadPath(ValueError):

@@ -29,8 +29,10 @@ class DistFile:
     size: int | None = None  # PEP 700
     upload_time: str | None = None  # PEP 700
     gpg_sig: bool | None = None
+    # PEP 740: the absolute upstream URL of the file's provenance object, or None.
+    provenance: str | None = None
     # Other JSON keys upstream sent that we pass through untouched (PEP 691: clients ignore
-    # unknown keys). Never includes keys we rewrite or drop (url, provenance).
+    # unknown keys). Never includes keys we rewrite (url, provenance).
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

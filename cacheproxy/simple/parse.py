@@ -33,8 +33,7 @@ _FILE_KEYS = {
     "size",
     "upload-time",
     "gpg-sig",
-    # PEP 740: only meaningful if /…/provenance were proxied too, which it is not (3.3).
-    "provenance",
+    "provenance",  # PEP 740: rewritten to the proxy, like the file's own URL
 }
 _PAGE_KEYS = {"meta", "name", "files", "versions"}
 
@@ -100,6 +99,7 @@ def _file_from_json(raw: object, base: URL) -> DistFile | None:
         absolute = str(base.join(URL(url, encoded=True)))
     except ValueError:  # e.g. "http://[::1": a link we cannot follow is dropped, like in HTML
         return None
+    provenance = _absolute(raw.get("provenance"), base)
     rp = raw.get("requires-python")
     size = raw.get("size")
     upload_time = raw.get("upload-time")
@@ -114,8 +114,19 @@ def _file_from_json(raw: object, base: URL) -> DistFile | None:
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         upload_time=upload_time if isinstance(upload_time, str) else None,
         gpg_sig=gpg if isinstance(gpg, bool) else None,
+        provenance=provenance,
         extra={k: v for k, v in raw.items() if k not in _FILE_KEYS},
     )
+
+
+def _absolute(link: object, base: URL) -> str | None:
+    """A link as an absolute URL (None when absent or unusable)."""
+    if not isinstance(link, str) or not link.strip():
+        return None
+    try:
+        return str(base.join(URL(link.strip(), encoded=True)).with_fragment(None))
+    except ValueError:
+        return None
 
 
 def _load_json(body: bytes) -> dict[str, Any]:
@@ -240,6 +251,7 @@ def _file_from_anchor(attrs: Mapping[str, str | None], base: URL) -> DistFile | 
         yanked=yanked,
         core_metadata=_core_metadata_html(metadata_attr),
         gpg_sig={"true": True, "false": False}.get((gpg or "").lower()),
+        provenance=_absolute(attrs.get("data-provenance"), base),  # PEP 740
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
+from cacheproxy.simple.layout import PROVENANCE_SUFFIX
 from cacheproxy.simple.models import DistFile, ProjectList, ProjectPage
 
 LinkFor = Callable[[DistFile], str]
@@ -45,6 +46,8 @@ def _json_file(f: DistFile, link: str) -> dict[str, Any]:
         entry["upload-time"] = f.upload_time
     if f.gpg_sig is not None:
         entry["gpg-sig"] = f.gpg_sig
+    if f.provenance is not None:
+        entry["provenance"] = link + PROVENANCE_SUFFIX  # PEP 740, through the proxy too
     entry.update(f.extra)
     return entry
 
@@ -108,6 +111,8 @@ def _html_anchor(f: DistFile, link: str) -> str:
         parts.append(_attr("data-core-metadata", value))
     if f.gpg_sig is not None:
         parts.append(_attr("data-gpg-sig", "true" if f.gpg_sig else "false"))
+    if f.provenance is not None:
+        parts.append(_attr("data-provenance", link + PROVENANCE_SUFFIX))  # PEP 740
     return f"<a{''.join(parts)}>{escape(f.filename)}</a><br />"
 
 

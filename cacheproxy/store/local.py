@@ -65,6 +65,14 @@ class PageRecord:
     upstream_last_modified: str | None = None
     serial: str | None = None
     bodies: Mapping[str, Body] = field(default_factory=dict)  # "json", "json.gz", "html", …
+    # The release-age gate (simple/gate.py) the bodies were filtered with, and when the
+    # next held file ages in; with a gate, "source" is upstream's body, kept to filter
+    # again then without asking upstream (source_type and source_url to parse it).
+    gate: str | None = None
+    gate_changes_at: float | None = None
+    held: tuple[tuple[str, str | None, float | None], ...] = ()  # filename, version, from
+    source_type: str | None = None
+    source_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,6 +89,11 @@ class PageRecord:
             upstream_last_modified=d["upstream_last_modified"],
             serial=d["serial"],
             bodies=bodies,
+            gate=d.get("gate"),
+            gate_changes_at=d.get("gate_changes_at"),
+            held=tuple(tuple(h) for h in d.get("held", ())),
+            source_type=d.get("source_type"),
+            source_url=d.get("source_url"),
         )
 
 
@@ -93,6 +106,8 @@ class FileRecord:
     size: int | None
     metadata_sha256: str | None = None  # PEP 658 hash, when advertised with one
     metadata: bool = False  # PEP 658 advertised at all
+    uploaded: float | None = None  # PEP 700 upload-time, as an epoch (the age gate)
+    provenance: str | None = None  # PEP 740: the upstream URL of its provenance
 
 
 FileMap = dict[str, FileRecord]
@@ -129,8 +144,10 @@ _CHECKED_NAMES = 100_000
 _MAP_CACHE_ENTRIES = 50_000
 
 
-def _pack(r: FileRecord) -> tuple[str, str | None, int | None, str | None, bool]:
-    return (r.url, r.sha256, r.size, r.metadata_sha256, r.metadata)
+def _pack(
+    r: FileRecord,
+) -> tuple[str, str | None, int | None, str | None, bool, float | None, str | None]:
+    return (r.url, r.sha256, r.size, r.metadata_sha256, r.metadata, r.uploaded, r.provenance)
 
 
 def _blob_relpath(sha256: str) -> str:

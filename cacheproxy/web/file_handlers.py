@@ -14,6 +14,7 @@ from typing import IO
 from aiohttp import web
 
 from cacheproxy.errors import (
+    HeldBack,
     IndexParseError,
     NotFound,
     StorageFailed,
@@ -64,6 +65,8 @@ async def package_file(request: web.Request) -> web.StreamResponse:
         resolved = await files.resolve(key)
     except NotFound as e:
         return text_error(404, str(e))
+    except HeldBack as e:
+        return text_error(403, str(e))
     except (UpstreamError, IndexParseError) as e:
         return upstream_error(e)
     # A download can end between "not in the store" and "join it": look again (bounded).

@@ -170,6 +170,7 @@ def _stats(request: web.Request) -> dict[str, Any]:
         in_flight=len(request.app[proxy_key].downloads),
         max_size=settings.max_size,
         index_url=f"{request.url.origin()}/simple/",
+        gate=request.app[proxy_key].gate_report(),
     )
 
 
