@@ -318,6 +318,7 @@ class FakeIndex:
         self._garbage: tuple[bytes, str | None] | None = None
         self._size_delta = 0
         self._gzip_files = False
+        self._hold: tuple[frozenset[str], asyncio.Event] | None = None
 
     def fail_pages(
         self, status: int, times: int | None = None, headers: dict[str, str] | None = None
@@ -359,6 +360,13 @@ class FakeIndex:
     def chunk_delay(self, seconds: float) -> None:
         """Sleep before every body chunk (pages and files): headers arrive, the body trickles."""
         self._chunk_delay = seconds
+
+    def hold_files(self, filenames: set[str]) -> asyncio.Event:
+        """GETs of these files send their headers, then wait for the returned event before
+        any body byte: downloads that stay open for as long as a test needs."""
+        release = asyncio.Event()
+        self._hold = (frozenset(filenames), release)
+        return release
 
     def truncate_files(self, at_bytes: int, times: int | None = None) -> None:
         """Promise the full Content-Length, send ``at_bytes`` of the body, then close."""
@@ -431,13 +439,26 @@ class FakeIndex:
                 await asyncio.wait_for(self._closing.wait(), seconds)
 
     async def _send(
-        self, request: web.Request, resp: web.StreamResponse, body: bytes, cut: int | None = None
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        body: bytes,
+        cut: int | None = None,
+        hold: asyncio.Event | None = None,
     ) -> web.StreamResponse:
-        """Stream ``body`` in chunks; with ``cut``, stop after that many bytes and hang up."""
+        """Stream ``body`` in chunks; with ``cut``, stop after that many bytes and hang up;
+        with ``hold``, send the headers and wait for it (or shutdown) before the body."""
         resp.content_length = len(body)
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
+        if hold is not None:  # a StreamResponse has sent its headers in prepare()
+            waits = [asyncio.ensure_future(e.wait()) for e in (hold, self._closing)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
         sent = body if cut is None else body[:cut]
         for i in range(0, len(sent), self.chunk_size):
             await self._sleep(self._chunk_delay)
@@ -593,7 +614,10 @@ class FakeIndex:
         if self._gzip_files and request.method == "GET":
             data = gzip.compress(data, mtime=0)
             resp.headers["Content-Encoding"] = "gzip"
-        return await self._send(request, resp, data, cut)
+        hold = None
+        if self._hold is not None and request.path.rpartition("/")[2] in self._hold[0]:
+            hold = self._hold[1]
+        return await self._send(request, resp, data, cut, hold)
 
 
 def _json_file(f: FakeFile, url: str) -> dict[str, object]:
