@@ -69,6 +69,12 @@ class Settings:
     exclude_newer: float | None = None
     min_age_exempt: tuple[str, ...] = ()
     min_age_unknown: str = "deny"
+    # File hosts trusted wherever they resolve, besides the index's own host name: a team
+    # index whose files live on another private host (see proxy/addresses.py).
+    allow_hosts: tuple[str, ...] = ()
+    # File downloads running at once (upstream.py): a flood of cold requests for big files
+    # gets a 503 after a bounded wait instead of pulling unbounded data.
+    max_downloads: int = 64
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -96,6 +102,10 @@ class Settings:
             raise ConfigError("min-age must not be negative")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log format must be text or json, not {self.log_format!r}")
+        if not 1 <= self.max_downloads <= 10_000:
+            raise ConfigError(
+                f"max-downloads must be between 1 and 10000, not {self.max_downloads}"
+            )
 
     @property
     def upstream_redacted(self) -> str:
@@ -264,6 +274,7 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
             f"upstream {redact_url(upstream)} is this proxy itself "
             "(is pip configured to use cacheproxy? pass --upstream)"
         )
+    tuning.update(_network_limits(flags, environ))
     token = environ.get("CACHEPROXY_ADMIN_TOKEN", "").strip() or None
     if token is not None and len(token) < 16:
         raise ConfigError("CACHEPROXY_ADMIN_TOKEN must be at least 16 characters")
@@ -293,3 +304,27 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
         offline=offline,
         **tuning,
     )
+
+
+def parse_allow_host(raw: str) -> str:
+    """One ``--allow-host`` value: a host name or IP address, without scheme or port."""
+    host = raw.strip().lower().rstrip(".")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    bad = not bare or any(c in bare for c in "/@ \t?#") or (":" in bare and bare.count(":") < 2)
+    if bad:
+        raise ConfigError(f"allow-host must be a host name or address, not {raw!r}")
+    return bare
+
+
+def _network_limits(flags: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, Any]:
+    """allow_hosts (repeated flag, else a comma list) and max_downloads, when given."""
+    out: dict[str, Any] = {}
+    hosts = flags.get("allow_hosts")
+    if not hosts:
+        hosts = environ.get("CACHEPROXY_ALLOW_HOSTS", "").split(",")
+    if isinstance(hosts, list | tuple):
+        out["allow_hosts"] = tuple(parse_allow_host(str(h)) for h in hosts if str(h).strip())
+    raw = flags.get("max_downloads") or environ.get("CACHEPROXY_MAX_DOWNLOADS") or None
+    if raw is not None:
+        out["max_downloads"] = int(parse_number("max-downloads", str(raw), integer=True))
+    return out

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory, make_settings, temporaries
+from distbuild import build_wheel
 from fakeindex import FakeFile, FakeIndex
 from packaging.utils import canonicalize_name
 from pytest_aiohttp import AiohttpClient
@@ -279,14 +280,29 @@ async def test_gzip_encoded_file_is_decoded_and_verified(
         ("http://[::1]/x.whl", "https://index.example/simple/", False),
         ("http://169.254.169.254/latest/meta-data", "https://index.example/simple/", False),
         ("http://169.254.169.254/latest/meta-data", "http://10.0.0.5/simple/", False),
-        ("http://10.0.0.6/files/x.whl", "http://10.0.0.5/simple/", True),
+        # Another private host is not the index's own: it must be allowed by name.
+        ("http://10.0.0.6/files/x.whl", "http://10.0.0.5/simple/", False),
         ("http://127.0.0.1:8080/x.whl", "http://127.0.0.1:8081/simple/", True),
         ("file:///etc/passwd", "https://index.example/simple/", False),
         ("ftp://files.example/x.whl", "https://index.example/simple/", False),
+        # Legacy IPv4 spellings that resolvers accept: hex, decimal, octal, short.
+        ("http://0x7f000001:9/x.whl", "https://index.example/simple/", False),
+        ("http://2130706433/x.whl", "https://index.example/simple/", False),
+        ("http://0177.0.0.1/x.whl", "https://index.example/simple/", False),
+        ("http://127.1/x.whl", "https://index.example/simple/", False),
+        ("http://[::ffff:127.0.0.1]/x.whl", "https://index.example/simple/", False),
+        ("http://LOCALHOST./x.whl", "https://index.example/simple/", False),
     ],
 )
 def test_file_hosts_allowed(url: str, upstream: str, allowed: bool) -> None:
     assert file_url_allowed(url, URL(upstream)) is allowed
+
+
+def test_allowed_hosts_are_trusted_wherever_they_are() -> None:
+    index = URL("http://10.0.0.5/simple/")
+    assert file_url_allowed("http://10.0.0.6/files/x.whl", index, ("10.0.0.6",))
+    assert file_url_allowed("http://files.corp/x.whl", index, ("FILES.corp.",))
+    assert not file_url_allowed("http://10.0.0.7/files/x.whl", index, ("10.0.0.6",))
 
 
 def test_disallowed_files_are_not_advertised() -> None:
@@ -359,3 +375,93 @@ async def test_disk_full_still_serves_the_file_and_stores_nothing(
     again = await proxy.get(path)
     assert await again.read() == f.data
     assert len(stored(cache_dir)) == 1
+
+
+# -- slow downloads and everything else ----------------------------------------------------
+
+OLD_PER_HOST_LIMIT = 32  # connections per host the one shared pool used to allow
+
+
+@pytest.fixture
+def slow_wheels(fake: FakeIndex, tmp_path: Path) -> list[FakeFile]:
+    """32 more projects on the fake's file host, one small wheel each."""
+    out = tmp_path / "slow"
+    out.mkdir()
+    return [
+        fake.add_file(f"slow{i}", build_wheel(out, f"slow{i}", "1.0"))
+        for i in range(OLD_PER_HOST_LIMIT)
+    ]
+
+
+async def start_held(
+    proxy: Client, fake: FakeIndex, held: list[FakeFile]
+) -> tuple[asyncio.Event, list[ClientResponse]]:
+    """Start downloads of ``held`` that upstream keeps open after their headers."""
+    paths = [await link(proxy, f) for f in held]
+    release = fake.hold_files({f.filename for f in held})
+    # Each answer comes with the headers, while its body is still held upstream.
+    running = await asyncio.gather(*(proxy.get(p) for p in paths))
+    assert [r.status for r in running] == [200] * len(held)
+    return release, running
+
+
+async def test_slow_downloads_do_not_hold_up_pages_metadata_or_small_files(
+    make_proxy: ProxyFactory,
+    fake: FakeIndex,
+    cache_dir: Path,
+    slow_wheels: list[FakeFile],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream_mod, "SMALL_FILE_BYTES", 0)  # these wheels count as big
+    # A read timeout must not end the held downloads (and free their connections) first.
+    proxy = await make_proxy(read_timeout=60.0)
+    release, running = await start_held(proxy, fake, slow_wheels)
+    alpha, beta = wheel(fake, "alpha"), wheel(fake, "beta")
+    alpha_path, beta_path = await link(proxy, alpha), await link(proxy, beta)
+    monkeypatch.setattr(upstream_mod, "SMALL_FILE_BYTES", 1024 * 1024)
+    # The wait_for only turns a hang (the old shared pool) into a failure.
+    page = await asyncio.wait_for(proxy.get("/simple/gamma/"), 10)
+    assert page.status == 200
+    meta = await asyncio.wait_for(proxy.get(alpha_path + ".metadata"), 10)
+    assert await meta.read() == alpha.metadata_bytes
+    small = await asyncio.wait_for(proxy.get(beta_path), 10)
+    assert await small.read() == beta.data
+    # ... all answered while every slow download was still held open upstream.
+    assert not release.is_set()
+    assert len(proxy.app[proxy_key].downloads) == len(slow_wheels)
+    assert not any(r.content.at_eof() for r in running)
+    release.set()
+    for resp, f in zip(running, slow_wheels, strict=True):
+        assert await resp.read() == f.data
+    await assert_cache_verified(cache_dir)
+
+
+async def test_downloads_beyond_the_limit_get_503_and_store_nothing(
+    make_proxy: ProxyFactory,
+    fake: FakeIndex,
+    cache_dir: Path,
+    slow_wheels: list[FakeFile],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream_mod, "SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr(upstream_mod, "DOWNLOAD_SLOT_WAIT", 0.5)
+    proxy = await make_proxy(max_downloads=2)
+    held, extra = slow_wheels[:2], slow_wheels[2]
+    extra_path = await link(proxy, extra)
+    release, running = await start_held(proxy, fake, held)
+    for resp in running:
+        resp.close()  # clients that hang up after the headers: the downloads go on
+    busy = await proxy.get(extra_path)
+    assert busy.status == 503
+    text = await busy.text()
+    assert "--max-downloads" in text
+    assert "\n" not in text.strip()
+    assert not release.is_set()
+    release.set()
+    for f in held:  # the two held downloads finish and are stored
+        resp = await proxy.get(await link(proxy, f))
+        assert await resp.read() == f.data
+    again = await proxy.get(extra_path)
+    assert await again.read() == extra.data
+    await assert_cache_verified(cache_dir)
+    assert len(stored(cache_dir)) == 3

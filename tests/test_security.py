@@ -124,3 +124,23 @@ async def test_credentials_never_leak(
     assert "s3cr3t" not in text
     assert "127.0.0.1" in text  # the reason still says where it failed
     assert not any("s3cr3t" in r.getMessage() for r in caplog.records)
+
+
+async def test_credentials_go_to_the_index_origin_only(
+    aiohttp_client: AiohttpClient, fake: FakeIndex, tmp_path: Path
+) -> None:
+    # The fake's file host is another port of the same host name (127.0.0.1): a different
+    # origin (RFC 6454), so it must not get the index's credentials.
+    upstream = URL(fake.index_url).with_user("deploy").with_password("s3cr3t-t0ken")
+    proxy = await aiohttp_client(create_app(make_settings(tmp_path / "c", str(upstream))))
+    f = fake.files("alpha")[0]
+    page = await proxy.get("/simple/alpha/")
+    assert page.status == 200
+    for path in (f.url_path, f.url_path + ".metadata"):
+        resp = await proxy.get(path)
+        assert resp.status == 200
+        await resp.read()
+    assert fake.page_gets("alpha")[0].headers["authorization"].startswith("Basic ")
+    files = [r for r in fake.requests if r.host == "files"]
+    assert len(files) == 2
+    assert all("authorization" not in r.headers for r in files)

@@ -101,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes serving the port and sharing the cache [CACHEPROXY_WORKERS, 1]",
     )
     serve.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allow_hosts",
+        metavar="HOST",
+        help="a file host trusted even on a private address; repeatable "
+        "[CACHEPROXY_ALLOW_HOSTS, comma-separated]",
+    )
+    serve.add_argument(
+        "--max-downloads",
+        help="file downloads from upstream at once [CACHEPROXY_MAX_DOWNLOADS, 64]",
+    )
+    serve.add_argument(
         "--log-format",
         choices=["text", "json"],
         default=None,
@@ -205,5 +217,7 @@ def serve_flags(args: argparse.Namespace) -> dict[str, object]:
         "max_size",
         "log_level",
         "log_format",
+        "allow_hosts",
+        "max_downloads",
     )
     return {name: getattr(args, name) for name in names}

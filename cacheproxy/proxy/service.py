@@ -77,6 +77,7 @@ class Proxy:
                 await task
         await self.downloads.close()
         await self.pages.close()
+        await self.upstream.close()  # its file session
         await self._session.close()
         await self.storage.close()
 

@@ -1,4 +1,11 @@
-"""The upstream client: index pages and file streams over one aiohttp ClientSession.
+"""The upstream client: index pages and file streams over two aiohttp ClientSessions.
+
+Pages and PEP 658 metadata go over the session the app makes (:func:`make_session`);
+distribution files over a second one with its own connection pool, so pages and metadata
+never queue behind big downloads, and at most ``max_downloads`` big bodies stream at once.
+Both resolve through :class:`~cacheproxy.proxy.addresses.PolicyResolver`, and redirects are
+followed here hop by hop, so every address connected to passes the address policy and
+credentials go to the index's own origin only.
 
 Every aiohttp failure is mapped to an :mod:`cacheproxy.errors` type with a one-line,
 credential-free reason, so callers decide "stale, 502 or 504" without knowing aiohttp.
@@ -7,7 +14,6 @@ credential-free reason, so callers decide "stale, 502 or 504" without knowing ai
 import asyncio
 import base64
 import email.utils
-import ipaddress
 import itertools
 import logging
 import random
@@ -24,6 +30,8 @@ from yarl import URL
 from cacheproxy import __version__
 from cacheproxy.errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
 from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy import addresses
+from cacheproxy.proxy.addresses import HostPolicy, PolicyResolver
 from cacheproxy.settings import Settings
 from cacheproxy.urls import redact_url
 
@@ -43,7 +51,25 @@ _FIRST_BACKOFF = 0.25
 # Never wait longer than this between attempts, whatever Retry-After says: a client waits.
 MAX_RETRY_WAIT = 5.0
 
+# aiohttp's own default; each hop is checked against the address policy.
+MAX_REDIRECTS = 10
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# A file body at most this long needs no download slot: small wheels and sdists must not
+# wait behind big downloads. Bigger (or of unknown length), it waits for one of the
+# ``max_downloads`` slots at most DOWNLOAD_SLOT_WAIT seconds, then fails with a 503.
+SMALL_FILE_BYTES = 1024 * 1024
+DOWNLOAD_SLOT_WAIT = 30.0
+# Connections the file pool may open beyond max_downloads: small files and downloads
+# waiting for a slot (they hold their connection while they wait).
+SPARE_FILE_CONNECTIONS = 32
+
 T = TypeVar("T")
+
+
+class DownloadsBusy(UpstreamError):
+    """Every download slot stayed taken for DOWNLOAD_SLOT_WAIT seconds."""
+
+    status = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,42 +83,15 @@ class PageResponse:
     serial: str | None = None
 
 
-def _internal(host: str) -> tuple[bool, bool]:
-    """(internal, link-local) for a URL host: loopback, private and link-local IP
-    literals and localhost names are internal."""
-    name = host.strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True, False
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return False, False  # a DNS name: judged by name only (see may_fetch)
-    return (
-        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified,
-        ip.is_link_local,
-    )
+def file_url_allowed(url: str, index_url: URL, allow_hosts: tuple[str, ...] = ()) -> bool:
+    """Whether a file link on an upstream page may be listed (no SSRF through pages).
 
-
-def file_url_allowed(url: str, index_url: URL) -> bool:
-    """Whether a file link on an upstream page may be fetched (no SSRF through pages).
-
-    Links must be http(s). A public upstream may not point us at internal addresses
-    (loopback, private ranges, localhost); an internal upstream (a private index, a test
-    server) may use internal file hosts. Link-local targets (cloud metadata services) are
-    refused unless the upstream itself is link-local. A DNS name that resolves to an
-    internal address is not caught here: the configured upstream is trusted that far.
+    Links must be http(s). The index's own host name and ``allow_hosts`` are trusted; an
+    IP literal (in any spelling) or localhost name elsewhere must be public. A DNS name
+    passes here and is judged by the addresses it resolves to when it is fetched
+    (:mod:`cacheproxy.proxy.addresses`).
     """
-    try:
-        target = URL(url, encoded=True)
-    except ValueError:
-        return False
-    if target.scheme not in ("http", "https") or not target.host:
-        return False
-    internal, link_local = _internal(target.host)
-    upstream_internal, upstream_link_local = _internal(index_url.host or "")
-    if link_local and not upstream_link_local:
-        return False
-    return not internal or upstream_internal
+    return HostPolicy.build(index_url, allow_hosts).allows_link(url)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -159,15 +158,33 @@ class EnvProxies:
         headers = {"Proxy-Authorization": _basic(proxy.user, proxy.password)}
         return proxy.with_user(None).with_password(None), headers
 
+    def hosts(self) -> list[str]:
+        """The proxies' host names: the operator's own, trusted wherever they resolve."""
+        return [p.host for p in self._proxies.values() if p.host]
 
-def make_session(settings: Settings) -> aiohttp.ClientSession:
-    """The app's one ClientSession: no cookies, no environment (see EnvProxies)."""
+
+def host_policy(settings: Settings) -> HostPolicy:
+    """The address policy for ``settings``: the index host, --allow-host and any proxy."""
+    return HostPolicy.build(settings.upstream, (*settings.allow_hosts, *EnvProxies().hosts()))
+
+
+def _session(settings: Settings, *, limit: int, limit_per_host: int) -> aiohttp.ClientSession:
+    # No cookies, no environment (see EnvProxies); every name resolved through the policy.
+    resolver = PolicyResolver(host_policy(settings), addresses.system_resolver())
+    connector = aiohttp.TCPConnector(
+        limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=300, resolver=resolver
+    )
     return aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
-        connector=aiohttp.TCPConnector(limit=100, limit_per_host=32, ttl_dns_cache=300),
+        connector=connector,
         headers={"User-Agent": f"cacheproxy/{__version__}"},
     )
+
+
+def make_session(settings: Settings) -> aiohttp.ClientSession:
+    """The app's session for index pages and metadata (files: Upstream's own session)."""
+    return _session(settings, limit=100, limit_per_host=32)
 
 
 class Upstream:
@@ -184,12 +201,25 @@ class Upstream:
         if settings.upstream.user is not None:
             self._authorization = _basic(settings.upstream.user, settings.upstream.password)
         self._proxies = EnvProxies()
+        self._policy = host_policy(settings)
+        # No per-host limit: downloads are bounded by the slots, not by queueing.
+        self._file_session = _session(
+            settings, limit=settings.max_downloads + SPARE_FILE_CONNECTIONS, limit_per_host=0
+        )
+        self._slots = asyncio.Semaphore(settings.max_downloads)
         self._file_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+            total=None,
+            connect=DOWNLOAD_SLOT_WAIT,  # waiting for a pooled connection included
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.read_timeout,
         )
 
+    async def close(self) -> None:
+        """Close the file session (the page session belongs to the app)."""
+        await self._file_session.close()
+
     def may_fetch(self, url: str) -> bool:
-        return file_url_allowed(url, self.index_url)
+        return self._policy.allows_link(url)
 
     def page_url(self, project: str | None) -> URL:
         base = self.index_url.with_user(None).with_password(None)
@@ -206,11 +236,43 @@ class Upstream:
         return {"headers": headers, "proxy": proxy, "proxy_headers": proxy_headers}
 
     def _with_auth(self, url: URL, headers: dict[str, str]) -> dict[str, str]:
-        # Credentials from the upstream URL go to the upstream's own host only, never to a
-        # file host its pages name.
-        if self._authorization and url.host == self.index_url.host and url.user is None:
+        # Credentials from the upstream URL go to the upstream's own origin only (scheme,
+        # host and port, RFC 6454), never to a file host its pages name, even one on
+        # another port of the same host.
+        if self._authorization and url.user is None and _origin(url) == _origin(self.index_url):
             return {**headers, "Authorization": self._authorization}
         return headers
+
+    async def _get(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        headers: dict[str, str],
+        limits: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """GET ``url``, following redirects here so that every hop is checked against the
+        address policy and gets its own headers (credentials for the index origin only).
+
+        Raises:
+            HostRefused: a hop the address policy refuses.
+            UpstreamUnavailable: more than MAX_REDIRECTS redirects.
+            aiohttp.ClientError, OSError, TimeoutError: as aiohttp raises them.
+        """
+        first = url
+        for _ in range(MAX_REDIRECTS + 1):
+            self._policy.check_url(url)
+            resp = await session.get(
+                url, timeout=limits, allow_redirects=False, **self._request_args(url, headers)
+            )
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUSES or not location:
+                return resp
+            resp.release()
+            try:
+                url = url.join(URL(location)).with_fragment(None)
+            except ValueError as e:
+                raise UpstreamUnavailable(f"bad redirect from {redact_url(url)}") from e
+        raise UpstreamUnavailable(f"too many redirects fetching {redact_url(first)}")
 
     async def fetch_page(
         self, url: URL, *, etag: str | None = None, last_modified: str | None = None
@@ -251,9 +313,7 @@ class Upstream:
             sock_connect=self._settings.connect_timeout,
         )
         try:
-            async with self._session.get(
-                url, timeout=timeout, **self._request_args(url, headers)
-            ) as resp:
+            async with await self._get(self._session, url, headers, timeout) as resp:
                 if resp.status == 304:
                     return PageResponse(status=304, url=resp.url)
                 if resp.status in (404, 410):
@@ -282,8 +342,6 @@ class Upstream:
                 )
         except TimeoutError as e:
             raise UpstreamUnavailable(f"timed out fetching {shown}", timeout=True) from e
-        except aiohttp.TooManyRedirects as e:
-            raise UpstreamUnavailable(f"too many redirects fetching {shown}") from e
         except (aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(f"cannot fetch {shown}: {_describe(e)}") from e
 
@@ -358,23 +416,49 @@ class Upstream:
 
         resp = await self._retrying(redact_url(target), once, None)
         try:
-            yield resp
+            async with self._download_slot(resp, target):
+                yield resp
         finally:
             # Closes the connection when the body was not read to the end.
             resp.release()
+
+    @asynccontextmanager
+    async def _download_slot(
+        self, resp: aiohttp.ClientResponse, target: URL
+    ) -> AsyncIterator[None]:
+        """Hold one of the ``max_downloads`` slots while a big body streams (none for a
+        small one); wait for a slot at most DOWNLOAD_SLOT_WAIT seconds.
+
+        Raises:
+            DownloadsBusy: no slot came free in time.
+        """
+        length = self.body_length(resp)
+        if _is_metadata(target) or (length is not None and length <= SMALL_FILE_BYTES):
+            yield
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), DOWNLOAD_SLOT_WAIT)
+        except TimeoutError:
+            limit = self._settings.max_downloads
+            raise DownloadsBusy(
+                f"{limit} downloads are running (--max-downloads); "
+                f"{redact_url(target)} was not started, retry later"
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def _open_once(
         self, target: URL, headers: dict[str, str], ok: tuple[int, ...]
     ) -> aiohttp.ClientResponse:
         shown = redact_url(target)
+        # PEP 658 metadata is small and asked for while resolving: the page pool.
+        session = self._session if _is_metadata(target) else self._file_session
         try:
-            resp = await self._session.get(
-                target, timeout=self._file_timeout, **self._request_args(target, headers)
-            )
+            resp = await self._get(session, target, headers, self._file_timeout)
         except TimeoutError as e:
             raise UpstreamUnavailable(f"timed out fetching {shown}", timeout=True) from e
-        except aiohttp.TooManyRedirects as e:
-            raise UpstreamUnavailable(f"too many redirects fetching {shown}") from e
         except (aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(f"cannot fetch {shown}: {_describe(e)}") from e
         if resp.status not in ok:
@@ -388,3 +472,11 @@ class Upstream:
         if resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
             return None
         return resp.content_length
+
+
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    return url.scheme, (url.host or "").lower().rstrip("."), url.port
+
+
+def _is_metadata(url: URL) -> bool:
+    return url.raw_path.endswith(".metadata")  # PEP 658: the file's URL + ".metadata"
