@@ -221,12 +221,21 @@ async def test_the_index_host_name_is_trusted_on_any_port(
     [
         ("8.8.8.8", True),
         ("2606:4700::1", True),
+        ("203.0.113.80", True),  # documentation range: a stand-in for a public host
+        ("2001:db8::1", True),
         ("127.0.0.1", False),
         ("10.1.2.3", False),
         ("100.64.0.1", False),  # shared address space (RFC 6598)
         ("169.254.169.254", False),
         ("0.0.0.0", False),
         ("224.0.0.1", False),
+        ("255.255.255.255", False),
+        ("192.168.1.1", False),
+        ("172.20.0.1", False),
+        ("::", False),
+        ("fd00::5", False),
+        ("::7f00:1", False),  # IPv4-compatible form of loopback
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo of 127.0.0.1
         ("::1", False),
         ("fe80::1%eth0", False),
         ("::ffff:127.0.0.1", False),

@@ -31,6 +31,32 @@ logger = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # RFC 6052 well-known NAT64 prefix: the last 32 bits are an IPv4 address reached through it.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Where a connection would reach this host or a network behind it, rather than the public
+# Internet: the IANA special-purpose registries (RFC 6890) minus the ranges that only
+# stand for public hosts (documentation, RFC 5737 / RFC 3849), which test networks use as
+# stand-ins for public servers.
+_INTERNAL = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network" (RFC 791); 0.0.0.0 reaches this host
+        "10.0.0.0/8",  # RFC 1918
+        "100.64.0.0/10",  # shared address space, carrier and VPN internal (RFC 6598)
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local: cloud metadata services
+        "172.16.0.0/12",  # RFC 1918
+        "192.0.0.0/24",  # IETF protocol assignments (RFC 6890)
+        "192.168.0.0/16",  # RFC 1918
+        "198.18.0.0/15",  # benchmarking (RFC 2544), used for internal networks
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the limited broadcast address
+        "::/96",  # unspecified, loopback and deprecated IPv4-compatible addresses
+        "100::/64",  # discard-only (RFC 6666)
+        "fc00::/7",  # unique local (RFC 4193)
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, RFC 3879)
+        "ff00::/8",  # multicast
+    )
+)
 _LEGACY_IPV4_CHARS = frozenset("0123456789abcdefx.")
 
 
@@ -60,9 +86,10 @@ def ip_literal(host: str) -> IPAddress | None:
 
 
 def is_public(ip: IPAddress) -> bool:
-    """A globally routable unicast address, judged also by any IPv4 address embedded in
-    an IPv6 one (mapped, 6to4, Teredo, NAT64), which a connection would really reach."""
-    if ip.is_multicast or not ip.is_global:
+    """Not an address of this host or of a private network (see _INTERNAL), judged also by
+    any IPv4 address embedded in an IPv6 one (mapped, 6to4, Teredo, NAT64), which a
+    connection would really reach."""
+    if any(ip.version == net.version and ip in net for net in _INTERNAL):
         return False
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
