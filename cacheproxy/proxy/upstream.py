@@ -392,6 +392,8 @@ class Upstream:
         Raises:
             UpstreamUnavailable: connect, DNS failure or timeout before the headers.
             UpstreamStatusError: any other status (404 included: the caller maps it).
+            HostRefused: the address policy refuses the host or a redirect hop (502).
+            DownloadsBusy: a big body found no download slot in time (503).
         """
         target = URL(url, encoded=True)  # exactly as the index wrote it (standards 1.7)
         # pip and uv fetch files with identity encoding (standards 5.1, 7.2).
