@@ -15,6 +15,9 @@ from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory
 from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpServer
+from test_addresses import FakeResolver
+
+from cacheproxy.proxy import addresses
 
 JSON = "application/vnd.pypi.simple.v1+json"
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "REQUEST_METHOD")
@@ -112,3 +115,20 @@ async def test_netrc_credentials_are_never_sent_upstream(
     await page_and_file(proxy, fake)
     assert fake.requests
     assert all("authorization" not in r.headers for r in fake.requests)
+
+
+async def test_a_proxy_on_an_internal_name_is_trusted(
+    make_proxy: ProxyFactory,
+    fake: FakeIndex,
+    forward: ForwardProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The operator's proxy usually lives on an internal address: the address policy
+    # (proxy/addresses.py) trusts it as it trusts the index host.
+    resolver = FakeResolver({"proxy.test": "127.0.0.1"})
+    monkeypatch.setattr(addresses, "system_resolver", lambda: resolver)
+    monkeypatch.setenv("HTTP_PROXY", f"http://proxy.test:{forward.address.rpartition(':')[2]}")
+    proxy = await make_proxy()
+    await page_and_file(proxy, fake)
+    assert "proxy.test" in resolver.asked
+    assert any("/packages/" in t for t, _auth in forward.seen)
