@@ -71,7 +71,7 @@ class Settings:
     min_age_unknown: str = "deny"
     # File hosts trusted wherever they resolve, besides the index's own host name: a team
     # index whose files live on another private host (see proxy/addresses.py).
-    allow_hosts: tuple[str, ...] = ()
+    internal_hosts: tuple[str, ...] = ()
     # File downloads running at once (upstream.py): a flood of cold requests for big files
     # gets a 503 after a bounded wait instead of pulling unbounded data.
     max_downloads: int = 64
@@ -306,24 +306,24 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
     )
 
 
-def parse_allow_host(raw: str) -> str:
-    """One ``--allow-host`` value: a host name or IP address, without scheme or port."""
+def parse_internal_host(raw: str) -> str:
+    """One ``--internal-host`` value: a host name or IP address, without scheme or port."""
     host = raw.strip().lower().rstrip(".")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     bad = not bare or any(c in bare for c in "/@ \t?#") or (":" in bare and bare.count(":") < 2)
     if bad:
-        raise ConfigError(f"allow-host must be a host name or address, not {raw!r}")
+        raise ConfigError(f"internal-host must be a host name or address, not {raw!r}")
     return bare
 
 
 def _network_limits(flags: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, Any]:
-    """allow_hosts (repeated flag, else a comma list) and max_downloads, when given."""
+    """internal_hosts (repeated flag, else a comma list) and max_downloads, when given."""
     out: dict[str, Any] = {}
-    hosts = flags.get("allow_hosts")
+    hosts = flags.get("internal_hosts")
     if not hosts:
-        hosts = environ.get("CACHEPROXY_ALLOW_HOSTS", "").split(",")
+        hosts = environ.get("CACHEPROXY_INTERNAL_HOSTS", "").split(",")
     if isinstance(hosts, list | tuple):
-        out["allow_hosts"] = tuple(parse_allow_host(str(h)) for h in hosts if str(h).strip())
+        out["internal_hosts"] = tuple(parse_internal_host(str(h)) for h in hosts if str(h).strip())
     raw = flags.get("max_downloads") or environ.get("CACHEPROXY_MAX_DOWNLOADS") or None
     if raw is not None:
         out["max_downloads"] = int(parse_number("max-downloads", str(raw), integer=True))

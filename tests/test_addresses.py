@@ -128,7 +128,7 @@ async def test_an_allowed_file_host_name_is_fetched(
 ) -> None:
     # The control for the refusals below: the same loopback host, allowed by name.
     fake.files_url = f"http://files.test:{files_port(fake)}"
-    proxy = await named_proxy(allow_hosts=("files.test",))
+    proxy = await named_proxy(internal_hosts=("files.test",))
     f = beta(fake)
     assert f.filename in await listed(proxy, "beta")
     resp = await proxy.get(f.url_path)
@@ -190,7 +190,7 @@ async def test_a_redirect_to_an_internal_address_is_refused(
     await redirector.start(aiohttp_server)
     redirector.target = target.format(port=files_port(fake))
     fake.files_url = f"http://files.test:{redirector.port}"
-    proxy = await named_proxy(allow_hosts=("files.test",))
+    proxy = await named_proxy(internal_hosts=("files.test",))
     f = beta(fake)
     assert f.filename in await listed(proxy, "beta")
     resp = await proxy.get(f.url_path)
@@ -261,15 +261,15 @@ def test_redirect_hops_to_other_schemes_are_refused() -> None:
     assert policy.refusal(URL("http://index.example:8080/x")) is None
 
 
-def test_allow_hosts_and_max_downloads_settings() -> None:
+def test_internal_hosts_and_max_downloads_settings() -> None:
     base = {"upstream": "https://index.example/simple/", "cache_dir": "/tmp/c"}
-    flags = {**base, "allow_hosts": ["Files.Corp.", "[fd00::5]"], "max_downloads": "8"}
+    flags = {**base, "internal_hosts": ["Files.Corp.", "[fd00::5]"], "max_downloads": "8"}
     settings = build_settings(flags, {})
-    assert settings.allow_hosts == ("files.corp", "fd00::5")
+    assert settings.internal_hosts == ("files.corp", "fd00::5")
     assert settings.max_downloads == 8
-    env = {"CACHEPROXY_ALLOW_HOSTS": "a.corp, 10.0.0.6,", "CACHEPROXY_MAX_DOWNLOADS": "3"}
+    env = {"CACHEPROXY_INTERNAL_HOSTS": "a.corp, 10.0.0.6,", "CACHEPROXY_MAX_DOWNLOADS": "3"}
     settings = build_settings(base, env)
-    assert settings.allow_hosts == ("a.corp", "10.0.0.6")
+    assert settings.internal_hosts == ("a.corp", "10.0.0.6")
     assert settings.max_downloads == 3
     assert build_settings(base, {}).max_downloads == 64
 
@@ -277,9 +277,9 @@ def test_allow_hosts_and_max_downloads_settings() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("allow_hosts", ["http://files.corp/"]),
-        ("allow_hosts", ["files.corp:8080"]),
-        ("allow_hosts", ["user@files.corp"]),
+        ("internal_hosts", ["http://files.corp/"]),
+        ("internal_hosts", ["files.corp:8080"]),
+        ("internal_hosts", ["user@files.corp"]),
         ("max_downloads", "0"),
         ("max_downloads", "many"),
     ],
@@ -291,9 +291,9 @@ def test_bad_network_settings_are_one_line(name: str, value: object) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_allow_host_flag_is_repeatable() -> None:
+def test_internal_host_flag_is_repeatable() -> None:
     args = build_parser().parse_args(
-        ["serve", "--allow-host", "a.corp", "--allow-host", "b.corp", "--max-downloads", "5"]
+        ["serve", "--internal-host", "a.corp", "--internal-host", "b.corp", "--max-downloads", "5"]
     )
-    assert args.allow_hosts == ["a.corp", "b.corp"]
+    assert args.internal_hosts == ["a.corp", "b.corp"]
     assert args.max_downloads == "5"

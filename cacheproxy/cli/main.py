@@ -101,12 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes serving the port and sharing the cache [CACHEPROXY_WORKERS, 1]",
     )
     serve.add_argument(
-        "--allow-host",
+        "--internal-host",
         action="append",
-        dest="allow_hosts",
+        dest="internal_hosts",
         metavar="HOST",
         help="a file host trusted even on a private address; repeatable "
-        "[CACHEPROXY_ALLOW_HOSTS, comma-separated]",
+        "[CACHEPROXY_INTERNAL_HOSTS, comma-separated]",
     )
     serve.add_argument(
         "--max-downloads",
@@ -217,7 +217,7 @@ def serve_flags(args: argparse.Namespace) -> dict[str, object]:
         "max_size",
         "log_level",
         "log_format",
-        "allow_hosts",
+        "internal_hosts",
         "max_downloads",
     )
     return {name: getattr(args, name) for name in names}

@@ -1,7 +1,7 @@
 """Which upstream hosts and addresses the proxy may connect to: no SSRF through index pages.
 
 The rule: the index's own host name (any port: PyPI-like layouts and the tests' fake index
-serve files from a second port or host) and the hosts the operator allows (``--allow-host``)
+serve files from a second port or host) and the hosts the operator names (``--internal-host``)
 are trusted wherever they resolve. Any other host is judged by the addresses it resolves
 to, as the connector is about to use them (:class:`PolicyResolver`), so a DNS name pointing
 at loopback is refused however it is spelt. IP-literal hosts never reach a resolver in
@@ -113,8 +113,8 @@ class HostPolicy:
     trusted: frozenset[str]
 
     @classmethod
-    def build(cls, index_url: URL, allow_hosts: Iterable[str] = ()) -> "HostPolicy":
-        names = {host_key(index_url.host or "")} | {host_key(h) for h in allow_hosts}
+    def build(cls, index_url: URL, internal_hosts: Iterable[str] = ()) -> "HostPolicy":
+        names = {host_key(index_url.host or "")} | {host_key(h) for h in internal_hosts}
         return cls(frozenset(n for n in names if n))
 
     def trusts(self, host: str) -> bool:
@@ -169,7 +169,7 @@ class PolicyResolver(AbstractResolver):
             logger.warning("refused %s: it resolves to %s, not a public address", host, addresses)
             raise HostRefused(
                 f"refused to fetch from {host}: it resolves to {addresses}, not a public "
-                "address (an internal file host must be allowed with --allow-host)"
+                "address (name an internal file host with --internal-host)"
             )
         return kept
 

@@ -83,15 +83,15 @@ class PageResponse:
     serial: str | None = None
 
 
-def file_url_allowed(url: str, index_url: URL, allow_hosts: tuple[str, ...] = ()) -> bool:
+def file_url_allowed(url: str, index_url: URL, internal_hosts: tuple[str, ...] = ()) -> bool:
     """Whether a file link on an upstream page may be listed (no SSRF through pages).
 
-    Links must be http(s). The index's own host name and ``allow_hosts`` are trusted; an
+    Links must be http(s). The index's own host name and ``internal_hosts`` are trusted; an
     IP literal (in any spelling) or localhost name elsewhere must be public. A DNS name
     passes here and is judged by the addresses it resolves to when it is fetched
     (:mod:`cacheproxy.proxy.addresses`).
     """
-    return HostPolicy.build(index_url, allow_hosts).allows_link(url)
+    return HostPolicy.build(index_url, internal_hosts).allows_link(url)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -164,8 +164,8 @@ class EnvProxies:
 
 
 def host_policy(settings: Settings) -> HostPolicy:
-    """The address policy for ``settings``: the index host, --allow-host and any proxy."""
-    return HostPolicy.build(settings.upstream, (*settings.allow_hosts, *EnvProxies().hosts()))
+    """The address policy for ``settings``: the index host, --internal-host and any proxy."""
+    return HostPolicy.build(settings.upstream, (*settings.internal_hosts, *EnvProxies().hosts()))
 
 
 def _session(settings: Settings, *, limit: int, limit_per_host: int) -> aiohttp.ClientSession:
