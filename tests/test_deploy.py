@@ -276,7 +276,7 @@ ROOT = DEPLOY.parent
 # not published: every instruction installs this checkout, a wheel built from it, or the
 # image. A bare name may only be a third-party tool the docs install on purpose, or the
 # example package installed through the proxy.
-THIRD_PARTY = {"pip", "uv", "poetry", "poetry-plugin-export", "pdm", "requests"}
+THIRD_PARTY = {"pip", "uv", "poetry", "poetry-plugin-export", "pdm", "requests", "cachetools"}
 _INSTALLERS = re.compile(
     r"(?:\b(?:pip3?|pipx)|\bpython3?\s+-m\s+pip|\buv\s+pip|\buv\s+tool)\s+install\b([^`\n]*)"
 )
