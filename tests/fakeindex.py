@@ -261,6 +261,18 @@ class FakeIndex:
         proj.serial = self._serial
         return f
 
+    def replace_file(self, project: str, filename: str, data: bytes) -> FakeFile:
+        """Re-upload ``filename`` with new bytes at the same URL (private and PyTorch-style
+        indexes allow it; PyPI never does); hashes, size, serial and ETags change."""
+        proj = self._projects[canonicalize_name(project)]
+        f = replace(
+            proj.files[filename], data=data, sha256=hashlib.sha256(data).hexdigest(), size=len(data)
+        )
+        proj.files[filename] = self._by_path[f.url_path] = f
+        self._serial += 1
+        proj.serial = self._serial
+        return f
+
     def files(self, project: str) -> list[FakeFile]:
         """The project's files in page order: warehouse sorts by (version, filename)."""
         proj = self._projects[canonicalize_name(project)]
@@ -319,6 +331,8 @@ class FakeIndex:
         self._size_delta = 0
         self._gzip_files = False
         self._hold: tuple[frozenset[str], asyncio.Event] | None = None
+        # Which hash pages give for files: "md5" only (an old private index), or none at all.
+        self.hashes_given: Literal["sha256", "md5", "none"] = "sha256"
 
     def fail_pages(
         self, status: int, times: int | None = None, headers: dict[str, str] | None = None
@@ -547,7 +561,8 @@ class FakeIndex:
                 url = posixpath.relpath(f.url_path, request.path)
             else:
                 url = self.file_url(f)
-            attrs = f'href="{html.escape(f"{url}#sha256={f.sha256}")}"'
+            fragment = "".join(f"#{k}={v}" for k, v in self._hashes(f).items())
+            attrs = f'href="{html.escape(url + fragment)}"'
             if f.requires_python is not None:
                 attrs += f' data-requires-python="{html.escape(f.requires_python)}"'
             if f.yanked is not False:
@@ -571,11 +586,17 @@ class FakeIndex:
                     **_json_file(f, self.file_url(f)),
                     "size": f.size + self._size_delta,
                     **({"provenance": p} if (p := self.provenance_url(f)) else {}),
+                    "hashes": self._hashes(f),
                 }
                 for f in files
             ],
         }
         return await self._page(request, page, doc, proj.serial)
+
+    def _hashes(self, f: FakeFile) -> dict[str, str]:
+        if self.hashes_given == "md5":
+            return {"md5": hashlib.md5(f.data).hexdigest()}
+        return {} if self.hashes_given == "none" else {"sha256": f.sha256}
 
     async def _index_file(self, request: web.Request) -> web.StreamResponse:
         # Relative links only resolve on the index host, so it serves files then too.

@@ -61,6 +61,10 @@ async def test_repair_counts_and_fixes_each_kind_of_damage(tmp_path: Path) -> No
     damaged_blob.write_bytes(damaged[:5])  # the disk lost its tail
     age(damaged_blob)
     unlisted = put_blob(store, b"a file no page lists any more")
+    url_orphan = store.unhashed_blob_path("x/y/lost-1.0.tar.gz")  # no hash: unverifiable
+    url_orphan.parent.mkdir(parents=True)
+    url_orphan.write_bytes(b"an unhashed file no page lists any more")
+    age(url_orphan)
     fresh = store.blob_path("ab" * 32)
     fresh.parent.mkdir(parents=True, exist_ok=True)
     fresh.write_bytes(b"being committed by another worker right now")
@@ -72,15 +76,17 @@ async def test_repair_counts_and_fixes_each_kind_of_damage(tmp_path: Path) -> No
 
     assert (report.pages, report.dropped_pages) == (3, 2)
     assert report.orphan_bodies == 1
-    assert report.orphan_files == 1
+    assert report.orphan_files == 1  # only the files/url/ one
+    assert report.unlisted_files == 2  # content-addressed: valid by construction, kept
     assert report.damaged_files == 2  # the short file and the junk
     assert report.changed == 6
     assert await store.get_page("lost") is None  # refetched on next use
     assert await store.get_page("short") is None
     assert await store.get_page("good") is not None
     assert good_blob.exists()
-    assert fresh.exists()  # younger than the grace period: left alone
-    for gone in (orphan_body, damaged_blob, unlisted, junk):
+    assert fresh.exists()
+    assert unlisted.exists()  # a later page fetch links it again
+    for gone in (orphan_body, damaged_blob, url_orphan, junk):
         assert not gone.exists()
     again = repair(store)
     assert again.changed == 0  # idempotent
@@ -142,6 +148,56 @@ async def test_sigkill_mid_download_then_restart(fake: FakeIndex, tmp_path: Path
     log = err.decode()
     assert "removed 1 stale temporary file" in log
     assert "consistency check:" in log
+
+
+async def test_corrupt_record_store_is_moved_aside_and_files_kept(
+    fake: FakeIndex, tmp_path: Path
+) -> None:
+    # A damaged SQLite file stopped every start with a traceback, and deleting index/ made
+    # the next start delete every stored file as an orphan. Now: one log line, the store
+    # is started empty, the files stay, and a page fetched again links them again.
+    cache = tmp_path / "cache"
+    f = fake.files("beta")[0]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url]
+    proc = await start(args)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, base)
+            async with session.get(f"{base}{f.url_path}") as resp:
+                assert (resp.status, resp.headers["X-Cache"]) == (200, "MISS")
+                await resp.read()
+    finally:
+        proc.terminate()
+        await proc.communicate()
+    stored = [p for p in (cache / "files").rglob("*") if p.is_file()]
+    age(stored[0])  # older than the start-up check's grace period
+    with (cache / "index" / "cache.db").open("r+b") as db:
+        db.write(b"this is not a database " * 400)
+    fake.clear_log()
+    proc = await start(args)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, base)
+            async with session.get(f"{base}/simple/beta/") as resp:
+                assert resp.status == 200
+            async with session.get(f"{base}{f.url_path}") as resp:
+                assert (resp.status, resp.headers["X-Cache"]) == (200, "HIT")
+                assert await resp.read() == f.data
+    finally:
+        proc.terminate()
+        _out, err = await proc.communicate()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log
+    damaged = [line for line in log.splitlines() if "record store" in line]
+    assert len(damaged) == 1, log
+    assert "moved to index.broken-" in damaged[0]
+    assert [p.name for p in cache.glob("index.broken-*")] != []
+    assert [p for p in (cache / "files").rglob("*") if p.is_file()] == stored
+    assert len(fake.page_gets("beta")) == 1  # the page was fetched again
+    assert fake.file_gets(f.filename) == []  # the file was not
 
 
 async def test_figures_stored_during_the_scan_are_kept(

@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory, temporaries
-from fakeindex import FakeFile, FakeIndex
+from distbuild import build_wheel
+from fakeindex import V1_JSON, FakeFile, FakeIndex
 from test_cli import free_port
 from test_repair import wait_healthy
 
@@ -106,14 +107,60 @@ async def test_follower_notices_a_dead_owner(
 
 
 async def serve_workers(
-    workers: int, port: int, cache: Path, fake: FakeIndex
+    workers: int, port: int, cache: Path, fake: FakeIndex, *extra: str
 ) -> asyncio.subprocess.Process:
     """``cacheproxy serve --workers N`` as a real process; its log (with pids) on stderr."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cacheproxy", "serve", "--workers", str(workers),
-        "--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url,
+        "--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url, *extra,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+async def test_workers_never_serve_bytes_the_index_contradicts(
+    fake: FakeIndex, tmp_path: Path
+) -> None:
+    # A private index re-uploads different bytes at the same URL. One worker refreshes
+    # the page (200, new sha256); the other's revalidation then gets a 304, so it never
+    # renders the page itself: its in-memory file records must not outlive the page record
+    # they came from, or it serves the old bytes as a HIT under a page that lists the new
+    # sha256 (pip's hash check fails).
+    wheel = build_wheel(tmp_path / "v1", "mutable", "1.0")
+    fake.add_file("mutable", wheel)
+    f = fake.files("mutable")[0]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    ttl = 1.0
+    proc = await serve_workers(2, port, tmp_path / "cache", fake, "--index-ttl", str(ttl))
+    try:
+        # One connection per request, so the kernel spreads them over both workers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+
+            async def page_and_file() -> tuple[str, str, str]:
+                async with s.get(f"{base}/simple/mutable/", headers={"Accept": V1_JSON}) as r:
+                    listed = (await r.json(content_type=None))["files"][0]["hashes"]["sha256"]
+                async with s.get(f"{base}{f.url_path}") as resp:
+                    assert resp.status == 200
+                    got = hashlib.sha256(await resp.read()).hexdigest()
+                    return listed, got, resp.headers["X-Cache"]
+
+            await wait_healthy(s, base)
+            for _ in range(12):  # both workers learn the page and serve the file
+                assert (await page_and_file())[:2] == (f.sha256, f.sha256)
+            new = fake.replace_file(
+                "mutable", f.filename, build_wheel(tmp_path / "v2", "mutable", "1.0", pad_bytes=99)
+                .read_bytes(),
+            )  # fmt: skip
+            await asyncio.sleep(ttl + 0.2)  # the page is due; every memo has run out
+            seen = [await page_and_file() for _ in range(16)]
+        assert all(listed == new.sha256 for listed, _got, _cache in seen), seen
+        assert all(got == listed for listed, got, _cache in seen), seen
+        assert len(fake.file_gets(f.filename)) == 2  # once per content, across both workers
+    finally:
+        proc.terminate()
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    served_by = set(re.findall(r"\[(\d+)\] INFO aiohttp.access: ", err.decode()))
+    assert len(served_by) == 2, err.decode()[-3000:]
 
 
 async def test_real_worker_processes_share_one_download(fake: FakeIndex, tmp_path: Path) -> None:

@@ -1,17 +1,22 @@
 """Distribution files and their PEP 658 metadata: from a link on the proxy to a FileSpec.
 
-A file is known by the record its project page left when it was rendered. When there is no
-record (a lock file's URL with the prefix swapped, or a page never fetched here), the
-project is read from the filename and its page fetched, which records the file.
+A file is known by the record its project page left when it was rendered. The page record
+is read first (through the pages' one-second memo; a page past its TTL is revalidated, as
+for a page request), and only the file records of that rendering are used: a private index
+may re-upload different bytes at the same URL, and a stale in-memory record would serve the
+old bytes as a hit while the page lists the new sha256. When there is no record (a lock
+file's URL with the prefix swapped, or a page never fetched here), the project is read from
+the filename and its page fetched, which records the file.
 """
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-from cacheproxy.errors import HeldBack, NotFound
+from cacheproxy.errors import HeldBack, IndexParseError, NotFound, UpstreamError
 from cacheproxy.proxy.downloads import FileSpec
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.simple.gate import Gate, judge
@@ -21,7 +26,7 @@ from cacheproxy.simple.layout import (
     metadata_url,
     project_of,
 )
-from cacheproxy.store.local import FileRecord, Storage
+from cacheproxy.store.local import FileRecord, Storage, files_version
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +73,28 @@ class Files:
             "serving %s despite the release-age gate: exempted by %s", filename, exemption
         )
 
-    def open_stored(self, resolved: Resolved) -> IO[bytes]:
-        """The stored file, opened for sending (and marked used, for eviction).
+    async def open_stored(self, resolved: Resolved) -> IO[bytes]:
+        """The stored file, opened for sending (and marked used, for eviction), after its
+        size was checked against its record.
 
         Raises:
-            FileNotFoundError: not stored yet: join or start its download.
+            FileNotFoundError: not stored yet (or damaged, and removed): join or start its
+                download.
         """
-        return self._storage.open_blob(resolved.spec.final)
+        spec = resolved.spec
+        fobj = self._storage.open_blob(spec.final)
+        # A content-addressed file's verified size first: an index may misstate a size,
+        # never a sha256 (then its size record is the truth).
+        expected = await self._storage.verified_size(spec.sha256) if spec.sha256 else None
+        if expected is None:
+            expected = spec.size
+        actual = os.fstat(fobj.fileno()).st_size
+        if expected is not None and actual != expected:
+            fobj.close()
+            problem = f"{actual} bytes, its record says {expected}"
+            self._storage.drop_damaged_file(spec.final, problem)
+            raise FileNotFoundError(spec.final)
+        return fobj
 
     async def resolve(self, key: str) -> Resolved:
         """What ``/packages/<key>`` serves.
@@ -130,16 +150,24 @@ class Files:
 
     async def _record(self, key: str, filename: str) -> FileRecord | None:
         project = project_of(filename)
-        record = await self._storage.get_file(key, project)
-        if record is not None or project is None:
-            return record
-        # Fetch (or refresh) the page that should list it; rendering it records its files.
+        if project is None:
+            return await self._storage.get_file(key, None)  # a stray pointer, if any
+        # The page (fresh, or refreshed) says which file records are current; a page not
+        # fetched yet is fetched, and rendering it records its files. Not listed: the page
+        # is revalidated once (a file uploaded since), as pip does after a 404.
         for revalidate in (False, True):
             try:
-                await self._pages.project(project, revalidate=revalidate)
+                page = await self._pages.project(project, revalidate=revalidate)
             except NotFound:
-                return None
-            record = await self._storage.get_file(key, project)
+                # No such project now: only a file another project's page lists (a stray).
+                return await self._storage.get_file(key, None)
+            except (UpstreamError, IndexParseError):
+                # Upstream failed and nothing is stored: what the records still hold.
+                record = await self._storage.get_file(key, project)
+                if record is None:
+                    raise
+                return record
+            record = await self._storage.get_file(key, project, files_version(page.record))
             if record is not None:
                 return record
         return None
@@ -156,4 +184,6 @@ class Files:
             sha256=record.sha256,
             size=record.size,
             filename=key.rsplit("/", 1)[-1],
+            hash_name=record.hash_name,
+            hash_value=record.hash_value,
         )

@@ -57,6 +57,7 @@ from cacheproxy.store.local import (
     PageRecord,
     Storage,
     name_bodies,
+    strongest_hash,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ ROOT_KEY = ""  # the project list's key; no project normalises to ""
 ROOT_MIN_TTL = 3600.0
 MEMO_SECONDS = 1.0
 MEMO_ENTRIES = 4096
+# Pages whose upstream fetch failed recently (for failure_backoff); the oldest are forgotten
+# first, so a flood of made-up names cannot grow it without end.
+FAILED_ENTRIES = 4096
 # Pages above this size are rendered in a worker thread so the event loop keeps serving.
 _THREAD_RENDER_BYTES = 256 * 1024
 
@@ -144,6 +148,7 @@ def render_project(
         links[id(f)] = page_link(rest)
         if shown_here:
             kept.append(f)
+        other = None if f.sha256 else strongest_hash(f.hashes)
         records[key] = FileRecord(
             url=f.url,
             sha256=f.sha256,
@@ -152,6 +157,8 @@ def render_project(
             metadata=f.core_metadata is not False,
             uploaded=upload_epoch(f.upload_time),
             provenance=f.provenance,
+            hash_name=other[0] if other else None,
+            hash_value=other[1] if other else None,
         )
         if project_of(key.rsplit("/", 1)[-1]) != page.name:
             strays.append(key)
@@ -186,7 +193,7 @@ class Pages:
         # the record store (a thread hop and an unpickle each). Short, because another
         # worker may refresh or invalidate the page: it sees the change within a second.
         self._memo: OrderedDict[str, tuple[float, PageRecord]] = OrderedDict()
-        self._failed_at: dict[str, float] = {}
+        self._failed_at: OrderedDict[str, float] = OrderedDict()
         # Pages answered but not yet written: key -> (record, bytes by body name).
         self._pending: dict[str, tuple[PageRecord, Mapping[str, bytes]]] = {}
         self._writes: dict[str, asyncio.Task[None]] = {}
@@ -392,13 +399,19 @@ class Pages:
                 last_modified=old.upstream_last_modified if usable and old else None,
             )
         except UpstreamError:
-            self._failed_at[key] = self._clock()
+            self._note_failure(key)
             raise
         self._failed_at.pop(key, None)
         if resp.status == 304 and not usable:
             # We sent no validator; a 304 here is an upstream bug. Treat it as a failure.
             raise UpstreamError(f"upstream answered 304 to an unconditional request for {key}")
         return resp
+
+    def _note_failure(self, key: str) -> None:
+        self._failed_at[key] = self._clock()
+        self._failed_at.move_to_end(key)
+        while len(self._failed_at) > FAILED_ENTRIES:
+            self._failed_at.popitem(last=False)
 
     async def _store(
         self,
@@ -413,11 +426,21 @@ class Pages:
         if (earlier := self._writes.get(key)) is not None:
             await asyncio.wait([earlier])  # a record update must land after the write
         if resp.status == 304 and old is not None:
-            record = await self._storage.put_page(key, replace(old, fetched_at=now))
+            record = replace(old, fetched_at=now)
+            try:
+                record = await self._storage.put_page(key, record)
+            except Exception as e:  # disk full or failing: still the right answer
+                self._cannot_store(key, e)
             self._remember(key, record)
             return self._result(record, "HIT", self._settings.index_ttl)
         if resp.status == 404:
-            self._remember(key, await self._storage.put_page(key, PageRecord(404, now)))
+            try:
+                negative = PageRecord(404, now)
+                expire = self._settings.negative_ttl
+                self._remember(key, await self._storage.put_page(key, negative, expire=expire))
+            except Exception as e:  # served, not remembered: the next request asks again
+                self._cannot_store(key, e)
+                self.forget(key)
             if key and old is not None and old.status == 200:
                 self._metrics.add("cache_pages", value=-1)
             raise NotFound("no such project upstream")
@@ -449,7 +472,7 @@ class Pages:
         else:
             rendered, record, blobs = work()
         if rendered.files is not None:
-            self._storage.remember_pending(key, rendered.files, rendered.strays)
+            self._storage.remember_pending(key, rendered.files, rendered.strays, record)
         self._pending[key] = (record, blobs)
         self._remember(key, record)
         for name, data in blobs.items():
@@ -480,8 +503,7 @@ class Pages:
                 await asyncio.wait([previous])
             await self._storage.put_prepared(key, record, blobs, rendered.files, rendered.strays)
         except Exception as e:  # disk full or failing: served, not kept; try again next time
-            logger.error("cannot store page %s: %s", key or "/", e)
-            self._metrics.error(f"cannot store page {key or '/'}: {e}")
+            self._cannot_store(key, e)
             if new_page:
                 self._metrics.add("cache_pages", value=-1)
             self.forget(key)
@@ -490,6 +512,10 @@ class Pages:
                 del self._pending[key]
             if self._writes.get(key) is asyncio.current_task():
                 del self._writes[key]
+
+    def _cannot_store(self, key: str, e: Exception) -> None:
+        logger.error("cannot store page %s: %s", key or "/", e)
+        self._metrics.error(f"cannot store page {key or '/'}: {e}")
 
     async def _fetch_project(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)

@@ -56,6 +56,7 @@ class DiskWriter:
         pool: Executor,
         on_progress: Callable[[], None],
         write: Callable[[int, bytes], None] = write_all,
+        also_hash: str | None = None,
     ) -> None:
         self._fd = fd
         self._pool = pool
@@ -69,6 +70,8 @@ class DiskWriter:
         self._publish_queued = False
         self._closing = False
         self.digest = hashlib.sha256()
+        # A second hash, when the index gives another one instead of a sha256 (md5, ...).
+        self.other_digest = hashlib.new(also_hash) if also_hash is not None else None
         self.queued = 0  # bytes handed over (loop side)
         self.done = 0  # bytes in the file (written by the thread, read on the loop)
         self.error: OSError | None = None
@@ -151,6 +154,8 @@ class DiskWriter:
             try:
                 self._write(self._fd, item)
                 self.digest.update(item)
+                if self.other_digest is not None:
+                    self.other_digest.update(item)
                 if self.done + len(item) - self._flushed_at >= WRITEBACK_EVERY:
                     self._flushed_at = self.done + len(item)
                     flush_to_disk(self._fd)

@@ -8,18 +8,28 @@ Layout under the cache directory::
     tmp/                   downloads in progress; removed at start-up
 
 Files are content-addressed, so a stored file is correct by construction: it only gets its
-name after its bytes hashed to it (or, for the rare index that publishes no hash, it lives
-under ``files/url/`` named by its URL and verified by size). Bodies are plain files so hits
-go out with sendfile. Everything here is behind this class so another backend (an object
-store for a multi-replica team deployment) is a new class, not a rewrite.
+name after its bytes hashed to it (or, for the rare index that publishes no sha256, it lives
+under ``files/url/`` named by its URL, verified by the other hash the index gives (md5, …)
+and by size). Bodies are plain files so hits go out with sendfile.
+
+Records are shared by every worker process: a worker's in-memory copy of a project's file
+records carries the version of the page it was rendered with, and is only trusted while
+the page record read for the request names that version (see :meth:`Storage.get_file`).
+A damaged record store (``index/``) is moved aside and started empty: files are named by
+their hash and pages can be fetched again, so nothing is lost but time.
+
+Everything here is behind this class so another backend (an object store for a
+multi-replica team deployment) is a new class, not a rewrite.
 """
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -108,9 +118,58 @@ class FileRecord:
     metadata: bool = False  # PEP 658 advertised at all
     uploaded: float | None = None  # PEP 700 upload-time, as an epoch (the age gate)
     provenance: str | None = None  # PEP 740: the upstream URL of its provenance
+    # Without a sha256: the strongest other hash the index gives (PEP 503 allows any
+    # hashlib.algorithms_guaranteed name in "#<name>=<hex>"), checked while downloading.
+    hash_name: str | None = None
+    hash_value: str | None = None
 
 
 FileMap = dict[str, FileRecord]
+
+# Strongest first; sha256 has its own field (and names the stored file).
+_HASH_PREFERENCE = (
+    "sha512",
+    "sha3_512",
+    "blake2b",
+    "sha384",
+    "sha3_384",
+    "sha3_256",
+    "blake2s",
+    "sha224",
+    "sha3_224",
+    "sha1",
+    "md5",
+)
+
+
+def strongest_hash(hashes: Mapping[str, str]) -> tuple[str, str] | None:
+    """The strongest hash other than sha256 that ``hashes`` gives, as (hashlib name, hex)."""
+    for name in _HASH_PREFERENCE:
+        value = hashes.get(name)
+        if value:
+            return name, value.lower()
+    return None
+
+
+def files_version(record: PageRecord) -> str | None:
+    """Which rendering of a project page its file records belong to: the name (sha256) of
+    its JSON body, which lists every file's URL, hashes and size, so it changes exactly
+    when a file record does, and a 304 keeps it."""
+    body = record.bodies.get("json")
+    return body.name if body is not None else None
+
+
+def _unpack_map(raw: Any) -> tuple[str | None, FileMap] | None:
+    """A stored file map and its version; None when unreadable (an incompatible version)."""
+    version = None
+    if isinstance(raw, tuple) and len(raw) == 2:
+        version, raw = raw
+    if not isinstance(raw, dict) or not (version is None or isinstance(version, str)):
+        return None
+    try:
+        return version, {k: FileRecord(*v) for k, v in raw.items()}
+    except TypeError:
+        return None
 
 
 class DamagedBody(Exception):
@@ -144,10 +203,77 @@ _CHECKED_NAMES = 100_000
 _MAP_CACHE_ENTRIES = 50_000
 
 
-def _pack(
-    r: FileRecord,
-) -> tuple[str, str | None, int | None, str | None, bool, float | None, str | None]:
-    return (r.url, r.sha256, r.size, r.metadata_sha256, r.metadata, r.uploaded, r.provenance)
+# Remembered "no such project" records: they expire after the negative TTL, and at most
+# this many are kept (the oldest go first), so a flood of made-up names cannot grow the
+# record store without end.
+MAX_NEGATIVE_RECORDS = 10_000
+_NEGATIVE_QUEUE = "negative"  # diskcache queue prefix: (name, fetched_at), oldest first
+# Verified sizes of stored files remembered in memory (sha256 -> size, None: unknown).
+_SIZE_ENTRIES = 100_000
+
+
+def _pack(r: FileRecord) -> tuple[Any, ...]:
+    # Positional, in field order (read back as FileRecord(*packed)); trailing fields
+    # still at their default are left out, so most records stay five values long.
+    packed: tuple[Any, ...] = (
+        r.url, r.sha256, r.size, r.metadata_sha256, r.metadata,
+        r.uploaded, r.provenance, r.hash_name, r.hash_value,
+    )  # fmt: skip
+    while len(packed) > 5 and packed[-1] is None:
+        packed = packed[:-1]
+    return packed
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an flock on ``path`` (several processes may open one cache directory at once)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_index(path: Path) -> diskcache.Cache:
+    # Records are small and must not be evicted behind our back; files and bodies live
+    # outside diskcache, so its own size limit is not the cache's limit.
+    index = diskcache.Cache(str(path), size_limit=2**62, eviction_policy="none", timeout=60)
+    try:
+        index.get(("ready",))  # a damaged file may only show on the first read
+    except BaseException:
+        index.close()
+        raise
+    return index
+
+
+def open_index(root: Path) -> diskcache.Cache:
+    """Open the record store; a damaged one is moved aside and started empty, in one log line.
+
+    The records can all be rebuilt: stored files are named by their hash, pages can be
+    fetched again. So a damaged SQLite file costs refetching pages, never the files (the
+    start-up check keeps content-addressed files no record names; see repair.py).
+
+    Raises:
+        sqlite3.OperationalError: locked, or the disk cannot be read (not damage: kept).
+    """
+    path = root / "index"
+    with _exclusive(root / "index.lock"):  # one process moves it; the others open the new one
+        try:
+            return _open_index(path)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as e:  # "file is not a database", "malformed", ...
+            broken = root / f"index.broken-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            os.replace(path, broken)
+            logger.error(
+                "record store %s is damaged (%s): moved to %s and started empty; "
+                "stored files are kept and pages are fetched again",
+                path,
+                e,
+                broken.name,
+            )
+            return _open_index(path)
 
 
 def _blob_relpath(sha256: str) -> str:
@@ -177,8 +303,8 @@ class Storage:
         self.root = root
         self._index = index
         self.tmp_dir = root / "tmp"
-        # project -> its file records, most recently used last (see get_file).
-        self._maps: OrderedDict[str, FileMap] = OrderedDict()
+        # project -> (version, its file records), most recently used last (see get_file).
+        self._maps: OrderedDict[str, tuple[str | None, FileMap]] = OrderedDict()
         self._map_entries = 0
         # Stray file keys of pages not yet written (see put_prepared) -> their project.
         self._pending_strays: dict[str, str] = {}
@@ -195,6 +321,9 @@ class Storage:
         self.bodies = BodyCache()
         # Page bodies known whole in this process: written here, or hashed once.
         self._checked: set[str] = set()
+        # sha256 -> verified size of the stored file (None: stored before sizes were kept).
+        self._sizes: OrderedDict[str, int | None] = OrderedDict()
+        self.max_negative = MAX_NEGATIVE_RECORDS
 
     @classmethod
     async def open(cls, root: Path, *, clean: bool = True) -> "Storage":
@@ -215,13 +344,11 @@ class Storage:
                 (root / sub).mkdir(parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=root / "tmp", delete=True)
             probe.close()
-            # Records are small and must not be evicted behind our back; files and bodies
-            # live outside diskcache, so its own size limit is not the cache's limit.
-            index = diskcache.Cache(
-                str(root / "index"), size_limit=2**62, eviction_policy="none", timeout=60
-            )
+            index = open_index(root)
         except OSError as e:
             raise ConfigError(f"cache dir {root} is not usable: {e.strerror or e}") from e
+        except sqlite3.Error as e:
+            raise ConfigError(f"cache dir {root}: record store not usable: {e}") from e
         storage = cls(root, index)
         if clean:
             removed = storage._clean_tmp()
@@ -255,10 +382,20 @@ class Storage:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def check_writable(self) -> None:
-        """Raise unless a file can be created in the cache dir and the records answer."""
+        """Raise unless a file can be created in the cache dir and a record written.
+
+        A full disk may still take a small file while SQLite cannot grow its database (or
+        the other way round): both are tried.
+
+        Raises:
+            OSError: either write failed (a record store error is raised as one).
+        """
         with tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix="ready-"):
             pass
-        self._index.get(("ready",))
+        try:
+            self._index.set(("ready",), time.time())
+        except sqlite3.Error as e:
+            raise OSError(f"cannot write a record: {e}") from e
 
     # -- whole-cache walks (repair.py) ---------------------------------------------------
 
@@ -275,11 +412,14 @@ class Storage:
     def file_maps(self) -> Iterator[tuple[str, FileMap]]:
         for key in list(self._index.iterkeys()):
             if isinstance(key, tuple) and len(key) == 2 and key[0] == "files":
-                raw = self._index.get(key)
-                try:
-                    yield key[1], {k: FileRecord(*v) for k, v in raw.items()}
-                except (AttributeError, TypeError):
-                    continue
+                unpacked = _unpack_map(self._index.get(key))
+                if unpacked is not None:
+                    yield key[1], unpacked[1]
+
+    def recorded_size(self, sha256: str) -> int | None:
+        """The size a stored file had when it was verified and committed (synchronous)."""
+        size = self._index.get(("size", sha256))
+        return size if isinstance(size, int) else None
 
     def drop_page(self, key: str) -> bool:
         """Forget a page record (its next request fetches it afresh); True if it was there."""
@@ -306,22 +446,33 @@ class Storage:
         bodies: Mapping[str, bytes] | None = None,
         files: FileMap | None = None,
         strays: Iterable[str] = (),
+        expire: float | None = None,
     ) -> PageRecord:
         """Store bodies, then the file records they link to, then the page record.
 
         ``bodies`` maps a representation name ("json", "html.gz", …) to its bytes; the
         returned record points at them (and keeps ``record``'s other bodies). See
-        :meth:`put_prepared` for ``files`` and ``strays``.
+        :meth:`put_prepared` for ``files`` and ``strays``. A record that is not a 200 (a
+        remembered "no such project") is dropped ``expire`` seconds after it is written,
+        and only the newest :attr:`max_negative` of them are kept.
+
+        Raises:
+            OSError, sqlite3.Error: the disk is full or failing.
         """
         named, blobs = name_bodies(bodies or {})
         full = replace(record, bodies={**record.bodies, **named})
-        await self.put_prepared(key, full, blobs, files, tuple(strays))
+        await self._run(
+            self._page_writes, self._put_sync, key, full, blobs, files, tuple(strays), expire
+        )
         return full
 
-    def remember_pending(self, key: str, files: FileMap, strays: Iterable[str]) -> None:
+    def remember_pending(
+        self, key: str, files: FileMap, strays: Iterable[str], record: PageRecord | None = None
+    ) -> None:
         """Make a page's file records visible to :meth:`get_file` before they are written,
-        so the file requests that follow a page answered from memory resolve at once."""
-        self._remember_map(key, files)
+        so the file requests that follow a page answered from memory resolve at once.
+        ``record`` is the page record they were rendered with (their version)."""
+        self._remember_map(key, None if record is None else files_version(record), files)
         with self._maps_lock:
             for stray in strays:
                 self._pending_strays[stray] = key
@@ -351,18 +502,26 @@ class Storage:
         blobs: Mapping[str, bytes],
         files: FileMap | None,
         strays: tuple[str, ...],
+        expire: float | None = None,
     ) -> None:
         for name, data in blobs.items():
             self._write_body(name, data)
         old = self._index.get(("page", key))
+        version = files_version(record)
+        negative = record.status != 200
         with self._index.transact():
             if files is not None:
-                self._index.set(("files", key), {k: _pack(r) for k, r in files.items()})
+                packed = {k: _pack(r) for k, r in files.items()}
+                self._index.set(("files", key), (version, packed))
                 for stray in strays:
                     self._index.set(("file", stray), key)
-            self._index.set(("page", key), record.to_dict())
+            self._index.set(("page", key), record.to_dict(), expire=expire if negative else None)
+            if negative:
+                self._index.push((key, record.fetched_at), prefix=_NEGATIVE_QUEUE)
+        if negative:
+            self._bound_negatives()
         if files is not None:
-            self._remember_map(key, files)
+            self._remember_map(key, version, files)
         if strays:
             with self._maps_lock:
                 for stray in strays:
@@ -370,6 +529,35 @@ class Storage:
                         del self._pending_strays[stray]
         if old:
             self._drop_unreferenced(old, record)
+
+    def _bound_negatives(self) -> None:
+        """Drop the oldest "no such project" records beyond :attr:`max_negative`.
+
+        They are queued as they are written (diskcache's queue: numbered keys, so its length
+        is back - front); one that was refetched since (or found) is not the queued one, and
+        stays. Runs in the page-writer thread.
+        """
+        while True:
+            # Queue keys are "<prefix>-<number>" strings (the stubs type them loosely).
+            front: str | None = self._index.peek(prefix=_NEGATIVE_QUEUE, side="front")[0]  # type: ignore[assignment]
+            back: str | None = self._index.peek(prefix=_NEGATIVE_QUEUE, side="back")[0]  # type: ignore[assignment]
+            if front is None or back is None:
+                return
+            if int(back.rsplit("-", 1)[1]) - int(front.rsplit("-", 1)[1]) < self.max_negative:
+                return
+            pulled: tuple[Any, Any] = self._index.pull(prefix=_NEGATIVE_QUEUE, side="front")  # type: ignore[assignment]
+            item = pulled[1]
+            if item is None:
+                return
+            name, fetched_at = item
+            with self._index.transact():
+                raw = self._index.get(("page", name))
+                if (
+                    isinstance(raw, dict)
+                    and raw.get("status") != 200
+                    and raw.get("fetched_at") == fetched_at
+                ):
+                    self._index.delete(("page", name))
 
     def _drop_unreferenced(self, old: Mapping[str, Any], new: PageRecord) -> None:
         keep = {b.name for b in new.bodies.values()}
@@ -461,46 +649,83 @@ class Storage:
             raise DamagedBody(body, f"{len(data)} bytes, not {body.size}")
         return data
 
-    async def get_file(self, key: str, project: str | None) -> FileRecord | None:
+    async def get_file(
+        self, key: str, project: str | None, version: str | None = None
+    ) -> FileRecord | None:
         """The record of file ``key``, looked up in ``project``'s map (the filename's
-        project), else through a stray pointer."""
+        project), else through a stray pointer.
+
+        ``version`` is :func:`files_version` of the page record the caller holds for
+        ``project``: an in-memory map of another version is not trusted (another worker
+        stored a new rendering, whose files may have new bytes at the same URL) and the map
+        is read again from the record store. None: whatever is stored (a stale fallback).
+        """
         with self._maps_lock:
             for owner in (project, self._pending_strays.get(key)):
-                files = self._maps.get(owner) if owner is not None else None
-                if owner is not None and files is not None and key in files:
-                    self._maps.move_to_end(owner)
-                    return files[key]
+                entry = self._maps.get(owner) if owner is not None else None
+                if entry is None:
+                    continue
+                if owner == project and version is not None and entry[0] != version:
+                    continue  # superseded: read from the record store below
+                if key in entry[1]:
+                    self._maps.move_to_end(owner)  # type: ignore[arg-type]
+                    return entry[1][key]
         return await self._run(self._reads, self._get_file_sync, key, project)
 
     def _get_file_sync(self, key: str, project: str | None) -> FileRecord | None:
-        # Not in memory (a restart, another worker refreshed the page): read from disk.
+        # Not in memory, or another version (a restart, another worker refreshed the page).
         for owner in (project, self._index.get(("file", key))):
             if not isinstance(owner, str):
                 continue
-            raw = self._index.get(("files", owner))
-            if not isinstance(raw, dict):
-                continue
-            try:
-                files = {k: FileRecord(*v) for k, v in raw.items()}
-            except TypeError:
-                continue  # written by an incompatible version: a miss
-            self._remember_map(owner, files)
+            unpacked = _unpack_map(self._index.get(("files", owner)))
+            if unpacked is None:
+                continue  # none, or written by an incompatible version: a miss
+            version, files = unpacked
+            self._remember_map(owner, version, files)
             if key in files:
                 return files[key]
         return None
 
-    def _remember_map(self, project: str, files: FileMap) -> None:
+    def _remember_map(self, project: str, version: str | None, files: FileMap) -> None:
         with self._maps_lock:
-            self._remember_map_locked(project, files)
+            self._remember_map_locked(project, version, files)
 
-    def _remember_map_locked(self, project: str, files: FileMap) -> None:
+    def _remember_map_locked(self, project: str, version: str | None, files: FileMap) -> None:
         old = self._maps.pop(project, None)
-        self._map_entries -= len(old) if old else 0
-        self._maps[project] = files
+        self._map_entries -= len(old[1]) if old else 0
+        self._maps[project] = (version, files)
         self._map_entries += len(files)
         while self._map_entries > _MAP_CACHE_ENTRIES and len(self._maps) > 1:
             _name, dropped = self._maps.popitem(last=False)
-            self._map_entries -= len(dropped)
+            self._map_entries -= len(dropped[1])
+
+    async def verified_size(self, sha256: str) -> int | None:
+        """The size the stored file ``sha256`` had when its hash was checked (recorded at
+        commit); None when it was stored before sizes were recorded."""
+        with self._maps_lock:
+            if sha256 in self._sizes:
+                self._sizes.move_to_end(sha256)
+                return self._sizes[sha256]
+        try:
+            size = await self._run(self._reads, self.recorded_size, sha256)
+        except sqlite3.Error:
+            return None  # not remembered: asked again next time
+        # Remembered even when None: the size is recorded before the file gets its name,
+        # so a stored file without one will never have one (callers ask on a hit).
+        self._note_size(sha256, size)
+        return size
+
+    def _note_size(self, sha256: str, size: int | None) -> None:
+        with self._maps_lock:  # commits note sizes from a file-writer thread
+            self._sizes[sha256] = size
+            self._sizes.move_to_end(sha256)
+            while len(self._sizes) > _SIZE_ENTRIES:
+                self._sizes.popitem(last=False)
+
+    def drop_damaged_file(self, path: Path, problem: str) -> None:
+        """Remove a stored file found damaged on a hit; its next request downloads it again."""
+        logger.error("stored file %s is damaged (%s): removed, fetching it again", path, problem)
+        path.unlink(missing_ok=True)
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -549,16 +774,27 @@ class Storage:
         return os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644), path
 
     async def commit(self, tmp: Path, final: Path) -> None:
-        """fsync and move a verified temporary into place (rename, never copy)."""
+        """fsync and move a verified temporary into place (rename, never copy).
+
+        A content-addressed file's size is recorded first, so a hit can tell a file the
+        disk cut short even when the index gives no size (PEP 503 HTML has none), and a
+        stored file without a size record is one from before sizes were kept.
+        """
         await self._run(self._file_writes, self._commit_sync, tmp, final)
 
-    @staticmethod
-    def _commit_sync(tmp: Path, final: Path) -> None:
+    def _commit_sync(self, tmp: Path, final: Path) -> None:
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
+            size = os.fstat(fd).st_size
         finally:
             os.close(fd)
+        if final.parent.parent.name == "sha256":
+            try:
+                self._index.set(("size", final.name), size)
+            except sqlite3.Error as e:  # the file is still good; only the check is lost
+                logger.warning("cannot record the size of %s: %s", final.name, e)
+            self._note_size(final.name, size)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
         os.utime(final, (time.time(), time.time()))

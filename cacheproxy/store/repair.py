@@ -2,10 +2,18 @@
 
 After a crash (kill -9, power loss) the cache may hold: a page record whose body files are
 gone, body files no record points at (written just before the crash), files in the store
-that no page lists, files damaged on disk (size differs from the index), or foreign junk.
-Temporaries are handled separately (removed before anything starts). Each case is repaired
-or dropped and counted in one log line. Files written while the check runs are newer than
-its start and left alone, so it can run in the background while the proxy serves.
+that no page lists, files damaged on disk (size differs from the index or from the size
+recorded when the file was verified), or foreign junk. Temporaries are handled separately
+(removed before anything starts). Each case is repaired or dropped and counted in one log
+line. Files written while the check runs are newer than its start and left alone, so it can
+run in the background while the proxy serves.
+
+A content-addressed file (``files/sha256/``) that no record names is kept: it is valid by
+construction (its name is its hash; ``verify`` re-hashes it), and the next fetch of a page
+that lists it links it again. Records are lost for reasons that say nothing about the files
+(a damaged record store is started empty, see local.py), so only an explicit ``prune`` or
+the size limit removes such files. A ``files/url/`` file no record names cannot be checked
+against anything and is removed.
 """
 
 import logging
@@ -33,8 +41,9 @@ class RepairReport:
     files: int = 0
     dropped_pages: int = 0  # records whose bodies were missing: refetched on next use
     orphan_bodies: int = 0
-    orphan_files: int = 0  # stored files no page lists any more
+    orphan_files: int = 0  # files/url/ files no page lists any more (removed)
     damaged_files: int = 0  # size differs from the index, or a name that is not a hash
+    unlisted_files: int = 0  # content-addressed files no page lists (kept)
     live_pages: int = 0  # after the repair: project pages held (status 200)
     kept_files: int = 0  # after the repair: files in the store, and their bytes
     kept_bytes: int = 0
@@ -44,10 +53,14 @@ class RepairReport:
         return self.dropped_pages + self.orphan_bodies + self.orphan_files + self.damaged_files
 
     def line(self) -> str:
-        return "consistency check: " + ", ".join(
-            f"{f.name.replace('_', ' ')} {getattr(self, f.name)}"
-            for f in fields(self)
-            if not f.name.startswith(("live_", "kept_"))
+        return (
+            "consistency check: "
+            + ", ".join(
+                f"{f.name.replace('_', ' ')} {getattr(self, f.name)}"
+                for f in fields(self)
+                if not f.name.startswith(("live_", "kept_", "unlisted_"))
+            )
+            + f"; {self.unlisted_files} stored file(s) no page lists yet, kept"
         )
 
 
@@ -104,19 +117,23 @@ def repair(storage: Storage, now: float | None = None) -> RepairReport:
             path.unlink(missing_ok=True)
             report.damaged_files += 1
             continue
+        hashed = rel[0] == "sha256"
         if path not in expected:
-            if _older(path, cutoff):
+            if not hashed and _older(path, cutoff):
                 path.unlink(missing_ok=True)
                 report.orphan_files += 1
-            else:
-                report.kept_files += 1
-                report.kept_bytes += path.stat().st_size
-            continue
+                continue
+            report.unlisted_files += hashed
         # Stored files were fsynced before their rename, so a crash cannot leave a short
         # one under its final name; a size that disagrees means the disk damaged it.
         # (Re-hashing everything is `cacheproxy verify`'s job, not start-up's.)
-        size = expected[path]
-        actual = path.stat().st_size
+        size = storage.recorded_size(rel[2]) if hashed else None
+        if size is None:
+            size = expected.get(path)
+        try:
+            actual = path.stat().st_size
+        except FileNotFoundError:
+            continue  # evicted meanwhile
         if size is not None and actual != size:
             path.unlink(missing_ok=True)
             report.damaged_files += 1

@@ -72,7 +72,7 @@ async def package_file(request: web.Request) -> web.StreamResponse:
     # A download can end between "not in the store" and "join it": look again (bounded).
     for _ in range(3):
         try:
-            fobj = files.open_stored(resolved)
+            fobj = await files.open_stored(resolved)
         except FileNotFoundError:
             try:
                 return await _serve_miss(request, resolved)
