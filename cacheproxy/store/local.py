@@ -3,6 +3,8 @@
 Layout under the cache directory::
 
     index/                 diskcache: page records, file records (the only diskcache user)
+    index.lock             held while the record store is opened (and, if damaged, replaced)
+    index.broken-<time>-<pid>/  a damaged record store, moved aside (see open_index)
     files/sha256/ab/<hex>  distribution and metadata files, named by their sha256
     pages/<hex>            rendered page bodies (JSON, HTML and their gzip), by sha256
     tmp/                   downloads in progress; removed at start-up
