@@ -20,6 +20,7 @@ from distbuild import build_wheel
 from fakeindex import V1_JSON, FakeFile, FakeIndex
 
 from cacheproxy.proxy import pages as pages_module
+from cacheproxy.store.evict import evict
 from cacheproxy.store.local import Storage
 from cacheproxy.store.verify import verify
 from cacheproxy.web.keys import proxy_key
@@ -90,6 +91,17 @@ async def test_a_truncated_stored_file_is_fetched_again(
     assert len(fake.file_gets(f.filename)) == 2
     assert blob.read_bytes() == f.data  # stored again, whole
     assert (await get_file(proxy, f)) == (f.data, "HIT")
+
+
+async def test_size_records_go_with_their_evicted_files(proxy: Client, fake: FakeIndex) -> None:
+    f = beta(fake)
+    await get_file(proxy, f)
+    store = storage(proxy)
+    assert store.recorded_size(f.sha256) == f.size
+    report = evict(store, None, max_bytes=1, protect=0)
+    assert report is not None
+    assert report.removed == 1
+    assert store.recorded_size(f.sha256) is None
 
 
 # -- 4. a record store that cannot write ----------------------------------------------

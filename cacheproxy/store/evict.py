@@ -87,6 +87,7 @@ def evict(
             if now - mtime < protect:
                 report.skipped_recent += 1
                 continue
+            storage.forget_size(path)  # first: a file stored again records its own
             path.unlink(missing_ok=True)
             total -= size
             report.removed += 1

@@ -701,6 +701,13 @@ class Storage:
             _name, dropped = self._maps.popitem(last=False)
             self._map_entries -= len(dropped[1])
 
+    def forget_size(self, path: Path) -> None:
+        """Drop the size record of a stored file about to be evicted (synchronous), so
+        records do not outlive their files without end."""
+        if path.parent.parent.name == "sha256":
+            with contextlib.suppress(sqlite3.Error):
+                self._index.delete(("size", path.name))
+
     async def verified_size(self, sha256: str) -> int | None:
         """The size the stored file ``sha256`` had when its hash was checked (recorded at
         commit); None when it was stored before sizes were recorded."""

@@ -19,6 +19,7 @@ against anything and is removed.
 import logging
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -156,7 +157,11 @@ def log_repair(storage: Storage, metrics: Tally | None = None) -> RepairReport:
     # The proxy serves while this scans: what it stores meanwhile is counted as it happens,
     # so keep those changes on top of the scanned figures rather than overwrite them.
     before = {name: metrics.current(name) for name in series} if metrics is not None else {}
-    report = repair(storage)
+    try:
+        report = repair(storage)
+    except sqlite3.DatabaseError as e:  # damage that opening the store did not show
+        logger.error("consistency check stopped: the record store is damaged (%s)", e)
+        return RepairReport()
     log = logger.warning if report.changed else logger.info
     log("%s", report.line())
     if metrics is not None:
