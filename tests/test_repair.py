@@ -17,7 +17,8 @@ from test_cli import free_port
 
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.store import repair as repair_module
-from cacheproxy.store.local import FileRecord, PageRecord, Storage
+from cacheproxy.store.local import Storage
+from cacheproxy.store.records import FileRecord, PageRecord
 from cacheproxy.store.repair import GRACE_SECONDS, RepairReport, log_repair, repair
 
 OLD = time.time() - 10 * GRACE_SECONDS

@@ -6,7 +6,8 @@ import pytest
 
 from cacheproxy.errors import ConfigError
 from cacheproxy.store import local as storage_mod
-from cacheproxy.store.local import DamagedBody, FileRecord, PageRecord, Storage
+from cacheproxy.store.local import Storage
+from cacheproxy.store.records import DamagedBody, FileRecord, PageRecord
 
 
 def record(url: str) -> FileRecord:

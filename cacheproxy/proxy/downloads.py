@@ -29,9 +29,9 @@ import aiohttp
 from cacheproxy.errors import CacheProxyError, IntegrityError, StorageFailed, UpstreamError
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.upstream import Upstream
+from cacheproxy.store.api import Store
 from cacheproxy.store.disk_writer import DiskWriter
 from cacheproxy.store.filelock import FileLock
-from cacheproxy.store.local import Storage
 from cacheproxy.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class Download:
                 continue
             await asyncio.shield(self._progress)
 
-    async def run(self, upstream: Upstream, storage: Storage, retries: int) -> None:
+    async def run(self, upstream: Upstream, storage: Store, retries: int) -> None:
         spec = self.spec
         shown = redact_url(spec.url)
         other = spec.hash_name if spec.sha256 is None and spec.hash_value else None
@@ -288,7 +288,7 @@ class Downloads:
     """The downloads this process runs or follows, keyed by their final path."""
 
     def __init__(
-        self, upstream: Upstream, storage: Storage, metrics: Metrics, retries: int = 2
+        self, upstream: Upstream, storage: Store, metrics: Metrics, retries: int = 2
     ) -> None:
         self._upstream = upstream
         self._storage = storage

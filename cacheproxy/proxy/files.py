@@ -26,7 +26,8 @@ from cacheproxy.simple.layout import (
     metadata_url,
     project_of,
 )
-from cacheproxy.store.local import FileRecord, Storage, files_version
+from cacheproxy.store.api import Store
+from cacheproxy.store.records import FileRecord, files_version
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class Files:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Store,
         pages: Pages,
         gate: Gate | None = None,
         clock: Callable[[], float] = time.time,

@@ -49,13 +49,13 @@ from cacheproxy.simple.render import (
     render_list_html,
     render_list_json,
 )
-from cacheproxy.store.local import (
+from cacheproxy.store.api import Store
+from cacheproxy.store.records import (
     Body,
     DamagedBody,
     FileMap,
     FileRecord,
     PageRecord,
-    Storage,
     name_bodies,
     strongest_hash,
 )
@@ -176,7 +176,7 @@ class Pages:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Store,
         upstream: Upstream,
         settings: Settings,
         metrics: Metrics,

@@ -1,0 +1,97 @@
+"""What the proxy needs from a store: the interface every store implementation offers.
+
+One implementation today, :class:`cacheproxy.store.local.Storage` (the cache directory on
+local disk). An object-store implementation for replicas keeps a local tier of the same
+shape in front of the bucket, so files are still sent from local paths (sendfile) and
+downloads still stream through local temporaries; what changes behind this interface is
+where records, page bodies and verified files also live, and how one download per file is
+elected (a lease in the bucket instead of a lock file). Nothing in ``proxy/`` or ``web/``
+names an implementation except ``proxy/service.py``, which opens one.
+"""
+
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Protocol
+
+from cacheproxy.store.body_cache import BodyCache
+from cacheproxy.store.records import Body, FileMap, FileRecord, PageRecord
+
+
+class Store(Protocol):
+    """Records, page bodies and verified files, as the proxy uses them."""
+
+    # Small page bodies kept in memory (body_cache.py); the proxy fills it on a miss.
+    bodies: BodyCache
+    # The threads a download's bytes are hashed and written in (disk_writer.py).
+    write_pool: ThreadPoolExecutor
+
+    async def close(self) -> None: ...
+
+    def check_writable(self) -> None:
+        """Raise unless a file and a record can be written now (readiness)."""
+
+    # -- page records and bodies ----------------------------------------------------------
+
+    async def get_page(self, key: str) -> PageRecord | None: ...
+
+    async def put_page(
+        self,
+        key: str,
+        record: PageRecord,
+        bodies: Mapping[str, bytes] | None = None,
+        files: FileMap | None = None,
+        strays: Iterable[str] = (),
+        expire: float | None = None,
+    ) -> PageRecord: ...
+
+    async def put_prepared(
+        self,
+        key: str,
+        record: PageRecord,
+        blobs: Mapping[str, bytes],
+        files: FileMap | None = None,
+        strays: tuple[str, ...] = (),
+    ) -> None: ...
+
+    def remember_pending(
+        self, key: str, files: FileMap, strays: Iterable[str], record: PageRecord | None = None
+    ) -> None: ...
+
+    def drop_page(self, key: str) -> bool: ...
+
+    def drop_all_pages(self) -> int: ...
+
+    async def read_body(self, body: Body) -> bytes: ...
+
+    async def open_body(self, body: Body) -> IO[bytes]: ...
+
+    def drop_damaged_body(self, body: Body) -> None: ...
+
+    # -- file records and files -----------------------------------------------------------
+
+    async def get_file(
+        self, key: str, project: str | None, version: str | None = None
+    ) -> FileRecord | None: ...
+
+    async def verified_size(self, sha256: str) -> int | None: ...
+
+    def drop_damaged_file(self, path: Path, problem: str) -> None: ...
+
+    def open_blob(self, path: Path) -> IO[bytes]: ...
+
+    def blob_path(self, sha256: str) -> Path: ...
+
+    def unhashed_blob_path(self, url_key: str) -> Path: ...
+
+    # -- downloads in progress ------------------------------------------------------------
+
+    def temp_path(self, final: Path) -> Path: ...
+
+    def lock_path(self, final: Path) -> Path: ...
+
+    def new_temp(self, final: Path) -> tuple[int, Path]: ...
+
+    def write_chunk(self, fd: int, data: bytes) -> None: ...
+
+    async def commit(self, tmp: Path, final: Path) -> None: ...
