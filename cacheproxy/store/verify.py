@@ -98,6 +98,8 @@ def verify(storage: Storage, progress: Callable[[Path], None] | None = None) -> 
 
 
 def _remove(report: VerifyReport, path: Path, what: str) -> None:
-    logger.error("corrupt file removed: %s (%s)", path, what)
+    # Info, not error: the caller reports ``bad`` (cli/maintenance.py prints each one); an
+    # error record would reach the terminal too and name the file twice.
+    logger.info("corrupt file removed: %s (%s)", path, what)
     path.unlink(missing_ok=True)
     report.bad.append(str(path))
