@@ -77,11 +77,18 @@ async def test_prometheus_metrics(proxy: Client, fake: FakeIndex) -> None:
         "cacheproxy_stale_served_total",
         "cacheproxy_evictions_total",
         "cacheproxy_upstream_download_seconds_total",
-        "cacheproxy_cache_max_size_bytes",
     ):
         assert any(key[0] == name for key in got), name
+    # No limit is no series (Prometheus convention), not a limit of 0 bytes.
+    assert not any(key[0] == "cacheproxy_cache_max_size_bytes" for key in got)
     by_source = {k[1]: v for k, v in got.items() if k[0] == "cacheproxy_response_bytes_total"}
     assert by_source[(("source", "cache"),)] >= size  # the file hit (plus a page hit)
+
+
+async def test_size_limit_is_a_gauge_when_set(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(max_size=5_000_000)
+    got = samples(await (await proxy.get("/-/metrics")).text())
+    assert got[("cacheproxy_cache_max_size_bytes", ())] == 5_000_000
 
 
 async def test_stats_json_and_errors(proxy: Client, fake: FakeIndex) -> None:

@@ -199,11 +199,14 @@ class _SharedCollector(Collector):
             yield gauge
         for name, doc in (
             ("cacheproxy_downloads_in_flight", "Downloads running in this worker now."),
-            ("cacheproxy_cache_max_size_bytes", "The size limit (0: none)."),
+            ("cacheproxy_cache_max_size_bytes", "The size limit of stored files (absent: none)."),
         ):
-            gauge = GaugeMetricFamily(name, doc)
-            gauge.add_metric([], self._live.get(name, 0))
-            yield gauge
+            # A figure the caller left out does not exist here (no size limit): Prometheus
+            # convention is an absent series, never a made-up 0.
+            if name in self._live:
+                gauge = GaugeMetricFamily(name, doc)
+                gauge.add_metric([], self._live[name])
+                yield gauge
 
     def _latency(self, snap: Snapshot) -> Iterable[Metric]:
         hist = HistogramMetricFamily(

@@ -202,10 +202,9 @@ async def admin_invalidate(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
-    live = {
-        "cacheproxy_downloads_in_flight": float(len(request.app[proxy_key].downloads)),
-        "cacheproxy_cache_max_size_bytes": float(settings.max_size or 0),
-    }
+    live = {"cacheproxy_downloads_in_flight": float(len(request.app[proxy_key].downloads))}
+    if settings.max_size is not None:  # no limit: no series (a 0 would read as "0 bytes")
+        live["cacheproxy_cache_max_size_bytes"] = float(settings.max_size)
     body = await asyncio.to_thread(render_prometheus, request.app[metrics_key], live)
     return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
