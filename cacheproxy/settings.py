@@ -8,6 +8,7 @@ it down. Everything is validated here so a bad value is one clear line at start-
 import configparser
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,13 @@ class Settings:
     offline: bool = False
     # A 404 from upstream is remembered this long: new projects must appear quickly.
     negative_ttl: float = 60.0
-    # standards 6.4: a client's "max-age=0"/"no-cache" makes us revalidate upstream only
-    # when our copy is older than this, so old pips and `uv --refresh` don't stampede upstream.
+    # When the proxy itself needs a fresher page (a file its copy does not list, see
+    # proxy/files.py), it asks upstream again only if its copy is older than this.
     revalidate_floor: float = 30.0
+    # A client's "Cache-Control: max-age=0"/"no-cache" (pip sends it on every page request)
+    # makes the proxy revalidate a page older than this; None: the index TTL alone decides,
+    # as in nginx, devpi and proxpi, so a warm build makes no upstream request at all.
+    client_revalidate_after: float | None = None
     # After upstream failed for a page, serve the stale copy without retrying for this long.
     failure_backoff: float = 30.0
     connect_timeout: float = 10.0
@@ -87,6 +92,8 @@ class Settings:
         for name in ("index_ttl", "negative_ttl", "revalidate_floor", "failure_backoff"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
+        if self.client_revalidate_after is not None and self.client_revalidate_after < 0:
+            raise ConfigError("client_revalidate_after must not be negative")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"workers must be between 1 and 64, not {self.workers}")
         if not 0 <= self.retries <= 10:
@@ -224,19 +231,72 @@ def parse_number(name: str, raw: str | float, *, integer: bool = False) -> float
     return value
 
 
+def parse_off_duration(name: str, raw: str) -> float | None:
+    """A duration (``30s``, ``5m``, plain seconds), or ``off``/``never``: None."""
+    if raw.strip().lower() in ("off", "never", "none"):
+        return None
+    try:
+        return parse_duration(raw)
+    except ConfigError:
+        raise ConfigError(
+            f"{name} must be a duration like 30s or 5m, or off, not {raw!r}"
+        ) from None
+
+
+# The start of a problem a value can have (as opposed to "upstream X is this proxy itself").
+_PROBLEM = re.compile(r"^(must |is not |percentage )")
+
+
+def _named(error: ConfigError, name: str, raw: object, env_var: str | None) -> ConfigError | None:
+    """``error`` reworded to name where the value came from: ``--port must be an integer,
+    not 'x'`` for a flag, ``CACHEPROXY_PORT=x: must be an integer`` for a variable, since
+    that is what the user has to find and change. None: the error is not about ``name``."""
+    message = str(error)
+    for label in (name, name.replace("_", "-")):
+        problem = message.removeprefix(f"{label} ")
+        if problem != message and _PROBLEM.match(problem):
+            break
+    else:
+        return None
+    if env_var is None:
+        return ConfigError(f"--{name.replace('_', '-')} {problem}")
+    shown = redact_url(str(raw)) if name == "upstream" else str(raw)
+    return ConfigError(f"{env_var}={shown}: {problem.split(', not ', 1)[0]}")
+
+
 def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
     """Settings from parsed CLI flags (None = not given) over CACHEPROXY_* variables.
 
     Raises:
-        ConfigError: any value is invalid; the message says which and why.
+        ConfigError: any value is invalid; the message names the flag or the variable it
+            came from, and says why.
     """
+    given: dict[str, tuple[object, str | None]] = {}  # name -> (raw, variable or None: flag)
+    try:
+        return _build(flags, environ, given)
+    except ConfigError as e:
+        for name, (raw, env_var) in given.items():
+            if (named := _named(e, name, raw, env_var)) is not None:
+                raise named from None
+        raise
 
+
+def _build(
+    flags: Mapping[str, object],
+    environ: Mapping[str, str],
+    given: dict[str, tuple[object, str | None]],
+) -> Settings:
     def pick(name: str) -> object | None:
         value = flags.get(name)
         if value is not None:
+            given[name] = (value, None)
             return value
-        env = environ.get(f"CACHEPROXY_{name.upper()}")
-        return env if env not in (None, "") else None
+        var = f"CACHEPROXY_{name.upper()}"
+        env = environ.get(var)
+        if env in (None, ""):
+            return None
+        given[name] = (env, var)
+        return env
 
     host = str(pick("host") or DEFAULT_HOST)
     port_raw = pick("port")
@@ -260,6 +320,11 @@ def build_settings(flags: Mapping[str, object], environ: Mapping[str, str]) -> S
     else:
         offline = parse_bool("offline", str(offline_raw)) if offline_raw is not None else False
     tuning: dict[str, Any] = {}
+    revalidate_raw = pick("client_revalidate_after")
+    if revalidate_raw is not None:
+        tuning["client_revalidate_after"] = parse_off_duration(
+            "client-revalidate-after", str(revalidate_raw)
+        )
     max_raw = pick("max_size")
     if max_raw is not None:
         tuning["max_size"] = parse_size(str(max_raw), cache_dir)

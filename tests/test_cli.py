@@ -22,10 +22,13 @@ def free_port() -> int:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["serve", "--port", "eighty"], "port must be an integer"),
-        (["serve", "--port", "70000"], "port must be between"),
-        (["serve", "--upstream", "ftp://example.invalid/simple/"], "upstream must be an http(s)"),
-        (["serve", "--index-ttl", "-1", "--upstream", "http://u.invalid/simple/"], "index_ttl"),
+        (["serve", "--port", "eighty"], "--port must be an integer"),
+        (["serve", "--port", "70000"], "--port must be between"),
+        (["serve", "--upstream", "ftp://example.invalid/simple/"], "--upstream must be an http(s)"),
+        (
+            ["serve", "--index-ttl", "-1", "--upstream", "http://u.invalid/simple/"],
+            "--index-ttl must",
+        ),
         (["serve", "--bogus"], "unrecognized arguments"),
     ],
 )
@@ -44,7 +47,7 @@ def test_invalid_environment_variable(
 ) -> None:
     monkeypatch.setenv("CACHEPROXY_OFFLINE", "maybe")
     assert main(["serve", "--upstream", "http://u.invalid/simple/"]) == EXIT_USAGE
-    assert "offline must be true or false" in capsys.readouterr().err
+    assert "CACHEPROXY_OFFLINE=maybe: must be true or false" in capsys.readouterr().err
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

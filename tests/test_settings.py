@@ -420,28 +420,37 @@ def test_normalise_index_url(raw: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        pytest.param({"port": "abc"}, r"^port must be an integer, not 'abc'$", id="port-text"),
-        pytest.param({"port": "80.5"}, r"^port must be an integer", id="port-float"),
-        pytest.param({"port": "0"}, r"^port must be between 1 and 65535, not 0$", id="port-0"),
-        pytest.param({"port": 0}, r"^port must be between 1 and 65535, not 0$", id="port-0-flag"),
-        pytest.param({"port": "65536"}, r"^port must be between 1 and 65535", id="port-big"),
-        pytest.param({"port": "-1"}, r"^port must be between 1 and 65535", id="port-neg"),
-        pytest.param({"index_ttl": "soon"}, r"^index-ttl must be a number, not 'soon'$"),
-        pytest.param({"index_ttl": "-1"}, r"^index_ttl must not be negative$", id="ttl-neg"),
-        pytest.param({"index_ttl": "nan"}, r"^index-ttl must be a finite number", id="ttl-nan"),
-        pytest.param({"index_ttl": "inf"}, r"^index-ttl must be a finite number", id="ttl-inf"),
-        pytest.param({"offline": "maybe"}, r"^offline must be true or false, not 'maybe'$"),
+        pytest.param({"port": "abc"}, r"^--port must be an integer, not 'abc'$", id="port-text"),
+        pytest.param({"port": "80.5"}, r"^--port must be an integer", id="port-float"),
+        pytest.param({"port": "0"}, r"^--port must be between 1 and 65535, not 0$", id="port-0"),
+        pytest.param({"port": 0}, r"^--port must be between 1 and 65535, not 0$", id="port-0-flag"),
+        pytest.param({"port": "65536"}, r"^--port must be between 1 and 65535", id="port-big"),
+        pytest.param({"port": "-1"}, r"^--port must be between 1 and 65535", id="port-neg"),
+        pytest.param({"index_ttl": "soon"}, r"^--index-ttl must be a number, not 'soon'$"),
+        pytest.param({"index_ttl": "-1"}, r"^--index-ttl must not be negative$", id="ttl-neg"),
+        pytest.param({"index_ttl": "nan"}, r"^--index-ttl must be a finite number", id="ttl-nan"),
+        pytest.param({"index_ttl": "inf"}, r"^--index-ttl must be a finite number", id="ttl-inf"),
+        pytest.param({"offline": "maybe"}, r"^--offline must be true or false, not 'maybe'$"),
         pytest.param(
             {"upstream": "ftp://x"},
-            r"^upstream must be an http\(s\) URL of a simple index, not 'ftp://x'$",
+            r"^--upstream must be an http\(s\) URL of a simple index, not 'ftp://x'$",
             id="ftp",
         ),
-        pytest.param({"upstream": "not a url"}, r"^upstream must be an http\(s\) URL", id="text"),
-        pytest.param({"upstream": "http://"}, r"^upstream must be an http\(s\) URL", id="no-host"),
-        pytest.param({"upstream": "mirror.example/simple"}, r"^upstream must be", id="no-scheme"),
-        pytest.param({"upstream": "http://h:99999/"}, r"^upstream is not a valid URL", id="port"),
-        pytest.param({"upstream": "http://h:x/"}, r"^upstream is not a valid URL", id="port-x"),
-        pytest.param({"upstream": "http://[::1"}, r"^upstream is not a valid URL", id="ipv6"),
+        pytest.param({"upstream": "not a url"}, r"^--upstream must be an http\(s\) URL", id="text"),
+        pytest.param(
+            {"upstream": "http://"}, r"^--upstream must be an http\(s\) URL", id="no-host"
+        ),
+        pytest.param({"upstream": "mirror.example/simple"}, r"^--upstream must be", id="no-scheme"),
+        pytest.param({"upstream": "http://h:99999/"}, r"^--upstream is not a valid URL", id="port"),
+        pytest.param({"upstream": "http://h:x/"}, r"^--upstream is not a valid URL", id="port-x"),
+        pytest.param({"upstream": "http://[::1"}, r"^--upstream is not a valid URL", id="ipv6"),
+        pytest.param(
+            {"client_revalidate_after": "soon"},
+            r"^--client-revalidate-after must be a duration like 30s or 5m, or off, not 'soon'$",
+            id="revalidate-text",
+        ),
+        pytest.param({"workers": "0"}, r"^--workers must be between 1 and 64, not 0$", id="w-0"),
+        pytest.param({"max_size": "lots"}, r"^--max-size must be a size like 50GB", id="size"),
     ],
 )
 def test_invalid_values_name_the_setting(
@@ -451,13 +460,58 @@ def test_invalid_values_name_the_setting(
         build_settings(flags, isolated(tmp_path))
 
 
-def test_invalid_environment_values_name_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^port must be an integer, not 'eighty'$"):
-        build_settings({}, isolated(tmp_path, CACHEPROXY_PORT="eighty"))
-    with pytest.raises(ConfigError, match=r"^offline must be true or false"):
-        build_settings({}, isolated(tmp_path, CACHEPROXY_OFFLINE="sometimes"))
+@pytest.mark.parametrize(
+    ("var", "raw", "message"),
+    [
+        ("CACHEPROXY_PORT", "x", "CACHEPROXY_PORT=x: must be an integer"),
+        ("CACHEPROXY_PORT", "0", "CACHEPROXY_PORT=0: must be between 1 and 65535"),
+        ("CACHEPROXY_OFFLINE", "sometimes", "CACHEPROXY_OFFLINE=sometimes: must be true or false"),
+        ("CACHEPROXY_INDEX_TTL", "-1", "CACHEPROXY_INDEX_TTL=-1: must not be negative"),
+        ("CACHEPROXY_INDEX_TTL", "soon", "CACHEPROXY_INDEX_TTL=soon: must be a number"),
+        ("CACHEPROXY_WORKERS", "99", "CACHEPROXY_WORKERS=99: must be between 1 and 64"),
+        ("CACHEPROXY_RETRIES", "2.5", "CACHEPROXY_RETRIES=2.5: must be an integer"),
+        ("CACHEPROXY_CONNECT_TIMEOUT", "0", "CACHEPROXY_CONNECT_TIMEOUT=0: must be positive"),
+        (
+            "CACHEPROXY_MAX_SIZE",
+            "lots",
+            "CACHEPROXY_MAX_SIZE=lots: must be a size like 50GB or 10%",
+        ),
+        (
+            "CACHEPROXY_CLIENT_REVALIDATE_AFTER",
+            "soon",
+            "CACHEPROXY_CLIENT_REVALIDATE_AFTER=soon: must be a duration like 30s or 5m, or off",
+        ),
+        (
+            "CACHEPROXY_UPSTREAM",
+            "ftp://u:s3cret@idx.example/",
+            "CACHEPROXY_UPSTREAM=ftp://u:***@idx.example/: "
+            "must be an http(s) URL of a simple index",
+        ),
+    ],
+)
+def test_invalid_environment_values_name_the_variable(
+    tmp_path: Path, var: str, raw: str, message: str
+) -> None:
+    """The variable is what the user has to find and change: name it, with its value."""
+    with pytest.raises(ConfigError) as info:
+        build_settings({}, isolated(tmp_path, **{var: raw}))
+    assert str(info.value) == message
+
+
+def test_invalid_pip_index_url_names_the_upstream(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^upstream must be an http\(s\) URL"):
         build_settings({}, isolated(tmp_path, PIP_INDEX_URL="file:///srv/simple"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("30s", 30.0), ("5m", 300.0), ("0", 0.0), ("off", None), ("never", None)]
+)
+def test_client_revalidate_after(tmp_path: Path, raw: str, expected: float | None) -> None:
+    env = isolated(tmp_path, CACHEPROXY_CLIENT_REVALIDATE_AFTER=raw)
+    assert build_settings({}, env).client_revalidate_after == expected
+    assert build_settings({}, isolated(tmp_path)).client_revalidate_after is None  # off
+    flag = build_settings({"client_revalidate_after": raw}, isolated(tmp_path))
+    assert flag.client_revalidate_after == expected
 
 
 @pytest.mark.parametrize(
@@ -495,6 +549,7 @@ def test_upstream_on_another_port_is_fine(tmp_path: Path) -> None:
         ("upstream", URL("/relative/"), r"^upstream must be an http\(s\) URL"),
         ("negative_ttl", -1.0, r"^negative_ttl must not be negative$"),
         ("revalidate_floor", -0.5, r"^revalidate_floor must not be negative$"),
+        ("client_revalidate_after", -1.0, r"^client_revalidate_after must not be negative$"),
         ("failure_backoff", -1.0, r"^failure_backoff must not be negative$"),
         ("connect_timeout", 0.0, r"^connect_timeout must be positive$"),
         ("read_timeout", -1.0, r"^read_timeout must be positive$"),

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--index-ttl", help="seconds an index page is fresh [CACHEPROXY_INDEX_TTL, default 600]"
     )
     serve.add_argument(
+        "--client-revalidate-after",
+        metavar="DURATION",
+        help="revalidate a page older than this when a client sends max-age=0 or no-cache "
+        "(e.g. 30s); default off: --index-ttl alone decides [CACHEPROXY_CLIENT_REVALIDATE_AFTER]",
+    )
+    serve.add_argument(
         "--offline",
         action="store_true",
         default=None,
@@ -208,6 +214,7 @@ def serve_flags(args: argparse.Namespace) -> dict[str, object]:
         "cache_dir",
         "upstream",
         "index_ttl",
+        "client_revalidate_after",
         "offline",
         "connect_timeout",
         "read_timeout",
