@@ -279,15 +279,35 @@ async def test_fresh_page_is_not_refetched(proxy: Client, fake: FakeIndex) -> No
     assert len(fake.page_gets("alpha")) == 1
 
 
-async def test_client_no_cache_respects_floor(make_proxy: ProxyFactory, fake: FakeIndex) -> None:
-    """standards 6.4: max-age=0 from old pips must not stampede upstream."""
-    proxy = await make_proxy(revalidate_floor=30.0)
+async def test_client_max_age_0_is_not_a_refetch_by_default(
+    make_proxy: ProxyFactory, fake: FakeIndex
+) -> None:
+    """pip sends max-age=0 on every page request: within the TTL it changes nothing."""
+    proxy = await make_proxy(revalidate_floor=0.0)  # a copy of any age counts as "old"
+    await proxy.get("/simple/alpha/")
+    await proxy.get("/simple/", headers={"Cache-Control": "max-age=0"})
+    for cc in ("max-age=0", "no-cache", "no-cache, max-age=0"):
+        resp = await proxy.get("/simple/alpha/", headers={"Cache-Control": cc})
+        assert resp.headers["X-Cache"] == "HIT"
+        resp = await proxy.get("/simple/", headers={"Cache-Control": cc})
+        assert resp.headers["X-Cache"] == "HIT"
+    assert len(fake.page_gets("alpha")) == 1
+    assert len([r for r in fake.requests if r.path == "/simple/"]) == 1
+
+
+async def test_client_revalidate_after_honours_clients(
+    make_proxy: ProxyFactory, fake: FakeIndex
+) -> None:
+    """--client-revalidate-after: a client's no-cache revalidates a page older than it."""
+    proxy = await make_proxy(client_revalidate_after=30.0)
     await proxy.get("/simple/alpha/")
     resp = await proxy.get("/simple/alpha/", headers={"Cache-Control": "max-age=0"})
-    assert resp.headers["X-Cache"] == "HIT"
+    assert resp.headers["X-Cache"] == "HIT"  # younger than 30 s: no stampede
     assert len(fake.page_gets("alpha")) == 1
-    eager = await make_proxy(revalidate_floor=0.0)
+    eager = await make_proxy(client_revalidate_after=0.0)
     await eager.get("/simple/alpha/", headers={"Cache-Control": "no-cache"})
+    assert len(fake.page_gets("alpha")) == 2
+    await eager.get("/simple/alpha/")  # without it: the TTL alone
     assert len(fake.page_gets("alpha")) == 2
 
 

@@ -3,7 +3,11 @@
 Freshness policy for each page (project pages and the root project list):
 
 * within its TTL (``index_ttl``; ``negative_ttl`` for a remembered 404) it is served as
-  stored (HIT);
+  stored (HIT), whatever the client's ``Cache-Control`` says: pip sends ``max-age=0`` with
+  every page request, and honouring it would make every warm build ask upstream once per
+  project. Only with ``client_revalidate_after`` set does a client's ``max-age=0`` or
+  ``no-cache`` make a page older than that be revalidated (nginx, devpi and proxpi too
+  serve within their own TTL by default);
 * after it, upstream is asked conditionally with the stored ETag/Last-Modified: a 304 only
   refreshes the timestamp (HIT), a 200 is parsed, rendered and stored (MISS);
 * when upstream fails or times out, the stored copy is served (STALE) and upstream is left
@@ -206,25 +210,42 @@ class Pages:
             OrderedDict()
         )
 
-    async def project(self, name: NormalizedName, *, revalidate: bool = False) -> PageResult:
+    async def project(
+        self, name: NormalizedName, *, revalidate: bool = False, client_revalidate: bool = False
+    ) -> PageResult:
         """The project page, via the cache.
+
+        ``revalidate``: the proxy needs a fresher copy (a file its copy does not list): one
+        older than ``revalidate_floor`` is asked for again. ``client_revalidate``: the
+        client sent ``max-age=0``/``no-cache``; see the module docstring.
 
         Raises:
             NotFound: upstream says there is no such project.
             UpstreamError: upstream failed and nothing is stored (OfflineMiss offline).
         """
-        return await self._get(name, self._settings.index_ttl, revalidate, self._fetch_project)
+        floor = self._floor(revalidate, client_revalidate)
+        return await self._get(name, self._settings.index_ttl, floor, self._fetch_project)
 
-    async def project_list(self, *, revalidate: bool = False) -> PageResult:
+    async def project_list(self, *, client_revalidate: bool = False) -> PageResult:
         """The root project list, via the cache (same errors as :meth:`project`)."""
         ttl = max(self._settings.index_ttl, ROOT_MIN_TTL)
-        return await self._get(ROOT_KEY, ttl, revalidate, self._fetch_list)
+        floor = self._floor(False, client_revalidate)
+        return await self._get(ROOT_KEY, ttl, floor, self._fetch_list)
+
+    def _floor(self, revalidate: bool, client_revalidate: bool) -> float | None:
+        """The age past which a page within its TTL is revalidated anyway (None: never)."""
+        floors = []
+        if revalidate:
+            floors.append(self._settings.revalidate_floor)
+        if client_revalidate and self._settings.client_revalidate_after is not None:
+            floors.append(self._settings.client_revalidate_after)
+        return min(floors, default=None)
 
     async def _get(
         self,
         key: str,
         ttl: float,
-        revalidate: bool,
+        floor: float | None,
         fetch: Callable[[str, PageRecord | None], Coroutine[Any, Any, PageResult]],
     ) -> PageResult:
         record = await self._read(key)
@@ -243,7 +264,7 @@ class Pages:
         if record is not None:
             age = now - record.fetched_at
             lifetime = ttl if record.status == 200 else self._settings.negative_ttl
-            fresh = age < lifetime and not (revalidate and age >= self._settings.revalidate_floor)
+            fresh = age < lifetime and not (floor is not None and age >= floor)
             if fresh or self._settings.offline:
                 return self._result(record, "HIT", max(0.0, lifetime - age), key=key)
             failed_at = self._failed_at.get(key)

@@ -39,6 +39,7 @@ def _project_name(raw: str) -> NormalizedName | None:
 
 
 def _wants_revalidation(request: web.Request) -> bool:
+    """The client asked for a revalidated page; pages.py decides whether that counts."""
     cc = request.headers.get("Cache-Control", "").lower().replace(" ", "")
     return "no-cache" in cc or "max-age=0" in cc
 
@@ -71,10 +72,10 @@ async def _serve_page(
     sending it; pages.py then forgets the page and we ask once more.
     """
     pages = request.app[proxy_key].pages
-    revalidate = _wants_revalidation(request)
+    client_revalidate = _wants_revalidation(request)
     for _ in range(2):
         try:
-            result = await get(revalidate)
+            result = await get(client_revalidate)
         except NotFound:
             return not_found()
         except (UpstreamError, IndexParseError) as e:
@@ -109,7 +110,7 @@ async def simple_index(request: web.Request) -> web.StreamResponse:
     return await _serve_page(
         request,
         ROOT_KEY,
-        lambda revalidate: pages.project_list(revalidate=revalidate),
+        lambda client_revalidate: pages.project_list(client_revalidate=client_revalidate),
         lambda: text_error(404, "upstream has no project list"),
     )
 
@@ -141,7 +142,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     return await _serve_page(
         request,
         name,
-        lambda revalidate: pages.project(name, revalidate=revalidate),
+        lambda client_revalidate: pages.project(name, client_revalidate=client_revalidate),
         lambda: text_error(404, f"no such project: {name}", {"X-Cache": "HIT"}),
     )
 
