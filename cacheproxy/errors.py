@@ -10,7 +10,7 @@ CacheProxyError
 └── UpstreamError               upstream could not give us an answer
     ├── UpstreamUnavailable     connect/DNS failure or timeout (502, 504 for timeouts)
     ├── UpstreamStatusError     upstream answered with an unexpected status (502)
-    └── OfflineMiss             offline mode and nothing cached (504)
+    └── OfflineMiss             offline mode and nothing cached (a page: 404, see handlers)
 """
 
 

@@ -364,7 +364,7 @@ async def test_upstream_down_no_copy_is_502(make_proxy: ProxyFactory, fake: Fake
     assert "cannot fetch" in await resp.text()
 
 
-async def test_offline_serves_cache_and_504s_the_rest(
+async def test_offline_serves_cache_and_404s_the_rest(
     make_proxy: ProxyFactory, fake: FakeIndex, cache_dir: Path
 ) -> None:
     online = await make_proxy()
@@ -375,8 +375,16 @@ async def test_offline_serves_cache_and_504s_the_rest(
     resp = await offline.get("/simple/alpha/")
     assert resp.status == 200
     missing = await offline.get("/simple/beta/")
-    assert missing.status == 504
-    assert "offline" in await missing.text()
+    # A 404, so pip and uv stop at once (uv retried a 504 for seconds), saying why.
+    assert missing.status == 404
+    reason = "offline mode: project 'beta' is not cached"
+    assert (await missing.text()).startswith(reason)
+    assert (await missing.text()).count("\n") == 1
+    assert missing.headers["X-Cache-Reason"].startswith(reason)
+    assert missing.headers["X-Cache"] == "MISS"
+    root = await offline.get("/simple/")
+    assert root.status == 404
+    assert "offline mode: the project list is not cached" in await root.text()
     assert fake.requests == []
 
 

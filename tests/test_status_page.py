@@ -384,7 +384,7 @@ def test_zeros_and_empty_lists() -> None:
         "Workers 1",
         "No requests recorded yet",
         "No cache hits yet.",
-        "None since start.",
+        "None recorded (the last 20 are kept across restarts).",
     ]:
         assert expected in text
     assert not root.find_all("svg")
@@ -393,6 +393,27 @@ def test_zeros_and_empty_lists() -> None:
     # With no index_url the command shows a placeholder, never a made-up host.
     pre = root.find("pre").all_text()
     assert "pip install --index-url http:// HOST : PORT /simple/ PACKAGE" in pre
+
+
+@pytest.mark.parametrize("stats", [sample_stats(), zero_stats()], ids=["busy", "zero"])
+def test_counters_are_not_said_to_start_with_the_process(stats: dict[str, Any]) -> None:
+    """The counters live in the cache directory and survive restarts (figures/metrics.py):
+    "since start" next to them was wrong after the first restart."""
+    text = text_of(stats)
+    assert "since start" not in text
+    assert "all time (kept across restarts)" in text
+
+
+def test_offline_mode_is_shown_and_upstream_is_not_in_use() -> None:
+    online = render(sample_stats())
+    assert "Offline" not in online.find("body").all_text()
+    assert not online.find_all("p", "banner")
+    root = render({**sample_stats(), "offline": True})
+    text = root.find("body").all_text()
+    assert "Offline mode. Upstream is not contacted" in text
+    assert "anything else gets a 404" in text
+    # all_text() puts a space at every element boundary.
+    assert "Upstream offline , not contacted ( https://index.example/simple/ )" in text
 
 
 @pytest.mark.parametrize(

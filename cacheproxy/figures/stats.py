@@ -54,6 +54,7 @@ def collect_stats(
     max_size: int | None,
     index_url: str | None = None,
     gate: dict[str, Any] | None = None,
+    offline: bool = False,
 ) -> dict[str, Any]:
     """The /-/stats document (the status page renders the same dict). Synchronous: it
     flushes this process's deltas and reads the store, so run it in a thread."""
@@ -90,6 +91,8 @@ def collect_stats(
         "version": __version__,
         "uptime_seconds": round(time.time() - metrics.started, 1),
         "upstream": upstream,
+        # True: --offline, the upstream above is configured but never contacted.
+        "offline": offline,
         "cache_dir": cache_dir,
         "workers": workers,
         "index_url": index_url,
@@ -198,6 +201,7 @@ class _SharedCollector(Collector):
             gauge.add_metric([], snap.total(series))
             yield gauge
         for name, doc in (
+            ("cacheproxy_offline", "1 in offline mode: upstream is never contacted."),
             ("cacheproxy_downloads_in_flight", "Downloads running in this worker now."),
             ("cacheproxy_cache_max_size_bytes", "The size limit of stored files (absent: none)."),
         ):

@@ -186,19 +186,29 @@ def _header(stats: Mapping[str, Any], now: float) -> str:
     cache_dir = _text(_get(stats, "cache_dir"))
     workers = _number(_get(stats, "workers"))
     uptime = format_duration(_number(_get(stats, "uptime_seconds")))
+    offline = _get(stats, "offline") is True
+    upstream_html = f'<code class="wrap">{_e(upstream or NO_VALUE)}</code>'
+    if offline:  # configured, but not in use: say so where people look for it
+        upstream_html = f'<strong class="offline">offline</strong>, not contacted ({upstream_html})'
     facts = [
-        ("Upstream", f'<code class="wrap">{_e(upstream or NO_VALUE)}</code>'),
+        ("Upstream", upstream_html),
         ("Up", uptime),
         ("Workers", format_count(int(workers)) if workers is not None else NO_VALUE),
         ("Cache", f'<code class="wrap">{_e(cache_dir or NO_VALUE)}</code>'),
     ]
     facts_html = "".join(f"<div><dt>{dt}</dt><dd>{dd}</dd></div>" for dt, dd in facts)
     version_html = f'<span class="version">{_e(version)}</span>' if version else ""
+    banner = (
+        '<p class="banner" role="status"><strong>Offline mode.</strong> Upstream is not'
+        " contacted: only what is cached is served; anything else gets a 404 saying so.</p>"
+        if offline
+        else ""
+    )
     return f"""<header>
 <div class="title"><h1>cacheproxy</h1>{version_html}
 <span class="updated">Updated {format_clock(now)} UTC · reloads every {REFRESH_SECONDS} s\
 </span></div>
-<dl class="facts">{facts_html}</dl>
+{banner}<dl class="facts">{facts_html}</dl>
 </header>"""
 
 
@@ -264,7 +274,9 @@ def _key_figures(stats: Mapping[str, Any]) -> str:
         "Requests",
         format_count(total),
         f'<div class="sub{" bad" if errors else ""}">{_plural(errors, "error")}{error_share}</div>',
-        '<div class="sub">pages, files and metadata since start</div>',
+        # The counters live in the cache directory and survive restarts: "since start"
+        # would be wrong the first time the proxy is restarted (figures/metrics.py).
+        '<div class="sub">pages, files and metadata, all time (kept across restarts)</div>',
     )
 
     from_cache = _number(_get(stats, "bytes", "from_cache"))
@@ -544,7 +556,7 @@ def _errors_section(errors: Any) -> str:
     if not items:
         return (
             '<section><h2>Recent upstream errors</h2><p class="empty ok">'
-            "None since start.</p></section>"
+            "None recorded (the last 20 are kept across restarts).</p></section>"
         )
     rows = []
     for item in items:
@@ -645,6 +657,9 @@ h1{font-size:26px;margin:0;letter-spacing:-.01em}
 .version{font-size:13px;font-weight:600;color:var(--muted);border:1px solid var(--line);
 border-radius:999px;padding:1px 9px;background:var(--card)}
 .updated{margin-left:auto;color:var(--muted);font-size:13px}
+.banner{margin:12px 0 0;padding:10px 14px;border-radius:10px;border:1px solid var(--stale);
+background:var(--card)}
+.banner strong,.offline{color:var(--stale)}
 .facts{display:flex;flex-wrap:wrap;gap:6px 28px;margin:10px 0 0;font-size:14px}
 .facts div{min-width:0;max-width:100%}
 .facts dt{display:inline;color:var(--muted);margin-right:6px}

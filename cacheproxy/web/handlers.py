@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from packaging.utils import NormalizedName, canonicalize_name
 
-from cacheproxy.errors import IndexParseError, NotFound, UpstreamError
+from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 from cacheproxy.figures.status_page import render_status_page
 from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult
@@ -78,6 +78,8 @@ async def _serve_page(
             result = await get(client_revalidate)
         except NotFound:
             return not_found()
+        except OfflineMiss as e:
+            return _offline_miss(e)
         except (UpstreamError, IndexParseError) as e:
             return upstream_error(e)
         # Form decoding turns the "+" of "…v1+json" into a space; media types have no
@@ -103,6 +105,14 @@ async def _serve_page(
             return web.Response(body=ready.data, headers=headers)
         return SendfileResponse(ready.file, offset=0, count=ready.size, headers=headers)
     return text_error(503, "page changed while sending; retry")
+
+
+def _offline_miss(e: OfflineMiss) -> web.Response:
+    """A page offline mode does not have: a 404, which pip and uv take as "no such project"
+    and stop at once; a 504 made uv retry for seconds and gave pip no reason to show. The
+    body and X-Cache-Reason say why, for people and for logs."""
+    reason = f"{e} (the proxy runs with --offline and asks upstream nothing)"
+    return text_error(404, reason, {"X-Cache": "MISS", "X-Cache-Reason": reason[:200]})
 
 
 async def simple_index(request: web.Request) -> web.StreamResponse:
@@ -172,6 +182,7 @@ def _stats(request: web.Request) -> dict[str, Any]:
         max_size=settings.max_size,
         index_url=f"{request.url.origin()}/simple/",
         gate=request.app[proxy_key].gate_report(),
+        offline=settings.offline,
     )
 
 
@@ -203,7 +214,10 @@ async def admin_invalidate(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
-    live = {"cacheproxy_downloads_in_flight": float(len(request.app[proxy_key].downloads))}
+    live = {
+        "cacheproxy_offline": 1.0 if settings.offline else 0.0,
+        "cacheproxy_downloads_in_flight": float(len(request.app[proxy_key].downloads)),
+    }
     if settings.max_size is not None:  # no limit: no series (a 0 would read as "0 bytes")
         live["cacheproxy_cache_max_size_bytes"] = float(settings.max_size)
     body = await asyncio.to_thread(render_prometheus, request.app[metrics_key], live)
