@@ -8,7 +8,10 @@
   host, ``/packages/<2>/<2>/<60>/<filename>``), so the proxy must follow absolute URLs to
   another host:port;
 * a request log (``requests``) to prove cache hits, and per-instance fault knobs
-  (``fail_pages``, ``truncate_files``, ...) to prove the proxy copes with a bad upstream.
+  (``fail_pages``, ``truncate_files``, ...) to prove the proxy copes with a bad upstream;
+* PyPI's JSON API on the index host (``/pypi/<project>/json`` and
+  ``/pypi/<project>/<version>/json``, as pip-tools and Poetry read it), computed from the
+  same model; the page fault knobs apply to it too.
 """
 
 from __future__ import annotations
@@ -177,6 +180,8 @@ class FakeIndex:
             "/integrity/{project}/{version}/{filename}/provenance", self._provenance
         )
         self._provenances: dict[str, bytes] = {}
+        self.index_app.router.add_get("/pypi/{project}/json", self._json_api)
+        self.index_app.router.add_get("/pypi/{project}/{version}/json", self._json_api)
         self.files_app = self._make_app("files")
         self.files_app.router.add_get("/packages/{tail:.+}", self._file)
 
@@ -300,6 +305,17 @@ class FakeIndex:
                 continue
             name = path.rpartition("/")[2]
             if name == filename or (filename is None and not name.endswith(".metadata")):
+                out.append(r)
+        return out
+
+    def json_api_gets(self, project: str | None = None) -> list[LoggedRequest]:
+        """GETs of the JSON API (``/pypi/<project>[/<version>]/json``)."""
+        out = []
+        for r in self.requests:
+            m = re.fullmatch(r"/pypi/([^/?]+)/(?:[^/?]+/)?json", r.path.partition("?")[0])
+            if r.host != "index" or r.method != "GET" or m is None:
+                continue
+            if project is None or canonicalize_name(unquote(m[1])) == canonicalize_name(project):
                 out.append(r)
         return out
 
@@ -598,6 +614,52 @@ class FakeIndex:
             return {"md5": hashlib.md5(f.data).hexdigest()}
         return {} if self.hashes_given == "none" else {"sha256": f.sha256}
 
+    async def _json_api(self, request: web.Request) -> web.StreamResponse:
+        """warehouse's legacy JSON API (``legacy/api/json``): the project's latest release
+        in ``info`` and ``urls``, every release in ``releases``; one release without
+        ``releases`` when a version is given. Unknown names and versions are 404s."""
+        if (failed := await self._page_fault(request)) is not None:
+            return failed
+        key = canonicalize_name(request.match_info["project"])
+        proj = self._projects.get(key)
+        if proj is None:
+            raise web.HTTPNotFound(text='{"message": "Not Found"}', content_type="application/json")
+        files = self.files(key)
+        releases: dict[str, list[dict[str, object]]] = {}
+        for f in files:
+            releases.setdefault(f.version, []).append(_json_api_file(f, self.file_url(f)))
+        wanted = request.match_info.get("version")
+        if wanted is not None and wanted not in releases:
+            raise web.HTTPNotFound(text='{"message": "Not Found"}', content_type="application/json")
+        # warehouse: the latest version that is not all yanked (else the latest of all).
+        unyanked = [v for v in releases if any(f.yanked is False for f in files if f.version == v)]
+        version = wanted or max(unyanked or list(releases), key=Version)
+        shown = [f for f in files if f.version == version]
+        doc: dict[str, object] = {
+            "info": {
+                "name": proj.name,
+                "version": version,
+                "summary": f"{proj.name}, a fake project",
+                "requires_python": shown[0].requires_python or "",
+                "yanked": all(f.yanked is not False for f in shown),
+                "yanked_reason": None,
+                "project_url": f"{self.index_url.removesuffix('simple/')}project/{key}/",
+            },
+            "last_serial": proj.serial,
+            "urls": releases[version],
+            "vulnerabilities": [],
+        }
+        if wanted is None:
+            doc["releases"] = releases
+        body = json.dumps(doc).encode()
+        etag = f'"{hashlib.md5(body).hexdigest()}"'
+        headers = {"X-PyPI-Last-Serial": str(proj.serial), "ETag": etag}
+        headers["Cache-Control"] = "max-age=900, public"  # warehouse's JSON API
+        if etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        headers["Content-Type"] = "application/json"
+        return await self._send(request, web.StreamResponse(headers=headers), body)
+
     async def _index_file(self, request: web.Request) -> web.StreamResponse:
         # Relative links only resolve on the index host, so it serves files then too.
         if "relative-links" not in self.html_quirks:
@@ -658,6 +720,32 @@ def _json_file(f: FakeFile, url: str) -> dict[str, object]:
     if f.upload_time is None:
         del entry["upload-time"]
     return entry
+
+
+def _json_api_file(f: FakeFile, url: str) -> dict[str, object]:
+    # One file of warehouse's legacy JSON API (legacy/api/json.py _json_data), from the bytes.
+    wheel = f.filename.endswith(".whl")
+    return {
+        "comment_text": "",
+        "digests": {
+            "blake2b_256": hashlib.blake2b(f.data, digest_size=32).hexdigest(),
+            "md5": hashlib.md5(f.data).hexdigest(),
+            "sha256": f.sha256,
+        },
+        "downloads": -1,
+        "filename": f.filename,
+        "has_sig": False,
+        "md5_digest": hashlib.md5(f.data).hexdigest(),
+        "packagetype": "bdist_wheel" if wheel else "sdist",
+        "python_version": "py3" if wheel else "source",
+        "requires_python": f.requires_python,
+        "size": f.size,
+        "upload_time": f.upload_time[:19],
+        "upload_time_iso_8601": f.upload_time,
+        "url": url,
+        "yanked": f.yanked is not False,
+        "yanked_reason": f.yanked if isinstance(f.yanked, str) else None,
+    }
 
 
 # Shaped like warehouse's templates/api/simple/detail.html, including the serial trailer.

@@ -787,3 +787,34 @@ async def test_uv_installs_from_fake(
         methods = [(r.method, "range" in r.headers) for r in fake.requests if alpha in r.path]
         assert methods == [("HEAD", False), ("GET", True), ("GET", False)]
         assert {r.host for r in fake.file_gets()} == {"index"}  # relative links: same host
+
+
+async def test_json_api_is_computed_from_bytes(
+    fake: FakeIndex, session: aiohttp.ClientSession, dists: dict[str, Path]
+) -> None:
+    base = fake.index_url.removesuffix("simple/") + "pypi/"
+    async with session.get(base + "Beta/json") as r:  # any spelling, like warehouse
+        assert r.status == 200
+        assert r.headers["X-PyPI-Last-Serial"] == str(fake.serial("beta"))
+        doc = await r.json()
+    assert doc["info"]["version"] == "3.0"  # the latest not yanked (requires-python aside)
+    assert sorted(doc["releases"]) == ["1.0", "2.0", "3.0"]
+    for key, version in [("beta1", "1.0"), ("beta2", "2.0"), ("beta3", "3.0")]:
+        data = dists[key].read_bytes()
+        [entry] = doc["releases"][version]
+        assert entry["filename"] == dists[key].name
+        assert entry["digests"]["sha256"] == sha256(data)
+        assert entry["digests"]["md5"] == hashlib.md5(data).hexdigest()
+        assert entry["size"] == len(data)
+        assert entry["packagetype"] == "bdist_wheel"
+        async with session.get(entry["url"]) as f:
+            assert await f.read() == data
+    assert doc["releases"]["2.0"][0]["yanked_reason"] == "broken <build> "
+    async with session.get(base + "alpha/1.0/json") as r:
+        one = await r.json()
+    assert "releases" not in one
+    assert {e["packagetype"] for e in one["urls"]} == {"bdist_wheel", "sdist"}
+    for path in ("nosuch/json", "beta/9/json"):
+        async with session.get(base + path) as r:
+            assert r.status == 404
+    assert len(fake.json_api_gets("beta")) == 2

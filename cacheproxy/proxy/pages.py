@@ -41,6 +41,13 @@ from yarl import URL
 
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy.json_api import (
+    KEY_PREFIX,
+    json_api_base,
+    json_api_key,
+    json_api_url,
+    render_json_api,
+)
 from cacheproxy.proxy.upstream import PageResponse, Upstream
 from cacheproxy.settings import Settings
 from cacheproxy.simple.gate import Filtered, Gate, filter_page, upload_epoch
@@ -226,6 +233,28 @@ class Pages:
         floor = self._floor(revalidate, client_revalidate)
         return await self._get(name, self._settings.index_ttl, floor, self._fetch_project)
 
+    async def json_api(
+        self, name: NormalizedName, version: str | None, *, client_revalidate: bool = False
+    ) -> PageResult:
+        """PyPI's JSON API document of a project (or of one release), via the cache, with
+        the freshness policy of pages (json_api.py says what is stored).
+
+        Raises:
+            NotFound: no such project or release, or upstream has no JSON API.
+            UpstreamError: as for :meth:`project`.
+        """
+        base = json_api_base(self._upstream.index_url)
+        if base is None:
+            raise NotFound("upstream has no JSON API (only an index at <origin>/simple/ has)")
+        url = json_api_url(base, name, version)
+
+        async def fetch(key: str, old: PageRecord | None) -> PageResult:
+            return await self._fetch_json_api(key, old, url)
+
+        key = json_api_key(name, version)
+        floor = self._floor(False, client_revalidate)
+        return await self._get(key, self._settings.index_ttl, floor, fetch)
+
     async def project_list(self, *, client_revalidate: bool = False) -> PageResult:
         """The root project list, via the cache (same errors as :meth:`project`)."""
         ttl = max(self._settings.index_ttl, ROOT_MIN_TTL)
@@ -272,6 +301,8 @@ class Pages:
                 return self._result(record, "STALE", 0, "upstream recently failed", key=key)
         elif self._settings.offline:
             what = f"project {key!r}" if key else "the project list"
+            if key.startswith(KEY_PREFIX):
+                what = f"JSON API document {key.removeprefix(KEY_PREFIX)!r}"
             raise OfflineMiss(f"offline mode: {what} is not cached")
         try:
             return await self._single_flight(key, record, fetch)
@@ -410,8 +441,10 @@ class Pages:
         data = pending[1] if pending is not None and pending[0] is record else None
         return PageResult(record, cache, ttl, reason, data)
 
-    async def _fetch(self, key: str, old: PageRecord | None) -> PageResponse:
-        url = self._upstream.page_url(key or None)
+    async def _fetch(
+        self, key: str, old: PageRecord | None, url: URL | None = None
+    ) -> PageResponse:
+        url = url or self._upstream.page_url(key or None)
         usable = old is not None and old.status == 200
         try:
             resp = await self._upstream.fetch_page(
@@ -555,6 +588,18 @@ class Pages:
             return replace(rendered, gated=gated)
 
         return render
+
+    async def _fetch_json_api(self, key: str, old: PageRecord | None, url: URL) -> PageResult:
+        resp = await self._fetch(key, old, url)
+
+        def render() -> Rendered:
+            body, files = render_json_api(resp.body, str(resp.url), self._upstream.may_fetch)
+            # Not gzipped ahead: the origin goes in when the document is sent (json_api.py).
+            # Every file is a "stray" of this key (no filename names "pypi/…"): each gets a
+            # pointer, so /packages/... finds it without the project page.
+            return Rendered({"json": body}, files, tuple(files))
+
+        return await self._store(key, old, resp, render)
 
     async def _fetch_list(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)

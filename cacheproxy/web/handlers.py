@@ -6,11 +6,12 @@ a sendfile. Domain errors become a status and a one-line text body (never a trac
 
 import asyncio
 import functools
+import hashlib
 import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
 from packaging.utils import NormalizedName, canonicalize_name
@@ -18,6 +19,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 from cacheproxy.figures.status_page import render_status_page
+from cacheproxy.proxy.json_api import VERSION_RE, json_api_key, with_origin
 from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult
 from cacheproxy.simple.layout import PREFIX
 from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
@@ -157,6 +159,69 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def json_api(request: web.Request) -> web.StreamResponse:
+    """``/pypi/<project>/json`` and ``/pypi/<project>/<version>/json``: PyPI's JSON API
+    through the cache (proxy/json_api.py), its file URLs on this proxy."""
+    raw = request.match_info["project"]
+    version = request.match_info.get("version")
+    name = _project_name(raw)
+    if name is None:
+        return text_error(400, f"not a valid project name: {raw[:100]!r}")
+    if version is not None and not VERSION_RE.match(version):
+        return text_error(400, f"not a valid version: {version[:100]!r}")
+    if name != raw:  # one URL (and one cache entry) per project, as for pages
+        where = f"../{name}/json" if version is None else f"../../{name}/{version}/json"
+        return _redirect(request, where)
+    pages = request.app[proxy_key].pages
+    key = json_api_key(name, version)
+    for _ in range(2):
+        try:
+            result = await pages.json_api(
+                name, version, client_revalidate=_wants_revalidation(request)
+            )
+        except NotFound as e:
+            return text_error(404, f"{name}{'' if version is None else ' ' + version}: {e}")
+        except OfflineMiss as e:
+            return _offline_miss(e)
+        except (UpstreamError, IndexParseError) as e:
+            return upstream_error(e)
+        body = result.record.bodies["json"]
+        origin = str(request.url.origin())
+        # The bytes depend on the origin the client used: so does the ETag.
+        etag = '"' + hashlib.sha256(f"{body.etag}{origin}".encode()).hexdigest()[:32] + '"'
+        headers = {
+            "ETag": etag,
+            "Vary": "Accept-Encoding",
+            "Cache-Control": f"max-age={result.max_age}, public",
+            "X-Cache": result.cache,
+        }
+        if result.record.serial:
+            headers["X-PyPI-Last-Serial"] = result.record.serial
+        if result.reason:
+            headers["X-Cache-Reason"] = result.reason[:200]
+        if etag_matches(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=304, headers=headers)
+        try:
+            ready = await pages.body(key, result, body)
+        except PageChanged:
+            continue
+        data = ready.data
+        if data is None:
+            assert ready.file is not None
+            data = await asyncio.to_thread(_read_and_close, ready.file)
+        headers["Content-Type"] = "application/json"
+        resp = web.Response(body=with_origin(data, origin), headers=headers)
+        if accepts_gzip(request.headers.get("Accept-Encoding")):
+            resp.enable_compression()
+        return resp
+    return text_error(503, "document changed while sending; retry")
+
+
+def _read_and_close(fobj: IO[bytes]) -> bytes:
+    with fobj:
+        return fobj.read()
+
+
 async def health(request: web.Request) -> web.Response:
     """Liveness: no upstream, no disk work."""
     return web.Response(text="ok\n")
@@ -242,3 +307,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/simple/{project}", project_redirect)
     app.router.add_get("/simple/{project}/", project_page)
     app.router.add_get(PREFIX + "{tail:.+}", package_file)
+    app.router.add_get("/pypi/{project}/json", json_api)
+    app.router.add_get("/pypi/{project}/{version}/json", json_api)

@@ -1,0 +1,206 @@
+"""PyPI's JSON API through the proxy: cached like pages, file URLs on the proxy, and real
+``pip-compile --generate-hashes`` taking every hash from it instead of downloading files."""
+
+import asyncio
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import ProxyFactory, client_env
+from fakeindex import FakeIndex
+from pytest_aiohttp import AiohttpClient
+from yarl import URL
+
+from cacheproxy.errors import IndexParseError
+from cacheproxy.proxy.json_api import json_api_base, render_json_api, with_origin
+from cacheproxy.web.keys import proxy_key
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def get_doc(proxy: Client, path: str) -> tuple[dict[str, Any], str]:
+    resp = await proxy.get(path)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == "application/json"
+    return json.loads(await resp.read()), resp.headers["X-Cache"]
+
+
+def origin(proxy: Client) -> str:
+    return str(proxy.make_url("/")).rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("upstream", "base"),
+    [
+        ("https://idx.example/simple/", "https://idx.example/pypi/"),
+        ("https://u:pw@idx.example:8443/mirror/simple/", "https://idx.example:8443/mirror/pypi/"),
+        ("https://idx.example/root/pypi/+simple/", None),  # devpi: no such API there
+        ("https://idx.example/", None),
+    ],
+)
+def test_json_api_base(upstream: str, base: str | None) -> None:
+    found = json_api_base(URL(upstream))
+    assert (str(found) if found is not None else None) == base
+
+
+def test_render_rewrites_records_and_drops() -> None:
+    sha = "ab" * 32
+    doc = {
+        "info": {"summary": 'says "url":"/packages/x" in text', "project_urls": {"url": "u"}},
+        "urls": [
+            {"url": "https://files.example/packages/aa/bb/a-1.0.tar.gz", "digests": {"sha256": sha},
+             "size": 5},
+            {"url": "http://10.0.0.1/packages/a-1.0-py3-none-any.whl"},  # not allowed
+            {"url": "https://files.example/packages/../etc/passwd"},  # unusable path
+            "not a file",
+        ],
+        "releases": {"1.0": [{"url": "../../packages/cc/a-1.0-py3-none-any.whl", "size": True}]},
+    }  # fmt: skip
+    body, records = render_json_api(
+        json.dumps(doc).encode(), "https://idx.example/pypi/a/json", lambda u: "10.0.0" not in u
+    )
+    assert set(records) == {"aa/bb/a-1.0.tar.gz", "cc/a-1.0-py3-none-any.whl"}
+    assert records["aa/bb/a-1.0.tar.gz"].sha256 == sha
+    assert records["aa/bb/a-1.0.tar.gz"].size == 5
+    assert records["cc/a-1.0-py3-none-any.whl"].url == (
+        "https://idx.example/packages/cc/a-1.0-py3-none-any.whl"
+    )
+    assert records["cc/a-1.0-py3-none-any.whl"].size is None  # a bool is no size
+    sent = json.loads(with_origin(body, "http://proxy:1"))
+    assert [e["url"] for e in sent["urls"]] == ["http://proxy:1/packages/aa/bb/a-1.0.tar.gz"]
+    assert sent["releases"]["1.0"][0]["url"] == "http://proxy:1/packages/cc/a-1.0-py3-none-any.whl"
+    assert sent["info"] == doc["info"]  # text that looks like a file URL is left alone
+    with pytest.raises(IndexParseError):
+        render_json_api(b"<html>portal</html>", "https://idx.example/", bool)
+    with pytest.raises(IndexParseError):
+        render_json_api(b"[]", "https://idx.example/", bool)
+
+
+async def test_document_is_cached_with_urls_on_the_proxy(proxy: Client, fake: FakeIndex) -> None:
+    doc, cache = await get_doc(proxy, "/pypi/beta/json")
+    assert cache == "MISS"
+    files = {f.filename: f for f in fake.files("beta")}
+    assert doc["info"]["version"] == "1.0"  # 2.0 is yanked
+    assert set(doc["releases"]) == {"1.0", "2.0"}
+    for entry in [*doc["urls"], *doc["releases"]["1.0"], *doc["releases"]["2.0"]]:
+        f = files[entry["filename"]]
+        assert entry["url"] == origin(proxy) + f.url_path
+        assert entry["digests"]["sha256"] == f.sha256
+    assert doc["releases"]["2.0"][0]["yanked"] is True  # everything else passes through
+    # A second request within the TTL is answered from the cache.
+    again, cache = await get_doc(proxy, "/pypi/beta/json")
+    assert (again, cache) == (doc, "HIT")
+    assert len(fake.json_api_gets("beta")) == 1
+    # The file resolves from the document alone: the project page was never fetched.
+    f = files["beta-1.0-py3-none-any.whl"]
+    resp = await proxy.get(URL(doc["urls"][0]["url"]).path)
+    assert await resp.read() == f.data
+    assert fake.page_gets("beta") == []
+    assert len(fake.file_gets()) == 1
+
+
+async def test_one_release_and_errors(proxy: Client, fake: FakeIndex) -> None:
+    doc, _ = await get_doc(proxy, "/pypi/beta/2.0/json")
+    assert doc["info"]["version"] == "2.0"
+    assert "releases" not in doc
+    assert [e["filename"] for e in doc["urls"]] == ["beta-2.0-py3-none-any.whl"]
+    assert doc["urls"][0]["url"].startswith(origin(proxy) + "/packages/")
+    for path in ("/pypi/nosuch/json", "/pypi/beta/9.9/json"):
+        resp = await proxy.get(path)
+        assert resp.status == 404
+        assert (await resp.text()).count("\n") == 1
+    resp = await proxy.get("/pypi/Beta/json", allow_redirects=False)
+    assert resp.status == 301
+    assert resp.headers["Location"] == "../beta/json"
+    resp = await proxy.get("/pypi/Beta/2.0/json", allow_redirects=False)
+    assert resp.headers["Location"] == "../../beta/2.0/json"
+    assert (await proxy.get("/pypi/a%2Fb/json")).status in (400, 404)
+    assert (await proxy.get("/pypi/beta/..%2F..%2Fx/json")).status in (400, 404)
+
+
+async def test_origin_follows_the_host_the_client_used(proxy: Client, fake: FakeIndex) -> None:
+    resp = await proxy.get("/pypi/gamma/json", headers={"Host": "cache.internal:3141"})
+    doc = json.loads(await resp.read())
+    assert doc["urls"][0]["url"].startswith("http://cache.internal:3141/packages/")
+    etag = resp.headers["ETag"]
+    other = await proxy.get("/pypi/gamma/json")
+    assert other.headers["ETag"] != etag  # other bytes, other tag
+    same = await proxy.get(
+        "/pypi/gamma/json", headers={"Host": "cache.internal:3141", "If-None-Match": etag}
+    )
+    assert same.status == 304
+
+
+async def test_stale_if_error_and_offline(
+    make_proxy: ProxyFactory, fake: FakeIndex, cache_dir: Path
+) -> None:
+    proxy = await make_proxy(index_ttl=0)
+    doc, _ = await get_doc(proxy, "/pypi/alpha/json")
+    fake.fail_pages(503)
+    stale, cache = await get_doc(proxy, "/pypi/alpha/json")
+    assert (stale, cache) == (doc, "STALE")
+    first = origin(proxy)
+    await proxy.app[proxy_key].pages.flush()
+    await proxy.close()
+    fake.reset_faults()
+    fake.clear_log()
+    offline = await make_proxy(offline=True, index_ttl=0)
+    again, _ = await get_doc(offline, "/pypi/alpha/json")
+    assert again["urls"] == [
+        {**e, "url": e["url"].replace(first, origin(offline))} for e in doc["urls"]
+    ]
+    missing = await offline.get("/pypi/gamma/json")
+    assert missing.status == 404
+    assert "offline mode" in missing.headers["X-Cache-Reason"]
+    assert fake.requests == []
+
+
+async def test_upstream_without_json_api_is_a_404(
+    aiohttp_client: AiohttpClient, fake: FakeIndex, cache_dir: Path
+) -> None:
+    from conftest import make_settings
+
+    from cacheproxy.web.app import create_app
+
+    # An index not at <origin>/simple/: its JSON API (if any) is somewhere we cannot know.
+    settings = make_settings(cache_dir, fake.index_url.replace("/simple/", "/simple/x/"))
+    proxy = await aiohttp_client(create_app(settings))
+    resp = await proxy.get("/pypi/alpha/json")
+    assert resp.status == 404
+    assert "no JSON API" in await resp.text()
+    assert fake.requests == []
+
+
+@pytest.mark.clients
+async def test_pip_compile_generate_hashes_downloads_nothing(
+    proxy_server: TestServer, fake: FakeIndex, tmp_path: Path
+) -> None:
+    """pip-tools reads every candidate's hash from the JSON API; with a 404 it downloaded
+    each file to hash it."""
+    compile_ = shutil.which("pip-compile", path=str(Path(sys.executable).parent))
+    if compile_ is None:
+        pytest.fail("pip-tools is not installed: it is part of the test extra")
+    (tmp_path / "requirements.in").write_text("alpha\n")
+    index = str(proxy_server.make_url("/simple/"))
+    proc = await asyncio.create_subprocess_exec(
+        compile_, "--generate-hashes", "--no-header", "--no-emit-index-url", "--quiet",
+        "--index-url", index, "--cache-dir", str(tmp_path / "pip-tools-cache"),
+        "--output-file", str(tmp_path / "requirements.txt"), str(tmp_path / "requirements.in"),
+        env=client_env(tmp_path), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode(errors="replace")
+    locked = (tmp_path / "requirements.txt").read_text()
+    assert "alpha==1.0" in locked
+    assert "beta==1.0" in locked  # 2.0 is yanked
+    for f in [*fake.files("alpha"), fake.files("beta")[0]]:  # the wheel and sdist of alpha
+        assert f"--hash=sha256:{f.sha256}" in locked, locked
+    assert fake.file_gets() == []  # metadata came from .metadata, hashes from the JSON API
+    assert len(fake.json_api_gets("alpha")) == 1
+    assert len(fake.json_api_gets("beta")) == 1
