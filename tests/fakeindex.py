@@ -740,7 +740,7 @@ def _json_api_file(f: FakeFile, url: str) -> dict[str, object]:
         "python_version": "py3" if wheel else "source",
         "requires_python": f.requires_python,
         "size": f.size,
-        "upload_time": f.upload_time[:19],
+        "upload_time": f.upload_time[:19] if f.upload_time else None,
         "upload_time_iso_8601": f.upload_time,
         "url": url,
         "yanked": f.yanked is not False,

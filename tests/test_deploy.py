@@ -398,11 +398,14 @@ def test_readme_limitations_hold(tmp_path: Path) -> None:
     options = [o for a in sub.choices["serve"]._actions for o in a.option_strings]
     assert "--upstream" in options
     assert not [o for o in options if _LIFTED.search(o)]
-    # Read-only: nothing but GET/HEAD outside /-/admin/, and the simple API only.
+    # Read-only: nothing but GET/HEAD outside /-/admin/; the simple API and PyPI's JSON API.
     app = create_app(Settings(cache_dir=tmp_path, upstream=URL("http://127.0.0.1:1/simple/")))
     routes = [(r.method, r.resource.canonical) for r in app.router.routes() if r.resource]
     assert routes
     assert all(m in ("GET", "HEAD") or path.startswith("/-/admin/") for m, path in routes)
-    assert not [path for _, path in routes if path.startswith("/pypi")]
+    assert {path for _, path in routes if path.startswith("/pypi")} == {
+        "/pypi/{project}/json",
+        "/pypi/{project}/{version}/json",
+    }
     # One host: workers coordinate with flock, which does not reach across hosts.
     assert "fcntl.flock" in (ROOT / "cacheproxy" / "store" / "filelock.py").read_text()

@@ -54,7 +54,7 @@ def test_render_rewrites_records_and_drops() -> None:
         "info": {"summary": 'says "url":"/packages/x" in text', "project_urls": {"url": "u"}},
         "urls": [
             {"url": "https://files.example/packages/aa/bb/a-1.0.tar.gz", "digests": {"sha256": sha},
-             "size": 5},
+             "size": 5, "upload_time_iso_8601": "2024-01-01T00:01:00.000000Z"},
             {"url": "http://10.0.0.1/packages/a-1.0-py3-none-any.whl"},  # not allowed
             {"url": "https://files.example/packages/../etc/passwd"},  # unusable path
             "not a file",
@@ -67,6 +67,7 @@ def test_render_rewrites_records_and_drops() -> None:
     assert set(records) == {"aa/bb/a-1.0.tar.gz", "cc/a-1.0-py3-none-any.whl"}
     assert records["aa/bb/a-1.0.tar.gz"].sha256 == sha
     assert records["aa/bb/a-1.0.tar.gz"].size == 5
+    assert records["aa/bb/a-1.0.tar.gz"].uploaded == 1704067260.0  # for the release-age gate
     assert records["cc/a-1.0-py3-none-any.whl"].url == (
         "https://idx.example/packages/cc/a-1.0-py3-none-any.whl"
     )
@@ -173,6 +174,17 @@ async def test_upstream_without_json_api_is_a_404(
     resp = await proxy.get("/pypi/alpha/json")
     assert resp.status == 404
     assert "no JSON API" in await resp.text()
+    assert fake.requests == []
+
+
+async def test_off_while_the_release_age_gate_is_on(
+    make_proxy: ProxyFactory, fake: FakeIndex
+) -> None:
+    """Documents list every release, held ones too: with the gate on there are none."""
+    proxy = await make_proxy(min_age=86400.0)
+    resp = await proxy.get("/pypi/alpha/json")
+    assert resp.status == 404
+    assert "release-age gate" in await resp.text()
     assert fake.requests == []
 
 

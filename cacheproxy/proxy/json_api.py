@@ -26,6 +26,7 @@ from packaging.utils import NormalizedName
 from yarl import URL
 
 from cacheproxy.errors import IndexParseError
+from cacheproxy.simple.gate import upload_epoch
 from cacheproxy.simple.layout import PREFIX, BadPath, file_key, upstream_rest
 from cacheproxy.store.local import FileMap, FileRecord
 
@@ -114,9 +115,15 @@ def _rewrite(
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             metadata_sha256=None,
             metadata=False,  # the JSON API says nothing of PEP 658 metadata
+            # For the release-age gate (proxy/files.py judges every file request by it).
+            uploaded=upload_epoch(_text(entry.get("upload_time_iso_8601"))),
         )
         kept.append({**entry, "url": PREFIX + rest})
     return kept
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def with_origin(document: bytes, origin: str) -> bytes:

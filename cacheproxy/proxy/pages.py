@@ -243,6 +243,10 @@ class Pages:
             NotFound: no such project or release, or upstream has no JSON API.
             UpstreamError: as for :meth:`project`.
         """
+        if self.gate.active:
+            # Its documents list every release, held ones too (and Poetry resolves from
+            # them); pip-tools without it hashes the gated candidates by downloading them.
+            raise NotFound("the JSON API is off while the release-age gate is on")
         base = json_api_base(self._upstream.index_url)
         if base is None:
             raise NotFound("upstream has no JSON API (only an index at <origin>/simple/ has)")
@@ -329,7 +333,7 @@ class Pages:
     def _needs_gating(self, key: str, record: PageRecord, now: float) -> bool:
         """Whether ``record``'s bodies must be filtered again: the gate's rule changed, or a
         held file has aged in since."""
-        if record.status != 200 or key == ROOT_KEY:
+        if record.status != 200 or key == ROOT_KEY or key.startswith(KEY_PREFIX):
             return False
         if record.gate != self._gate_key:
             return True  # the gate was turned on or off, or its rule changed
