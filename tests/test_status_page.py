@@ -402,6 +402,10 @@ def test_counters_are_not_said_to_start_with_the_process(stats: dict[str, Any]) 
     text = text_of(stats)
     assert "since start" not in text
     assert "all time (kept across restarts)" in text
+    # What the release-age gate holds is this process's memory: it says so.
+    gated = text_of({**stats, "gate": {"min_age_seconds": 86400, "held": []}})
+    assert "since start" not in gated
+    assert "this process has seen since it started" in gated
 
 
 def test_offline_mode_is_shown_and_upstream_is_not_in_use() -> None:

@@ -588,7 +588,10 @@ def _gate_section(gate: Any) -> str:
     )
     items = _mappings(gate.get("held"))
     if not items:
-        body = '<p class="empty ok">Nothing held back in the pages seen since start.</p>'
+        body = (
+            '<p class="empty ok">Nothing held back in the pages this process has seen'
+            " since it started.</p>"
+        )
     else:
         rows = "".join(
             f"<tr><td>{_e(i.get('project'))}</td><td>{_e(i.get('version'))}</td>"
