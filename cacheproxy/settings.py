@@ -345,12 +345,16 @@ def _build(
         raise ConfigError("CACHEPROXY_ADMIN_TOKEN must be at least 16 characters")
     gate: dict[str, Any] = {}
     if (raw := pick("min_age")) is not None:
-        gate["min_age"] = parse_duration(str(raw))
+        try:
+            gate["min_age"] = parse_duration(str(raw))
+        except ConfigError:  # worded like the others, so it names the flag or variable
+            raise ConfigError(f"min-age must be a duration like 30d or 12h, not {raw!r}") from None
     if (raw := pick("exclude_newer")) is not None:
         try:
             gate["exclude_newer"] = parse_timestamp(str(raw))
-        except BadTimestamp as e:
-            raise ConfigError(f"exclude-newer: {e}") from None
+        except BadTimestamp:
+            problem = "must be an RFC 3339 time like 2026-11-30T12:00:00Z"
+            raise ConfigError(f"exclude-newer {problem}, not {raw!r}") from None
     if (raw := pick("min_age_unknown")) is not None:
         gate["min_age_unknown"] = str(raw).strip().lower()
     exempt = flags.get("min_age_exempt") or environ.get("CACHEPROXY_MIN_AGE_EXEMPT", "")

@@ -482,6 +482,22 @@ def test_invalid_values_name_the_setting(
             "CACHEPROXY_CLIENT_REVALIDATE_AFTER=soon: must be a duration like 30s or 5m, or off",
         ),
         (
+            "CACHEPROXY_MIN_AGE",
+            "soon",
+            "CACHEPROXY_MIN_AGE=soon: must be a duration like 30d or 12h",
+        ),
+        (
+            "CACHEPROXY_EXCLUDE_NEWER",
+            "yesterday",
+            "CACHEPROXY_EXCLUDE_NEWER=yesterday: "
+            "must be an RFC 3339 time like 2026-11-30T12:00:00Z",
+        ),
+        (
+            "CACHEPROXY_MIN_AGE_UNKNOWN",
+            "maybe",
+            "CACHEPROXY_MIN_AGE_UNKNOWN=maybe: must be allow or deny",
+        ),
+        (
             "CACHEPROXY_UPSTREAM",
             "ftp://u:s3cret@idx.example/",
             "CACHEPROXY_UPSTREAM=ftp://u:***@idx.example/: "
