@@ -82,7 +82,9 @@ def test_render_rewrites_records_and_drops() -> None:
         render_json_api(b"[]", "https://idx.example/", bool)
 
 
-async def test_document_is_cached_with_urls_on_the_proxy(proxy: Client, fake: FakeIndex) -> None:
+async def test_document_is_cached_with_urls_on_the_proxy(
+    proxy: Client, fake: FakeIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
     doc, cache = await get_doc(proxy, "/pypi/beta/json")
     assert cache == "MISS"
     files = {f.filename: f for f in fake.files("beta")}
@@ -93,9 +95,16 @@ async def test_document_is_cached_with_urls_on_the_proxy(proxy: Client, fake: Fa
         assert entry["url"] == origin(proxy) + f.url_path
         assert entry["digests"]["sha256"] == f.sha256
     assert doc["releases"]["2.0"][0]["yanked"] is True  # everything else passes through
+    resp = await proxy.get("/pypi/beta/json", headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert json.loads(await resp.read()) == doc
     # A second request within the TTL is answered from the cache.
     again, cache = await get_doc(proxy, "/pypi/beta/json")
     assert (again, cache) == (doc, "HIT")
+    # A large document is read from its file (not the in-memory body cache): same bytes.
+    await proxy.app[proxy_key].pages.flush()
+    monkeypatch.setattr(proxy.app[proxy_key].storage.bodies, "_max_item", 0)
+    assert (await get_doc(proxy, "/pypi/beta/json")) == (doc, "HIT")
     assert len(fake.json_api_gets("beta")) == 1
     # The file resolves from the document alone: the project page was never fetched.
     f = files["beta-1.0-py3-none-any.whl"]
