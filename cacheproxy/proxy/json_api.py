@@ -28,7 +28,7 @@ from yarl import URL
 from cacheproxy.errors import IndexParseError
 from cacheproxy.simple.gate import upload_epoch
 from cacheproxy.simple.layout import PREFIX, BadPath, file_key, upstream_rest
-from cacheproxy.store.local import FileMap, FileRecord
+from cacheproxy.store.records import FileMap, FileRecord
 
 logger = logging.getLogger(__name__)
 
