@@ -332,14 +332,18 @@ async def test_startup_removes_stale_temporaries_and_stays_offline(
     assert fake.requests == []  # no project-list prefetch, no network work at start-up
 
 
-async def test_offline_file_miss_is_504(make_proxy: ProxyFactory, fake: FakeIndex) -> None:
+async def test_offline_file_miss_is_404_with_the_reason(
+    make_proxy: ProxyFactory, fake: FakeIndex
+) -> None:
     online = await make_proxy()
     f = the(fake, "beta")
     link = await link_of(online, "beta", f.filename)
     offline = await make_proxy(offline=True)
     fake.clear_log()
     resp = await offline.get(link)
-    assert resp.status == 504
+    assert resp.status == 404  # clients stop at once; a 504 made uv retry for seconds
+    assert resp.headers["X-Cache-Reason"].startswith(f"offline mode: {f.filename} is not cached")
+    assert (await resp.text()).count("\n") == 1
     assert fake.requests == []
 
 

@@ -227,3 +227,17 @@ async def test_pip_compile_generate_hashes_downloads_nothing(
     assert fake.file_gets() == []  # metadata came from .metadata, hashes from the JSON API
     assert len(fake.json_api_gets("alpha")) == 1
     assert len(fake.json_api_gets("beta")) == 1
+
+
+async def test_invalidating_a_project_drops_its_json_api_documents(
+    make_proxy: ProxyFactory, fake: FakeIndex
+) -> None:
+    proxy = await make_proxy(admin_token="t" * 16)
+    for path in ("/pypi/beta/json", "/pypi/beta/1.0/json", "/pypi/alpha/json"):
+        await get_doc(proxy, path)
+    await proxy.app[proxy_key].pages.flush()
+    token = {"Authorization": "Bearer " + "t" * 16}
+    assert (await proxy.post("/-/admin/invalidate/beta", headers=token)).status == 200
+    assert (await get_doc(proxy, "/pypi/beta/json"))[1] == "MISS"
+    assert (await get_doc(proxy, "/pypi/beta/1.0/json"))[1] == "MISS"
+    assert (await get_doc(proxy, "/pypi/alpha/json"))[1] == "HIT"  # another project's stays

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from packaging.utils import NormalizedName
 
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.downloads import Downloads
 from cacheproxy.proxy.files import Files
+from cacheproxy.proxy.json_api import json_api_key
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.proxy.upstream import Upstream, make_session
 from cacheproxy.settings import Settings
@@ -121,7 +123,20 @@ class Proxy:
             return count
         found = await asyncio.to_thread(self.storage.drop_page, project)
         self.pages.forget(project)  # other workers: within pages.MEMO_SECONDS
+        # Its JSON API documents too (proxy/json_api.py keys), or pip-tools would see the
+        # old releases until their TTL ends.
+        api = json_api_key(NormalizedName(project), None)
+        for key in await asyncio.to_thread(self._keys_of, api):
+            await asyncio.to_thread(self.storage.drop_page, key)
+            self.pages.forget(key)
         return 1 if found else 0
+
+    def _keys_of(self, api_key: str) -> list[str]:
+        return [
+            key
+            for key, _record in self.storage.page_records()
+            if key == api_key or key.startswith(f"{api_key}/")
+        ]
 
 
 async def _keep_within_limit(

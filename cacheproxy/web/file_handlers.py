@@ -109,7 +109,13 @@ def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web
 
 async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamResponse:
     if request.app[settings_key].offline:
-        return text_error(504, f"offline mode: {resolved.filename} is not cached")
+        # A 404, as for a page offline mode does not have: pip and uv stop at once on it
+        # (uv retried a 504 for seconds), and the body and X-Cache-Reason say why.
+        reason = (
+            f"offline mode: {resolved.filename} is not cached "
+            "(the proxy runs with --offline and asks upstream nothing)"
+        )
+        return text_error(404, reason, {"X-Cache": "MISS", "X-Cache-Reason": reason[:200]})
     spec = resolved.spec
     if request.method == "HEAD" and spec.size is not None:
         # Answer from the index's size; no download just for a HEAD (standards 5.2).
