@@ -23,7 +23,7 @@ from cacheproxy.urls import is_loopback_host, redact_url
 DEFAULT_HOST = "127.0.0.1"
 # 8503, after PEP 503: no common service uses it (unlike 3141 devpi, 3142 apt-cacher, 5000).
 DEFAULT_PORT = 8503
-DEFAULT_INDEX_TTL = 600.0  # PyPI's own max-age for project pages (standards 0.1)
+DEFAULT_INDEX_TTL = 600.0  # PyPI's own max-age for project pages (Cache-Control: max-age=600)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,10 +42,10 @@ from packaging.version import Version
 HTML = "text/html"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
 V1_JSON = "application/vnd.pypi.simple.v1+json"
-# warehouse `_select_content_type` offers these, in this order (standards.md 0.2).
+# warehouse `_select_content_type` offers these, in this order (warehouse/api/simple.py).
 OFFERS = (HTML, V1_HTML, V1_JSON)
 PAGE_CACHE_CONTROL = "max-age=600, public"  # warehouse `cache_control(10 * 60)`
-# PyPI's file host: ranges (standards.md 0.6), immutable caching, never a Content-Encoding.
+# PyPI's file host: ranges, immutable caching, never a Content-Encoding.
 FILE_HEADERS = {
     "Content-Type": "application/octet-stream",
     "Accept-Ranges": "bytes",
@@ -525,7 +525,7 @@ class FakeIndex:
         body = json.dumps(json_body).encode() if ctype == V1_JSON else html_body.encode()
         headers = {"X-PyPI-Last-Serial": str(serial)}
         if "no-etag" not in self.html_quirks:
-            # warehouse: Vary: Accept, cache_control(600), md5_etag() (standards.md 0.1).
+            # warehouse: Vary: Accept, cache_control(600), md5_etag() (warehouse/api/simple.py).
             etag = f'"{hashlib.md5(body).hexdigest()}"'
             headers.update({"ETag": etag, "Cache-Control": PAGE_CACHE_CONTROL, "Vary": "Accept"})
             tags = [

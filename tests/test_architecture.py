@@ -4,6 +4,7 @@ The package layers themselves are `[tool.importlinter]` in pyproject.toml, run b
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,20 @@ def test_the_rule_sees_an_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("from aiohttp import web\nimport aiohttp.web_response\n")
     assert {"aiohttp.web", "aiohttp.web_response"} <= _imports(module)
+
+
+def test_comments_cite_what_a_reader_can_open() -> None:
+    # A comment cites a PEP, an RFC, an upstream issue or a file in this repository; the
+    # team's planning notes (their numbered items) are not in the repository.
+    pattern = re.compile(
+        r"standards(\.md)?\s*§?\s*[0-9T]|peers(\.md)?\s*§|design\.md|house[-_ ]style"
+    )
+    root = PACKAGE.parent
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in ("cacheproxy", "tests", "bench")
+        for path in sorted((root / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert found == []

@@ -1,4 +1,4 @@
-"""Real clients through the real proxy: pip and uv install, cold then warm (standards T14).
+"""Real clients through the real proxy: pip and uv install, cold then warm.
 
 The warm run must make zero upstream file requests, whatever the clients' own caches do
 (they are disabled here, as they are after ``docker builder prune``).
@@ -78,7 +78,8 @@ async def test_install_cold_then_warm(
 async def test_pip_require_hashes(
     proxy_server: TestServer, fake: FakeIndex, tmp_path: Path
 ) -> None:
-    """Lock files and --require-hashes see upstream's bytes exactly (standards 3.1, 8.6)."""
+    """Lock files and --require-hashes see upstream's bytes exactly (the #sha256 fragment
+    kept, the bytes unchanged)."""
     alpha = next(f for f in fake.files("alpha") if f.filename.endswith(".whl"))
     beta = fake.files("beta")[0]
     reqs = tmp_path / "requirements.txt"

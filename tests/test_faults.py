@@ -260,7 +260,7 @@ async def test_gzip_encoded_file_is_decoded_and_verified(
     fake.gzip_files()
     resp = await proxy.get(path, auto_decompress=False)
     body = await resp.read()
-    assert "Content-Encoding" not in resp.headers  # never forwarded (standards 7.1)
+    assert "Content-Encoding" not in resp.headers  # never forwarded: the bytes are decoded
     assert int(resp.headers["Content-Length"]) == f.size == len(body)
     assert body == f.data
     await assert_cache_verified(cache_dir)

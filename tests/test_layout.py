@@ -1,4 +1,4 @@
-"""The proxy's file URL layout and cache keys (standards 1.6, 1.7, 3.2)."""
+"""The proxy's file URL layout and cache keys: relative links, exact upstream URLs, + ≡ %2B."""
 
 import pytest
 
@@ -13,7 +13,7 @@ from cacheproxy.simple.layout import (
 
 
 def test_plus_and_percent_2b_are_one_key() -> None:
-    # pip sends %2B, uv sends a literal + for the same href (standards 1.6).
+    # pip sends %2B, uv sends a literal + for the same href.
     pip_form = file_key("a/b/x-0.1%2Babc-py3-none-any.whl")
     uv_form = file_key("a/b/x-0.1+abc-py3-none-any.whl")
     assert pip_form == uv_form == "a/b/x-0.1+abc-py3-none-any.whl"

@@ -1,4 +1,4 @@
-"""PEP 691 content negotiation and Accept-Encoding (standards 2.1, 2.2, 2.8)."""
+"""PEP 691 content negotiation (with its ?format= parameter) and Accept-Encoding."""
 
 import pytest
 
@@ -8,7 +8,7 @@ HTML = MediaType.HTML
 HTML_V1 = MediaType.HTML_V1
 JSON_V1 = MediaType.JSON_V1
 
-# The exact headers of standards 2.2.
+# The exact Accept headers pip, uv, poetry and pdm send (from their sources).
 PIP = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
     "text/html; q=0.01"

@@ -1,4 +1,4 @@
-"""Index pages through the proxy: standards.md §10 T1-T7, T13, T15, T18 and the policy.
+"""Index pages through the proxy: negotiation, normalisation, ETags, freshness and the policy.
 
 Every test runs the real proxy app against the real fake upstream; caching is proven by the
 fake's request log, never by timing.

@@ -1,4 +1,4 @@
-"""Range and If-Range for distribution files (RFC 9110 §14; standards 5.3, T9, T10)."""
+"""Range and If-Range for distribution files (RFC 9110 §14 and §13.1.5)."""
 
 import pytest
 from hypothesis import given
@@ -21,7 +21,7 @@ from cacheproxy.web.ranges import ByteRange, RangeNotSatisfiable, if_range_match
         pytest.param("bytes=-500", 100, ByteRange(0, 99), id="suffix-larger-than-file"),
         pytest.param("bytes=-100", 100, ByteRange(0, 99), id="suffix-whole-file"),
         pytest.param("bytes=-1", 1, ByteRange(0, 0), id="suffix-one-byte-file"),
-        # uv's zip central-directory read of packaging-24.2 (standards 5.2).
+        # uv's zip central-directory read of packaging-24.2 (a suffix range).
         pytest.param("bytes=49067-65450", 65451, ByteRange(49067, 65450), id="uv-trace"),
         pytest.param(" bytes = 10 - 19 ", 100, ByteRange(10, 19), id="whitespace"),
         pytest.param("bytes=\t-22\t", 100, ByteRange(78, 99), id="tabs"),

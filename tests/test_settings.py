@@ -1,4 +1,4 @@
-"""Settings: precedence, pip's configured index, validation, redaction (standards 8.3).
+"""Settings: precedence, pip's configured index, validation, redaction.
 
 Every test passes its own ``environ``; none reads or changes ``os.environ``. pip always reads
 ``/etc/pip.conf`` (and so does ``pip_config_files``) unless ``PIP_CONFIG_FILE=os.devnull``,

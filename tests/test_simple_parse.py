@@ -1,4 +1,4 @@
-"""Parsing upstream project pages: PEP 503 HTML and PEP 691 JSON (standards 0.4-0.8, 2.5, 3.3)."""
+"""Parsing upstream project pages: PEP 503 HTML and PEP 691 JSON, as PyPI and others serve them."""
 
 import json
 from typing import Any
@@ -25,7 +25,7 @@ FILES = "https://files.example/packages"
 SHA_WHL = "5a" * 32
 SHA_SDIST = "b7" * 32
 SHA_META = "c3" * 32
-REASON = "Yanked due to conflicts with CVE-2024-35195 mitigation"  # standards 0.8
+REASON = "Yanked due to conflicts with CVE-2024-35195 mitigation"  # PEP 592: byte-exact
 
 
 def parse(body: str | bytes, content_type: str | None, url: URL = PAGE_URL) -> ProjectPage:

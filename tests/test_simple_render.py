@@ -1,4 +1,4 @@
-"""Rendering the model as PEP 691 JSON and PEP 503 HTML, and round-trips (standards 2.6-3.3)."""
+"""Rendering the model as PEP 691 JSON and PEP 503 HTML (PEP 700 fields), and round-trips."""
 
 import json
 from typing import Any
@@ -34,7 +34,7 @@ def upstream_link(f: DistFile) -> str:
 
 
 def proxy_link(f: DistFile) -> str:
-    # What the proxy does (standards 3.2): relative to /simple/<project>/.
+    # What the proxy does: relative to /simple/<project>/, so any Host or path prefix works.
     return "../../packages/ab/cd/" + quote(f.filename, safe="")
 
 

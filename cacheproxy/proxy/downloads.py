@@ -188,7 +188,7 @@ class Download:
                     break
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
                     # A reset or a short body mid-file: pick up where we are, with a Range
-                    # (upstream file hosts support them; standards 0.6), rather than fail
+                    # (upstream file hosts support them, as PyPI's does), rather than fail
                     # every waiting client.
                     if resumes >= retries:
                         raise

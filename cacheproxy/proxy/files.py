@@ -114,7 +114,8 @@ class Files:
             dist = await self._record(dist_key, filename[: -len(METADATA_SUFFIX)])
             if dist is not None:
                 self._check_gate(filename[: -len(METADATA_SUFFIX)], dist)
-                # PEP 658 / standards 4.2: only what upstream advertised is served.
+                # PEP 658: only what upstream advertised is served (never a 404 for an
+                # advertised file: clients would fail the install).
                 if not dist.metadata:
                     raise NotFound(f"no metadata is advertised for {dist_key.rsplit('/', 1)[-1]}")
                 sha = dist.metadata_sha256

@@ -37,7 +37,7 @@ from cacheproxy.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
-# uv's Accept header: JSON first (standards 2.5: it carries size, upload-time and yanked
+# uv's Accept header: JSON first (PEP 691/700: it carries size, upload-time and yanked
 # without HTML-escaping problems), HTML from simpler indexes.
 PAGE_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
@@ -45,7 +45,7 @@ PAGE_ACCEPT = (
 )
 # A project page bigger than this is not an index page (protects memory from garbage).
 MAX_PAGE_BYTES = 256 * 1024 * 1024
-# Statuses a second try can fix (pip's own retry list has the same spirit; standards 7.6).
+# Statuses a second try can fix (pip's own retry list has the same spirit).
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _FIRST_BACKOFF = 0.25
 # Never wait longer than this between attempts, whatever Retry-After says: a client waits.
@@ -323,7 +323,7 @@ class Upstream:
                 if (resp.content_length or 0) > MAX_PAGE_BYTES:
                     raise UpstreamStatusError(f"upstream page too large: {shown}", 200)
                 # aiohttp has decoded any Content-Encoding; its length headers no longer
-                # describe these bytes and are not copied anywhere (standards 7.1).
+                # describe these bytes and are not copied anywhere (aiohttp decodes gzip).
                 parts: list[bytes] = []
                 total = 0
                 async for chunk in resp.content.iter_any():
@@ -395,8 +395,8 @@ class Upstream:
             HostRefused: the address policy refuses the host or a redirect hop (502).
             DownloadsBusy: a big body found no download slot in time (503).
         """
-        target = URL(url, encoded=True)  # exactly as the index wrote it (standards 1.7)
-        # pip and uv fetch files with identity encoding (standards 5.1, 7.2).
+        target = URL(url, encoded=True)  # exactly as the index wrote it (signed URLs, %2B)
+        # pip and uv fetch files with identity encoding: the bytes hashed are the file's.
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if range_header:
             headers["Range"] = range_header

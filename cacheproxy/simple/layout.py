@@ -1,8 +1,9 @@
-"""The proxy's URL layout for files: ``/packages/<upstream path>`` (design.md).
+"""The proxy's URL layout for files: ``/packages/<upstream path>``.
 
 For PyPI the path under ``/packages/`` is the path on PyPI's file host, so a URL in a lock
 file maps to the proxy by swapping the prefix. Files of other indexes keep their whole
-upstream path. Keys are percent-decoded so ``+`` and ``%2B`` name one file (standards 1.6).
+upstream path. Keys are percent-decoded so ``+`` and ``%2B`` name one file (pip sends
+``%2B`` for a local version's ``+``, uv a literal ``+``).
 """
 
 from urllib.parse import unquote
@@ -68,7 +69,8 @@ def metadata_url(url: str) -> str:
 
 
 def project_of(filename: str) -> NormalizedName | None:
-    """The project a wheel or sdist filename belongs to, if it follows the standards."""
+    """The project a wheel or sdist filename belongs to, if it follows the binary and
+    source distribution format specifications."""
     try:
         if filename.endswith(".whl"):
             return parse_wheel_filename(filename)[0]

@@ -1,8 +1,8 @@
 """Value types for the simple API: one model, parsed from HTML or JSON, rendered to both.
 
-The field set follows the PEP 691 JSON form; HTML ``data-*`` attributes map onto it
-(standards 3.3). Values are kept exactly as upstream gave them (yank reasons, requires-python
-strings, hashes), so rendering them again loses nothing.
+The field set follows the PEP 691 JSON form; HTML ``data-*`` attributes map onto it (PEP 691
+"Project Detail" maps one onto the other). Values are kept exactly as upstream gave them
+(yank reasons, requires-python strings, hashes), so rendering them again loses nothing.
 """
 
 from collections.abc import Mapping

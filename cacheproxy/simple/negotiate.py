@@ -1,4 +1,4 @@
-"""PEP 691 content negotiation and Accept-Encoding, by q-value (standards 2.1).
+"""PEP 691 content negotiation and Accept-Encoding, by q-value (RFC 9110 §12.5).
 
 Offers are ordered the way PyPI orders them, so ties (and ``*/*``) resolve to HTML, and a
 missing Accept header means ``text/html``. Unlike PyPI we answer 406 when nothing offered is

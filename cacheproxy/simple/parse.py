@@ -1,6 +1,6 @@
 """Parse upstream simple-API pages (PEP 503 HTML, PEP 691 JSON) into the model.
 
-Robust against the indexes found in the wild (standards 0.3, 2.5; peers proxpi#62/#75/#91):
+Robust against the indexes found in the wild (proxpi issues #62, #75 and #91 list them):
 a missing or wrong Content-Type is sniffed, ``<base href>`` is honoured, relative links are
 resolved against the URL the page was finally served from. Nothing is invented: a value we
 cannot understand is dropped, never guessed.

@@ -100,7 +100,7 @@ def _html_anchor(f: DistFile, link: str) -> str:
             break
     parts = [_attr("href", href)]
     if f.requires_python is not None:
-        # Escaped, so ">=3.8" becomes "&gt;=3.8" as on PyPI (standards 3.3).
+        # Escaped, so ">=3.8" becomes "&gt;=3.8" as on PyPI (PEP 503: HTML-encoded).
         parts.append(_attr("data-requires-python", f.requires_python))
     if f.yanked is not False:
         parts.append(_attr("data-yanked", "" if f.yanked is True else str(f.yanked)))

@@ -67,7 +67,7 @@ class PageRecord:
 class FileRecord:
     """Where a proxied file comes from and what it must hash to."""
 
-    url: str  # the exact upstream URL from the index page (standards 1.7)
+    url: str  # the exact upstream URL from the index page: never rebuilt (signed URLs, %2B)
     sha256: str | None
     size: int | None
     metadata_sha256: str | None = None  # PEP 658 hash, when advertised with one

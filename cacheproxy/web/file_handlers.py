@@ -30,7 +30,8 @@ from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error,
 
 logger = logging.getLogger(__name__)
 
-# Files never change at a given URL on a PyPI-style index (standards 5.7).
+# Files never change at a given URL on a PyPI-style index (PyPI refuses to reuse a
+# filename): cacheable for a year and immutable (RFC 8246).
 FILE_CACHE_CONTROL = "max-age=31536000, immutable, public"
 # A Range starting this far beyond what the running download has written goes upstream.
 FORWARD_RANGE_AHEAD = 1024 * 1024
@@ -49,7 +50,8 @@ def _file_headers(resolved: Resolved, etag: str | None, cache: str) -> dict[str,
 
 
 def _file_etag(resolved: Resolved, size: int) -> str:
-    # A stable, strong validator per content for pip's resume If-Range (standards 5.5).
+    # A stable, strong validator per content for pip's resume (--resume-retries sends
+    # If-Range with it; RFC 9110 §13.1.5).
     sha = resolved.spec.sha256
     return f'"{sha}"' if sha else f'"{size:x}-{resolved.spec.final.name[:16]}"'
 
@@ -118,7 +120,7 @@ async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamRes
         return text_error(404, reason, {"X-Cache": "MISS", "X-Cache-Reason": reason[:200]})
     spec = resolved.spec
     if request.method == "HEAD" and spec.size is not None:
-        # Answer from the index's size; no download just for a HEAD (standards 5.2).
+        # Answer from the index's size (PEP 700); no download just for a HEAD.
         headers = _file_headers(resolved, _file_etag(resolved, spec.size), "MISS")
         headers["Content-Length"] = str(spec.size)
         return web.Response(status=200, headers=headers)
@@ -167,7 +169,7 @@ async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamRes
 async def _maybe_forward_range(
     request: web.Request, resolved: Resolved, download: Download
 ) -> web.StreamResponse | None:
-    """Forward a Range far ahead of the running download to upstream (standards 5.4).
+    """Forward a Range far ahead of the running download to upstream (RFC 9110 §14.2).
 
     uv reads a wheel's zip directory (its last bytes) before deciding to download it; on a
     cold multi-GB wheel, waiting for our download to get there would stall resolution.
@@ -301,7 +303,7 @@ async def _relay(
     """Pipe bytes ``offset..end`` of the file from upstream to the client, storing nothing.
 
     ``resp`` is the response already under way (None: start a whole-file 200). Only used
-    when the cache cannot store (standards: the client still gets its file); the client
+    when the cache cannot store (a full disk: the client still gets its file); the client
     checks the hash of what it installs, as it does for any index.
     """
     downloads = request.app[proxy_key].downloads

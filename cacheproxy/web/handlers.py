@@ -49,7 +49,7 @@ def _wants_revalidation(request: web.Request) -> bool:
 def _index_headers(result: PageResult, etag: str, gz: bool) -> dict[str, str]:
     headers = {
         "ETag": etag,
-        "Vary": "Accept, Accept-Encoding",  # standards 2.4
+        "Vary": "Accept, Accept-Encoding",  # PEP 691 negotiation; RFC 9110 §12.5.5
         "Cache-Control": f"max-age={result.max_age}, public",
         "X-Cache": result.cache,
     }

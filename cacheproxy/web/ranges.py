@@ -1,4 +1,4 @@
-"""HTTP Range and If-Range for distribution files (RFC 9110 §14; standards 5.2-5.5).
+"""HTTP Range and If-Range for distribution files (RFC 9110 §14 and §13.1.5).
 
 Only single ranges are served: ``bytes=a-b``, ``a-`` (pip resume) and ``-n`` (poetry's
 lazy wheel). A syntactically invalid or multi-range header is ignored and the whole file is
@@ -63,7 +63,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None  # invalid (RFC 9110 §14.1.1): ignore the header
     if start >= size:
         # Also for "bytes=N-": its end defaults to size - 1, which must not make it look
-        # invalid (standards T9: "bytes=999999999-" is a 416, not a 200).
+        # unsatisfiable (RFC 9110 §14.1.2: "bytes=999999999-" is a 416, not a 200).
         raise RangeNotSatisfiable(header)
     end = int(last) if last else size - 1
     return ByteRange(start, min(end, size - 1))
@@ -73,7 +73,7 @@ def if_range_matches(if_range: str | None, etag: str) -> bool:
     """True when the Range may be honoured: no If-Range, or it names our (strong) ETag.
 
     A date in If-Range is treated as a mismatch: our files are identified by content,
-    and a mismatch only costs a full 200 (pip then restarts cleanly; standards 5.5).
+    and a mismatch only costs a full 200 (pip then restarts cleanly; RFC 9110 §13.1.5).
     """
     if if_range is None:
         return True

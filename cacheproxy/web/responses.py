@@ -92,7 +92,8 @@ def upstream_error(e: UpstreamError | IndexParseError) -> web.Response:
     if isinstance(e, IndexParseError):
         return text_error(502, f"upstream page could not be read: {e}", {"X-Cache": "MISS"})
     status = e.status
-    # standards 7.6: an upstream 401/403 is passed through as such.
+    # An upstream 401/403 is passed through as such: the client (with netrc or keyring
+    # credentials) can act on it; a 502 would hide that the index wants a login.
     if isinstance(e, UpstreamStatusError) and e.upstream_status in (401, 403):
         status = e.upstream_status
     return text_error(status, str(e), {"X-Cache": "MISS"})

@@ -206,7 +206,8 @@ def _build(context: Path, target: Target, tag: str) -> str:
 
 
 def _prune() -> None:
-    # Cache mounts and layers: what `docker builder prune` removes (standards 9.3).
+    # Cache mounts and layers: what `docker builder prune` removes (BuildKit's cache mounts
+    # are build cache too).
     docker("builder", "prune", "-af")
 
 
