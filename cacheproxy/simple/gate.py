@@ -16,16 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     canonicalize_name,
     canonicalize_version,
-    parse_sdist_filename,
-    parse_wheel_filename,
 )
 
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import Settings
+from cacheproxy.simple.layout import version_of
 from cacheproxy.simple.models import DistFile, ProjectPage
 from cacheproxy.units import BadTimestamp, format_timestamp, parse_timestamp
 
@@ -126,14 +123,8 @@ class Held:
 
 def file_version(filename: str) -> str | None:
     """The version a wheel or sdist filename carries, or None."""
-    try:
-        return str(parse_wheel_filename(filename)[1])
-    except InvalidWheelFilename:
-        pass
-    try:
-        return str(parse_sdist_filename(filename)[1])
-    except InvalidSdistFilename:
-        return None
+    version = version_of(filename)
+    return None if version is None else str(version)
 
 
 def upload_epoch(upload_time: str | None) -> float | None:

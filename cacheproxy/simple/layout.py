@@ -15,6 +15,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
+from packaging.version import Version
 from yarl import URL
 
 PREFIX = "/packages/"
@@ -75,5 +76,15 @@ def project_of(filename: str) -> NormalizedName | None:
         if filename.endswith(".whl"):
             return parse_wheel_filename(filename)[0]
         return parse_sdist_filename(filename)[0]
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None
+
+
+def version_of(filename: str) -> Version | None:
+    """The version a wheel or sdist filename carries, if it follows the standards."""
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[1]
+        return parse_sdist_filename(filename)[1]
     except (InvalidWheelFilename, InvalidSdistFilename):
         return None

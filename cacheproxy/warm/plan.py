@@ -8,15 +8,9 @@ is not fetched is a :class:`Note`: a skip (not on an index, maybe not needed) or
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import Version
 from yarl import URL
 
+from cacheproxy.simple.layout import version_of
 from cacheproxy.simple.models import DistFile
 from cacheproxy.warm.fetch import Job, Page, short
 from cacheproxy.warm.lockfiles import Artifact, LockInput, Note, Package
@@ -65,15 +59,6 @@ def wanted(
     return out
 
 
-def _version_of(filename: str) -> Version | None:
-    try:
-        if filename.endswith(".whl"):
-            return parse_wheel_filename(filename)[1]
-        return parse_sdist_filename(filename)[1]
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        return None
-
-
 def candidates(package: Package, page: Page | None) -> list[Artifact]:
     """The files of the package's version: the lock's own, else the matching page entries."""
     if package.artifacts is not None:
@@ -86,7 +71,7 @@ def candidates(package: Package, page: Page | None) -> list[Artifact]:
     # alone keeps every file of the version, and the download is checked instead.
     by_sha256 = allowed is not None and any(alg == "sha256" for alg, _ in allowed)
     for f in page.values():
-        if _version_of(f.filename) != package.version:
+        if version_of(f.filename) != package.version:
             continue
         sha = f.sha256.lower() if f.sha256 else None
         if by_sha256 and sha and ("sha256", sha) not in (allowed or ()):
@@ -107,7 +92,7 @@ def choose(
     ]
     chosen = [min(ranked, key=lambda ra: ra[0])[1]] if ranked else []
     if not chosen or sdists:
-        chosen += [a for a in candidates if not a.is_wheel and _version_of(a.filename)][:1]
+        chosen += [a for a in candidates if not a.is_wheel and version_of(a.filename)][:1]
     return chosen
 
 
