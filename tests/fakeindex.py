@@ -341,7 +341,8 @@ class FakeIndex:
         self._corrupt: _Fault | None = None
         self._page_delay = self._file_delay = self._chunk_delay = 0.0
         self._gzip = self._down = False
-        self._fail_headers: dict[str, str] = {}
+        self._fail_page_headers: dict[str, str] = {}
+        self._fail_file_headers: dict[str, str] = {}
         self._redirect_loop = False
         self._garbage: tuple[bytes, str | None] | None = None
         self._size_delta = 0
@@ -356,14 +357,14 @@ class FakeIndex:
         """The next ``times`` requests under ``/simple/`` get ``status`` (None: until reset),
         with ``headers`` (e.g. Retry-After)."""
         self._fail_pages = _Fault(status, times)
-        self._fail_headers = dict(headers or {})
+        self._fail_page_headers = dict(headers or {})
 
     def fail_files(
         self, status: int, times: int | None = None, headers: dict[str, str] | None = None
     ) -> None:
         """The next ``times`` file and ``.metadata`` requests get ``status``."""
         self._fail_files = _Fault(status, times)
-        self._fail_headers = dict(headers or {})
+        self._fail_file_headers = dict(headers or {})
 
     def redirect_loop_pages(self, on: bool = True) -> None:
         """Every page request is redirected to itself, forever."""
@@ -503,7 +504,7 @@ class FakeIndex:
         await self._sleep(self._page_delay)
         if self._fail_pages is not None and self._fail_pages.fire():
             return web.Response(
-                status=self._fail_pages.value, text="injected", headers=self._fail_headers
+                status=self._fail_pages.value, text="injected", headers=self._fail_page_headers
             )
         if self._redirect_loop:
             return web.Response(status=302, headers={"Location": request.path_qs})
@@ -670,7 +671,7 @@ class FakeIndex:
         await self._sleep(self._file_delay)
         if self._fail_files is not None and self._fail_files.fire():
             return web.Response(
-                status=self._fail_files.value, text="injected", headers=self._fail_headers
+                status=self._fail_files.value, text="injected", headers=self._fail_file_headers
             )
         is_meta = request.path.endswith(".metadata")
         f = self._by_path.get(request.path.removesuffix(".metadata") if is_meta else request.path)

@@ -588,6 +588,20 @@ async def test_fail_pages_and_files(fake: FakeIndex, session: aiohttp.ClientSess
         assert r.status == 200
 
 
+async def test_page_and_file_faults_keep_their_own_headers(
+    fake: FakeIndex, session: aiohttp.ClientSession
+) -> None:
+    (b1, *_) = fake.files("beta")
+    fake.fail_pages(429, headers={"Retry-After": "7"})
+    fake.fail_files(503, headers={"X-File-Fault": "1"})
+    async with session.get(fake.index_url + "beta/") as r:
+        assert (r.status, r.headers.get("Retry-After")) == (429, "7")
+        assert "X-File-Fault" not in r.headers
+    async with session.get(fake.file_url(b1)) as r:
+        assert (r.status, r.headers.get("X-File-Fault")) == (503, "1")
+        assert "Retry-After" not in r.headers
+
+
 @pytest.mark.parametrize("which", ["pages", "files"])
 async def test_delays_trigger_client_timeouts(
     fake: FakeIndex, session: aiohttp.ClientSession, which: str

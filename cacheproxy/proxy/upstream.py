@@ -191,11 +191,16 @@ class Upstream:
     """Fetches from the configured index and the file hosts its pages name."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, settings: Settings, metrics: Metrics
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        metrics: Metrics,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._session = session
         self._settings = settings
         self._metrics = metrics
+        self.sleep = sleep  # the retry backoff waits here (tests pass a recording one)
         self.index_url = settings.upstream
         self._authorization: str | None = None
         if settings.upstream.user is not None:
@@ -377,7 +382,7 @@ class Upstream:
             if wait > MAX_RETRY_WAIT or too_late:
                 raise err
             logger.info("retrying %s in %.2fs: %s", what, wait, err)
-            await asyncio.sleep(wait * (1 + random.random() * 0.2))  # jitter: no herds
+            await self.sleep(wait * (1 + random.random() * 0.2))  # jitter: no herds
             delay = min(delay * 2, MAX_RETRY_WAIT)
         raise AssertionError("unreachable")  # pragma: no cover
 
