@@ -33,6 +33,7 @@ from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy import addresses
 from cacheproxy.proxy.addresses import HostPolicy, PolicyResolver
 from cacheproxy.settings import Settings
+from cacheproxy.simple.negotiate import MediaType
 from cacheproxy.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,8 @@ logger = logging.getLogger(__name__)
 # uv's Accept header: JSON first (PEP 691/700: it carries size, upload-time and yanked
 # without HTML-escaping problems), HTML from simpler indexes.
 PAGE_ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
+    f"{MediaType.JSON_V1.content_type}, {MediaType.HTML_V1.content_type};q=0.2, "
+    f"{MediaType.HTML.content_type};q=0.01"
 )
 # A project page bigger than this is not an index page (protects memory from garbage).
 MAX_PAGE_BYTES = 256 * 1024 * 1024

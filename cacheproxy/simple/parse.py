@@ -18,8 +18,9 @@ from yarl import URL
 
 from cacheproxy.errors import IndexParseError
 from cacheproxy.simple.models import CoreMetadata, DistFile, ProjectList, ProjectPage
+from cacheproxy.simple.negotiate import MediaType
 
-JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+JSON_TYPE = MediaType.JSON_V1.content_type
 # Keys of a PEP 691 file entry that we model (or drop) rather than pass through.
 _FILE_KEYS = {
     "filename",
