@@ -144,3 +144,26 @@ async def test_credentials_go_to_the_index_origin_only(
     files = [r for r in fake.requests if r.host == "files"]
     assert len(files) == 2
     assert all("authorization" not in r.headers for r in files)
+@pytest.mark.parametrize(
+    "query",
+    ["x=%0d%0aSet-Cookie:%20a=b", "x=%0aLocation:%20http://127.0.0.9/", "a=%00%7f&b=%E2%82%AC"],
+)
+@pytest.mark.parametrize("path", ["/simple/Foo/", "/simple/foo"])
+async def test_redirect_keeps_the_query_encoded(
+    proxy: Client, fake: FakeIndex, path: str, query: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A decoded query put CR/LF into Location: aiohttp refused the header, so the client got
+    # no status line and the log a traceback per request.
+    reader, writer = await asyncio.open_connection(proxy.server.host, proxy.server.port)
+    writer.write(f"GET {path}?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    head = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0].startswith(b"HTTP/1.1 301 "), data[:500]
+    locations = [h for h in head if h.lower().startswith(b"location:")]
+    assert locations == [b"Location: " + (b"../foo/" if path.endswith("/") else b"foo/") + b"?"
+                         + query.encode()]  # fmt: skip
+    assert not any(h.lower().startswith(b"set-cookie") for h in head)
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert fake.requests == []

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import IO, Any
+from urllib.parse import quote
 
 from aiohttp import web
 from packaging.utils import NormalizedName, canonicalize_name
@@ -137,8 +138,11 @@ async def project_redirect(request: web.Request) -> web.StreamResponse:
 
 def _redirect(request: web.Request, location: str) -> web.Response:
     # Relative Location, so a proxy behind a path prefix or any Host keeps working.
-    if request.query_string:
-        location = f"{location}?{request.query_string}"
+    # The query as the client sent it, still percent-encoded: the decoded one can hold
+    # CR/LF, which aiohttp refuses in a header (no answer, a traceback). quote() keeps the
+    # escapes ("%" is safe) and encodes anything else not allowed in a URI (RFC 3986 3.4).
+    if query := request.rel_url.raw_query_string:
+        location += "?" + quote(query, safe="!$&'()*+,;=:@/?%")
     return web.Response(status=301, headers={"Location": location})
 
 
