@@ -6,21 +6,23 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from aiohttp import web
+from aiohttp.web_log import AccessLogger
 
 from cacheproxy import __version__
 from cacheproxy.cli import dockerfile as dockerfile_cli
 from cacheproxy.cli import exitcodes
 from cacheproxy.cli import maintenance as maintenance_cli
 from cacheproxy.cli import warm as warm_cli
+from cacheproxy.cli.limits import connection_cap, raise_nofile_limit
 from cacheproxy.cli.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
 from cacheproxy.cli.workers import bind, prepare_cache, run_workers
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
 from cacheproxy.simple.gate import Gate
 from cacheproxy.store.local import Storage
+from cacheproxy.web import connections
 from cacheproxy.web.app import create_app
 
 logger = logging.getLogger("cacheproxy")
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, with_pid=settings.workers > 1, fmt=settings.log_format)
+    max_connections = connection_cap(raise_nofile_limit())  # before the workers fork
     try:
         if settings.workers > 1:
             prepare_cache(settings)  # clean and check once, before any worker runs
@@ -163,22 +166,19 @@ def serve(settings: Settings) -> int:
         f", {settings.workers} workers" if settings.workers > 1 else "",
     )
     if settings.workers > 1:
-        return run_workers(settings, socks, lambda sock: _run(settings, sock))
-    _run(settings, socks[0])
+        return run_workers(settings, socks, lambda sock: _run(settings, sock, max_connections))
+    _run(settings, socks[0], max_connections)
     return exitcodes.OK
 
 
-def _run(settings: Settings, sock: socket.socket) -> None:
-    where: dict[str, Any] = {"sock": sock}
-    if settings.log_format == "json":
-        where["access_log_class"] = JsonAccessLogger
-    web.run_app(
+def _run(settings: Settings, sock: socket.socket, max_connections: int) -> None:
+    connections.run(
         create_app(settings),
-        print=None,
+        sock,
+        max_connections=max_connections,
         access_log=logging.getLogger("aiohttp.access"),
         access_log_format=ACCESS_LOG_FORMAT,
-        handle_signals=True,
-        **where,
+        access_log_class=JsonAccessLogger if settings.log_format == "json" else AccessLogger,
     )
 
 

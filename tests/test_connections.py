@@ -1,0 +1,122 @@
+"""File descriptors: ``cacheproxy serve`` raises its soft limit, caps client connections
+below it, and stays reachable (health answers, the log stays small) while more idle
+connections are held open than it has descriptors."""
+
+import asyncio
+import contextlib
+import resource
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from test_cli import free_port
+from test_repair import wait_healthy
+
+from cacheproxy.cli.limits import connection_cap
+
+DEAD_UPSTREAM = "http://127.0.0.1:9/simple/"  # only /-/health is asked for
+
+
+def nofile(soft: int, hard: int) -> Callable[[], None]:
+    def set_limit() -> None:  # in the child, before it runs Python
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return set_limit
+
+
+@contextlib.asynccontextmanager
+async def serve_limited(
+    tmp_path: Path, soft: int, hard: int, *extra: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
+    """``cacheproxy serve`` started with RLIMIT_NOFILE (soft, hard); its log in a file."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cacheproxy", "serve", "--port", str(port),
+            "--cache-dir", str(tmp_path / "cache"), "--upstream", DEAD_UPSTREAM, *extra,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err, preexec_fn=nofile(soft, hard),
+        )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, f"http://127.0.0.1:{port}")
+        yield proc, port, log
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+def limits_of(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open files limit")
+
+
+async def test_soft_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+    if not Path("/proc/self/limits").exists():
+        pytest.skip("needs /proc")
+    async with serve_limited(tmp_path, 256, 1024) as (proc, _port, _log):
+        assert limits_of(proc.pid) == (1024, 1024)
+
+
+async def test_raise_nofile_limit_in_a_fresh_process() -> None:
+    code = (
+        "import resource; from cacheproxy.cli.limits import raise_nofile_limit;"
+        "print(raise_nofile_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, preexec_fn=nofile(128, 512)
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert out.split() == [b"512", b"512", b"512"]
+
+
+def test_connection_cap_leaves_room_below_the_limit() -> None:
+    for limit in (64, 256, 1024, 4096, 65536):
+        cap = connection_cap(limit)
+        assert 8 <= cap < limit // 2 + 1
+    assert connection_cap(1024) >= 256
+
+
+async def health_seconds(port: int, timeout: float) -> float:
+    """One ``GET /-/health`` on a fresh connection: seconds it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        session.get(f"http://127.0.0.1:{port}/-/health") as resp,
+    ):
+        assert resp.status == 200
+        assert await resp.text() == "ok\n"
+    return loop.time() - start
+
+
+async def test_reachable_while_more_idle_connections_than_descriptors(tmp_path: Path) -> None:
+    # soft = hard = 256: the limit cannot be raised, so the cap has to act. Before, the 256
+    # descriptors went to idle connections, every accept() failed with EMFILE (each logged
+    # with a traceback), and health timed out until the idle connections left.
+    held: list[asyncio.StreamWriter] = []
+    async with serve_limited(tmp_path, 256, 256) as (_proc, port, log):
+        before = log.stat().st_size
+        try:
+            for i in range(400):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                if i % 2:  # slow headers: a request line, never finished
+                    writer.write(b"GET /-/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                held.append(writer)
+            await asyncio.sleep(0.5)
+            for _ in range(3):
+                assert await health_seconds(port, timeout=5) < 5
+        finally:
+            for writer in held:
+                writer.close()
+        grown = log.read_text()[before:]
+    assert "Traceback" not in grown
+    lines = grown.splitlines()
+    assert len(lines) <= 10, grown[:3000]
+    assert sum("client connections open" in line for line in lines) == 1  # rate-limited
