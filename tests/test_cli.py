@@ -1,6 +1,7 @@
 """The command line: exit codes, one-line errors, the start-up log line, a real process."""
 
 import asyncio
+import contextlib
 import socket
 import sys
 from pathlib import Path
@@ -150,3 +151,51 @@ async def test_read_only_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert "Read-only file system" in text
     assert "listening" not in text  # it never claimed to be serving
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("second", ["same-port-2-workers", "other-port-1-worker"])
+async def test_second_instance_on_a_cache_dir_fails_before_touching_it(
+    fake: FakeIndex, tmp_path: Path, second: str
+) -> None:
+    # It used to clean tmp/ (the first one's downloads in progress and their lock files)
+    # and only then fail to bind the port, or, on another port, serve beside it.
+    cache, port = tmp_path / "c", free_port()
+    common = ["--cache-dir", str(cache), "--upstream", fake.index_url]
+    first = await start(["--port", str(port), "--workers", "2", *common])
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with session.get(f"http://127.0.0.1:{port}/-/health") as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+        download = cache / "tmp" / "a-download-in-progress"
+        download.write_bytes(b"half a wheel")
+        lock = cache / "tmp" / "locks" / "a-download.lock"
+        lock.write_bytes(b"")
+        args = (
+            ["--port", str(port), "--workers", "2"]
+            if second == "same-port-2-workers"
+            else ["--port", str(free_port()), "--workers", "1"]
+        )
+        proc = await start([*args, *common])
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 1
+        text = err.decode()
+        assert text.count("\n") == 1, text
+        assert f"cache dir {cache} is in use by another cacheproxy serve (pid {first.pid})" in text
+        assert download.read_bytes() == b"half a wheel"
+        assert lock.exists()
+    finally:
+        first.terminate()
+        await asyncio.wait_for(first.wait(), 30)
+    assert first.returncode == 0
+    again = await start(["--port", str(port), *common])  # the lock went with the first
+    try:
+        assert again.stderr is not None
+        line = (await asyncio.wait_for(again.stderr.readline(), 20)).decode()
+        assert "listening on" in line
+    finally:
+        again.terminate()
+        await asyncio.wait_for(again.wait(), 20)

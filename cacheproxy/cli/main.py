@@ -15,6 +15,7 @@ from cacheproxy.cli import dockerfile as dockerfile_cli
 from cacheproxy.cli import exitcodes
 from cacheproxy.cli import maintenance as maintenance_cli
 from cacheproxy.cli import warm as warm_cli
+from cacheproxy.cli.instance import InstanceBusy, hold_instance_lock
 from cacheproxy.cli.limits import connection_cap, raise_nofile_limit
 from cacheproxy.cli.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
 from cacheproxy.cli.workers import bind, prepare_cache, run_workers
@@ -139,6 +140,8 @@ def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, with_pid=settings.workers > 1, fmt=settings.log_format)
     max_connections = connection_cap(raise_nofile_limit())  # before the workers fork
     try:
+        # First: a second instance must not clean tmp/ under the running one.
+        hold_instance_lock(settings.cache_dir)
         if settings.workers > 1:
             prepare_cache(settings)  # clean and check once, before any worker runs
         else:
@@ -147,6 +150,9 @@ def serve(settings: Settings) -> int:
     except ConfigError as e:  # an unusable cache directory
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return exitcodes.USAGE
+    except InstanceBusy as e:
+        print(f"cacheproxy: error: {e}", file=sys.stderr)
+        return exitcodes.FAILED
     except OSError as e:
         print(
             f"cacheproxy: error: cannot listen on {settings.host}:{settings.port}: "

@@ -208,6 +208,12 @@ class Storage:
         self._sizes: OrderedDict[str, int | None] = OrderedDict()
         self.max_negative = MAX_NEGATIVE_RECORDS
 
+    @staticmethod
+    def instance_lock_path(root: Path) -> Path:
+        """The file a ``cacheproxy serve`` keeps locked while it runs (cli/instance.py), so
+        a second one on this directory stops before it cleans tmp/ under the first."""
+        return root / "serve.lock"
+
     @classmethod
     async def open(cls, root: Path, *, clean: bool = True) -> "Storage":
         """Open (creating) the cache directory; with ``clean``, remove stale temporaries.
