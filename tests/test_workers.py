@@ -7,10 +7,12 @@ worker processes.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -234,3 +236,48 @@ async def test_keep_alive_connections_spread_over_workers(fake: FakeIndex, tmp_p
     assert sum(by_pid.values()) == 48 + 1  # and the probe's
     # 16 connections hashed over 2 sockets: all on one has probability 2 / 2**16.
     assert len(by_pid) == 2, by_pid
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for whoever adopted it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_workers_die_with_a_killed_parent(fake: FakeIndex, tmp_path: Path) -> None:
+    # kill -9 of the parent used to leave the workers serving, unsupervised (PPID 1),
+    # holding the port: the restart failed with "address in use".
+    port = free_port()
+    proc = await serve_workers(2, port, tmp_path / "cache", fake)
+    children: list[int] = []
+    try:
+        async with aiohttp.ClientSession() as probe:
+            await wait_healthy(probe, f"http://127.0.0.1:{port}")
+        children = [int(pid) for pid in worker_pids(proc.pid)]
+        assert len(children) == 2
+        proc.kill()
+        for _ in range(100):
+            if not any(alive(pid) for pid in children):
+                break
+            await asyncio.sleep(0.1)
+        assert [pid for pid in children if alive(pid)] == []
+        await asyncio.wait_for(proc.wait(), 10)  # the workers held its stderr pipe too
+        with socket.socket() as s:  # as the next start binds it
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen()
+    finally:
+        for pid in children:  # only if the test failed: never leave them running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    again = await serve_workers(2, port, tmp_path / "cache", fake)
+    try:
+        async with aiohttp.ClientSession() as probe:
+            await wait_healthy(probe, f"http://127.0.0.1:{port}")
+    finally:
+        again.terminate()
+        _out, err = await asyncio.wait_for(again.communicate(), 30)
+    assert again.returncode == 0, err.decode()[-2000:]

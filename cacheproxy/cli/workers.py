@@ -8,14 +8,18 @@ one shared socket, the worker that woke first accepted a whole burst of connecti
 16 of a load test's keep-alive connections, say) and the other sat idle. Cross-process
 single-flight is the workers' business (downloads.py, filelock.py); the parent only starts
 them, forwards SIGTERM/SIGINT, and replaces a worker that dies (its socket, kept open
-by the parent, holds new connections for the replacement).
+by the parent, holds new connections for the replacement). Workers die with the parent,
+even a parent killed with SIGKILL (:func:`die_with_parent`).
 """
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # More deaths than this per worker within a minute means something is wrong for good.
 _MAX_RESTARTS_PER_MINUTE = 5
+# <linux/prctl.h>
+_PR_SET_PDEATHSIG = 1
 
 
 def _listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -86,6 +92,39 @@ def prepare_cache(settings: Settings) -> None:
         storage.close_sync()
 
 
+def die_with_parent(parent: int) -> None:
+    """Have this worker get SIGTERM when ``parent`` dies, even by ``kill -9``.
+
+    Otherwise the workers keep serving, unsupervised (their PPID is 1), and hold the port
+    and the cache directory's instance lock, so a restart fails with "address in use".
+    Linux: prctl(PR_SET_PDEATHSIG) (prctl(2)), then a check that the parent did not die
+    before it was set. Elsewhere: a thread that polls the parent pid.
+    """
+    if _set_pdeathsig(signal.SIGTERM):
+        if os.getppid() != parent:  # died between fork() and prctl(): nobody will signal
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="cacheproxy-parent-watch", daemon=True
+    ).start()
+
+
+def _set_pdeathsig(sig: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_workers(
     settings: Settings,
     socks: list[socket.socket],
@@ -96,13 +135,16 @@ def run_workers(
     stopping = False
     deaths: deque[float] = deque()
 
+    parent = os.getpid()
+
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's stop()
+                die_with_parent(parent)
                 for i, other in enumerate(socks):
                     if i != index:
                         other.close()  # a worker keeps its own socket only
