@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 from pathlib import Path
@@ -199,3 +200,53 @@ async def test_second_instance_on_a_cache_dir_fails_before_touching_it(
     finally:
         again.terminate()
         await asyncio.wait_for(again.wait(), 20)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_access_log_counts_the_body_bytes_sent(
+    fake: FakeIndex, tmp_path: Path, fmt: str
+) -> None:
+    # Hits and followed downloads go out by sendfile, which aiohttp's body_length does not
+    # count: the log said a few hundred bytes (the headers) for a whole wheel.
+    big = next(f for f in fake.files("big") if f.filename.endswith(".whl"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = await start(
+        ["--port", str(port), "--cache-dir", str(tmp_path / "c"), "--upstream", fake.index_url,
+         "--log-format", fmt]
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            for _ in range(200):
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with session.get(f"{base}/-/health") as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            async with session.get(f"{base}/simple/big/") as resp:
+                page = await resp.read()
+                etag = resp.headers["ETag"]
+            async with session.get(f"{base}/simple/big/", headers={"If-None-Match": etag}) as r:
+                assert r.status == 304
+            for cache in ("MISS", "HIT"):
+                async with session.get(f"{base}{big.url_path}") as resp:
+                    assert resp.headers["X-Cache"] == cache
+                    assert await resp.read() == big.data
+            async with session.head(f"{base}{big.url_path}") as resp:
+                assert resp.status == 200
+    finally:
+        proc.terminate()
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    sent = [access_bytes(line, fmt) for line in err.decode().splitlines() if "/big" in line]
+    sent = [x for x in sent if x is not None]
+    assert sent == [len(page), 0, big.size, big.size, 0], err.decode()[-3000:]
+
+
+def access_bytes(line: str, fmt: str) -> int | None:
+    """The byte count of an access log line; None for other lines."""
+    if fmt == "json":
+        doc = json.loads(line)
+        return int(doc["bytes"]) if "bytes" in doc else None
+    if "aiohttp.access" not in line:
+        return None
+    return int(line.split('" ', 1)[1].split()[1])  # after the request line: status, bytes

@@ -8,8 +8,6 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from aiohttp.web_log import AccessLogger
-
 from cacheproxy import __version__
 from cacheproxy.cli import dockerfile as dockerfile_cli
 from cacheproxy.cli import exitcodes
@@ -17,7 +15,12 @@ from cacheproxy.cli import maintenance as maintenance_cli
 from cacheproxy.cli import warm as warm_cli
 from cacheproxy.cli.instance import InstanceBusy, hold_instance_lock
 from cacheproxy.cli.limits import connection_cap, raise_nofile_limit
-from cacheproxy.cli.log import ACCESS_LOG_FORMAT, JsonAccessLogger, configure_logging
+from cacheproxy.cli.log import (
+    ACCESS_LOG_FORMAT,
+    JsonAccessLogger,
+    TextAccessLogger,
+    configure_logging,
+)
 from cacheproxy.cli.workers import bind, prepare_cache, run_workers
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
@@ -184,7 +187,7 @@ def _run(settings: Settings, sock: socket.socket, max_connections: int) -> None:
         max_connections=max_connections,
         access_log=logging.getLogger("aiohttp.access"),
         access_log_format=ACCESS_LOG_FORMAT,
-        access_log_class=JsonAccessLogger if settings.log_format == "json" else AccessLogger,
+        access_log_class=JsonAccessLogger if settings.log_format == "json" else TextAccessLogger,
     )
 
 
