@@ -66,6 +66,17 @@ def hold(port: int, count: int) -> tuple[list[socket.socket], int]:
     return socks, failed
 
 
+def closed_by_peer(s: socket.socket) -> bool:
+    """Whether the proxy closed this held connection (EOF or reset waiting)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conns", type=int, default=1100, help="connections held (max 20000)")
@@ -105,6 +116,7 @@ def main() -> int:
                 time.sleep(hold_s / args.probes)
                 latencies.append(probe(port))
             grown = log_path.stat().st_size - size0
+            shed = sum(closed_by_peer(s) for s in socks)
             lines = log_path.read_bytes()[size0:].count(b"\n")
         finally:
             for s in socks:
@@ -118,7 +130,8 @@ def main() -> int:
         good = [x for x in latencies if x is not None]
         print(
             f"nofile soft={args.soft} hard={args.hard} workers={args.workers}: "
-            f"held {len(socks)}/{conns} (connect failures {failed}, {opened:.1f} s to open); "
+            f"held {len(socks)}/{conns} (connect failures {failed}, {opened:.1f} s to open, "
+            f"{shed} closed by the proxy by the end); "
             f"health before {fmt(before)}; during: {len(good)}/{len(latencies)} answered, "
             f"median {fmt(statistics.median(good) if good else None)}, "
             f"max {fmt(max(good) if good else None)}; "
