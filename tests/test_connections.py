@@ -4,17 +4,24 @@ connections are held open than it has descriptors."""
 
 import asyncio
 import contextlib
+import errno
+import logging
+import os
 import resource
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from test_cli import free_port
 from test_repair import wait_healthy
 
 from cacheproxy.cli.limits import connection_cap
+from cacheproxy.web.connections import CappedSockSite, install_exception_handler
 
 DEAD_UPSTREAM = "http://127.0.0.1:9/simple/"  # only /-/health is asked for
 
@@ -120,3 +127,68 @@ async def test_reachable_while_more_idle_connections_than_descriptors(tmp_path: 
     lines = grown.splitlines()
     assert len(lines) <= 10, grown[:3000]
     assert sum("client connections open" in line for line in lines) == 1  # rate-limited
+
+
+class FlakySocket(socket.socket):
+    """A listening socket whose first ``failures`` accepts fail with EMFILE."""
+
+    failures = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return super().accept()
+
+
+async def test_out_of_descriptors_on_accept_is_one_line_then_a_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def hello(request: web.BaseRequest) -> web.Response:
+        return web.Response(text="hi")
+
+    server = web.Server(hello)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    sock = FlakySocket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.failures = 5
+    site = CappedSockSite(runner, sock, max_connections=8)
+    await site.start()
+    port = sock.getsockname()[1]
+    try:
+        with caplog.at_level(logging.WARNING):
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session,
+                session.get(f"http://127.0.0.1:{port}/") as resp,
+            ):
+                assert await resp.text() == "hi"
+    finally:
+        await runner.cleanup()
+    assert sock.failures == 0
+    warnings = [r for r in caplog.records if r.name == "cacheproxy.web.connections"]
+    assert len(warnings) == 1, caplog.text
+    assert "cannot accept connections" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+
+
+def test_loop_exception_handler_rate_limits_descriptor_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        install_exception_handler(loop)
+        with caplog.at_level(logging.WARNING):
+            for _ in range(50):
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource",
+                     "exception": OSError(errno.EMFILE, "Too many open files")}
+                )  # fmt: skip
+            loop.call_exception_handler({"message": "something else", "exception": ValueError()})
+    finally:
+        loop.close()
+    lines = caplog.text.splitlines()
+    assert sum("out of system resource" in line for line in lines) == 1
+    assert "Traceback" not in caplog.text.split("something else")[0]
+    assert "something else" in caplog.text  # anything else: asyncio's default handler

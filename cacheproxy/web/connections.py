@@ -231,9 +231,11 @@ class CappedSockSite(web.BaseSite):
         await super().stop()
 
 
-def _exception_handler(warning: RateLimitedWarning) -> Any:
-    """The loop's exception handler: running out of descriptors anywhere (an accept in
-    another server, a transport) is one rate-limited line, not a traceback each time."""
+def install_exception_handler(loop: asyncio.AbstractEventLoop) -> None:
+    """Make running out of descriptors anywhere on ``loop`` (an accept in another server,
+    a transport) one rate-limited line, not a traceback each time; the rest goes to
+    asyncio's default handler."""
+    warning = RateLimitedWarning()
 
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -242,7 +244,7 @@ def _exception_handler(warning: RateLimitedWarning) -> Any:
             return
         loop.default_exception_handler(context)
 
-    return handle
+    loop.set_exception_handler(handle)
 
 
 async def _serve(
@@ -271,7 +273,7 @@ def run(
     shutdown), with this module's accept loop and keep-alive timeout."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.set_exception_handler(_exception_handler(RateLimitedWarning()))
+    install_exception_handler(loop)
     runner_args: dict[str, Any] = {
         "access_log": access_log,
         "access_log_format": access_log_format,
