@@ -1,6 +1,8 @@
 """Operations endpoints: /-/health, /-/ready, /-/stats and /-/metrics (Prometheus), with
 figures that add up across worker processes sharing one cache directory."""
 
+import contextlib
+import errno
 import json
 import shutil
 import threading
@@ -184,3 +186,20 @@ def test_a_reader_never_sees_a_flush_half_done(
     reader.join()
     assert seen == [1]
     metrics.close()
+
+
+async def test_out_of_descriptors_is_a_503_and_one_line(
+    proxy: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def exhausted(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(proxy.app[pages_key], "project", exhausted)
+    resp = await proxy.get("/simple/alpha/")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    assert await resp.text() == "proxy out of file descriptors; retry\n"
+    logged = [r for r in caplog.records if "file descriptors" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is None
+    assert "Traceback" not in caplog.text

@@ -1,5 +1,6 @@
 """The middleware: request metrics, and the last-resort error handler (a bug becomes a
-logged traceback and a one-line 500, never a traceback to the client)."""
+logged traceback and a one-line 500, never a traceback to the client; running out of file
+descriptors is a logged line and a 503)."""
 
 import logging
 
@@ -7,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from cacheproxy.simple.layout import METADATA_SUFFIX, PREFIX, project_of
+from cacheproxy.web.connections import is_out_of_descriptors
 from cacheproxy.web.keys import metrics_key
 from cacheproxy.web.responses import text_error
 
@@ -21,6 +23,9 @@ def _contain(request: web.Request, e: Exception) -> web.StreamResponse:
         raise e
     if isinstance(e, ConnectionError):
         raise e
+    if is_out_of_descriptors(e):  # not a bug: a condition, one line (web/connections.py)
+        logger.warning("out of file descriptors serving %s %s: %s", request.method, request.path, e)
+        return text_error(503, "proxy out of file descriptors; retry", {"Retry-After": "1"})
     logger.exception("unhandled error serving %s %s", request.method, request.path)
     return text_error(500, "internal error (logged by the proxy)")
 
