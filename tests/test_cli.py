@@ -2,7 +2,10 @@
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -11,8 +14,10 @@ import aiohttp
 import pytest
 from fakeindex import FakeIndex
 
+from cacheproxy.cli import instance
 from cacheproxy.cli.exitcodes import USAGE as EXIT_USAGE
 from cacheproxy.cli.main import main
+from cacheproxy.errors import ConfigError
 
 
 def free_port() -> int:
@@ -250,3 +255,15 @@ def access_bytes(line: str, fmt: str) -> int | None:
     if "aiohttp.access" not in line:
         return None
     return int(line.split('" ', 1)[1].split()[1])  # after the request line: status, bytes
+
+
+def test_a_cache_dir_without_locks_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not "cannot listen on ..." (serve's catch-all for OSError): name the directory.
+    def no_locks(_fd: int, _op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ConfigError, match=r"cache dir .* cannot be locked: No locks available"):
+        instance.hold_instance_lock(tmp_path / "c")

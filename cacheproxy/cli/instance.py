@@ -47,6 +47,9 @@ def hold_instance_lock(cache_dir: Path) -> int:
         raise InstanceBusy(
             f"cache dir {cache_dir} is in use by another cacheproxy serve{who}"
         ) from e
+    except OSError as e:  # a file system without locks (ENOLCK on some NFS mounts)
+        os.close(fd)
+        raise ConfigError(f"cache dir {cache_dir} cannot be locked: {e.strerror or e}") from e
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import functools
 import logging
+import resource
 import socket
 import time
 from typing import Any
@@ -154,10 +155,11 @@ class _Accepter:
         self._unlisten()
         shed = self._shed_idle(max(1, self._limit // 8))
         self._full.warn(
-            "%d client connections open, the most this process takes (its file descriptor"
-            " limit leaves room for cache files and upstream connections); new connections"
-            " wait to be accepted; closed %d idle one(s)",
+            "%d client connections open, the most this process takes with %d file"
+            " descriptors (the rest is for cache files and upstream connections; raise"
+            " LimitNOFILE or ulimit -n for more); new connections wait; closed %d idle",
             self.open_connections(),
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             shed,
         )
         self._recheck(_RECHECK)
