@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from fakeindex import FakeIndex
+from test_warm import poetry_lock_text, warm_cli
 
 from cacheproxy.cli import instance
 from cacheproxy.cli.exitcodes import USAGE as EXIT_USAGE
@@ -67,6 +68,18 @@ async def start(args: list[str]) -> asyncio.subprocess.Process:
         sys.executable, "-m", "cacheproxy", "serve", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+async def wait_up(port: int) -> None:
+    """Until the proxy on ``port`` answers /-/health (its app has started)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with session.get(f"http://127.0.0.1:{port}/-/health") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise AssertionError("proxy did not come up")
 
 
 async def test_serve_process_logs_and_answers(fake: FakeIndex, tmp_path: Path) -> None:
@@ -169,13 +182,7 @@ async def test_second_instance_on_a_cache_dir_fails_before_touching_it(
     common = ["--cache-dir", str(cache), "--upstream", fake.index_url]
     first = await start(["--port", str(port), "--workers", "2", *common])
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                with contextlib.suppress(aiohttp.ClientConnectionError):
-                    async with session.get(f"http://127.0.0.1:{port}/-/health") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.05)
+        await wait_up(port)
         download = cache / "tmp" / "a-download-in-progress"
         download.write_bytes(b"half a wheel")
         lock = cache / "tmp" / "locks" / "a-download.lock"
@@ -221,13 +228,8 @@ async def test_access_log_counts_the_body_bytes_sent(
          "--log-format", fmt]
     )  # fmt: skip
     try:
+        await wait_up(port)
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            for _ in range(200):
-                with contextlib.suppress(aiohttp.ClientConnectionError):
-                    async with session.get(f"{base}/-/health") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.05)
             async with session.get(f"{base}/simple/big/") as resp:
                 page = await resp.read()
                 etag = resp.headers["ETag"]
@@ -267,3 +269,27 @@ def test_a_cache_dir_without_locks_is_a_config_error(
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.raises(ConfigError, match=r"cache dir .* cannot be locked: No locks available"):
         instance.hold_instance_lock(tmp_path / "c")
+
+
+async def test_warm_fills_a_cache_dir_a_serve_holds(fake: FakeIndex, tmp_path: Path) -> None:
+    # warm shares the directory (Settings.shared_dir): no instance lock, no cleaning.
+    cache, port = tmp_path / "c", free_port()
+    proc = await start(
+        ["--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url]
+    )
+    try:
+        assert proc.stderr is not None
+        assert "listening on" in (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        await wait_up(port)  # it cleaned tmp/ by now
+        download = cache / "tmp" / "a-download-in-progress"
+        download.write_bytes(b"half a wheel")
+        lock = tmp_path / "poetry.lock"
+        lock.write_text(poetry_lock_text(fake, ["alpha"]))
+        args = [str(lock), "--cache-dir", str(cache), "--upstream", fake.index_url, "--no-metadata"]
+        code, out, err = await warm_cli(tmp_path, *args)
+        assert (code, err) == (0, ""), out
+        assert out.splitlines()[-1].startswith("warm: 1 fetched (")
+        assert download.read_bytes() == b"half a wheel"
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
