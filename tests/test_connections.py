@@ -21,7 +21,11 @@ from test_cli import free_port
 from test_repair import wait_healthy
 
 from cacheproxy.cli.limits import connection_cap
-from cacheproxy.web.connections import CappedSockSite, install_exception_handler
+from cacheproxy.web.connections import (
+    KEEPALIVE_TIMEOUT,
+    CappedSockSite,
+    install_exception_handler,
+)
 
 DEAD_UPSTREAM = "http://127.0.0.1:9/simple/"  # only /-/health is asked for
 
@@ -192,3 +196,21 @@ def test_loop_exception_handler_rate_limits_descriptor_errors(
     assert sum("out of system resource" in line for line in lines) == 1
     assert "Traceback" not in caplog.text.split("something else")[0]
     assert "something else" in caplog.text  # anything else: asyncio's default handler
+
+
+async def test_unfinished_headers_are_cut_off_after_the_keepalive_timeout(tmp_path: Path) -> None:
+    # aiohttp's one timer for idle keep-alive connections and unfinished request headers
+    # (web_protocol.RequestHandler._process_keepalive); run_app's default was 75 s.
+    async with serve_limited(tmp_path, 1024, 1024) as (_proc, port, _log):
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        start = loop.time()
+        writer.write(b"GET /-/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        try:
+            for stream in (reader, idle_reader):
+                assert await asyncio.wait_for(stream.read(), KEEPALIVE_TIMEOUT + 5) == b""
+        finally:
+            writer.close()
+            idle_writer.close()
+        assert KEEPALIVE_TIMEOUT - 1 <= loop.time() - start <= KEEPALIVE_TIMEOUT + 5
