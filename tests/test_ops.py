@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.store.counters import Key
+from cacheproxy.web import handlers
 from cacheproxy.web.keys import metrics_key, proxy_key
 
 Client = TestClient[web.Request, web.Application]
@@ -189,13 +190,14 @@ def test_a_reader_never_sees_a_flush_half_done(
 
 
 async def test_out_of_descriptors_is_a_503_and_one_line(
-    proxy: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def exhausted(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(proxy.app[pages_key], "project", exhausted)
-    resp = await proxy.get("/simple/alpha/")
+    monkeypatch.setattr(handlers, "health", exhausted)  # before the routes are made
+    proxy = await make_proxy()
+    resp = await proxy.get("/-/health")
     assert resp.status == 503
     assert resp.headers["Retry-After"] == "1"
     assert await resp.text() == "proxy out of file descriptors; retry\n"
