@@ -1,7 +1,6 @@
 """Operations endpoints: /-/health, /-/ready, /-/stats and /-/metrics (Prometheus), with
 figures that add up across worker processes sharing one cache directory."""
 
-import contextlib
 import errno
 import json
 import shutil

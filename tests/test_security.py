@@ -144,6 +144,8 @@ async def test_credentials_go_to_the_index_origin_only(
     files = [r for r in fake.requests if r.host == "files"]
     assert len(files) == 2
     assert all("authorization" not in r.headers for r in files)
+
+
 @pytest.mark.parametrize(
     "query",
     ["x=%0d%0aSet-Cookie:%20a=b", "x=%0aLocation:%20http://127.0.0.9/", "a=%00%7f&b=%E2%82%AC"],
