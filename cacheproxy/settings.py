@@ -74,6 +74,9 @@ class Settings:
     exclude_newer: float | None = None
     min_age_exempt: tuple[str, ...] = ()
     min_age_unknown: str = "deny"
+    # PEP 658 metadata for every wheel: where the index advertises none, the proxy reads
+    # METADATA from the wheel (stored, or by HTTP ranges) and advertises it (metadata.py).
+    synthesize_metadata: bool = True
     # File hosts trusted wherever they resolve, besides the index's own host name: a team
     # index whose files live on another private host (see proxy/addresses.py).
     internal_hosts: tuple[str, ...] = ()
@@ -360,6 +363,13 @@ def _build(
     exempt = flags.get("min_age_exempt") or environ.get("CACHEPROXY_MIN_AGE_EXEMPT", "")
     specs = exempt if isinstance(exempt, list | tuple) else str(exempt).split(",")
     gate["min_age_exempt"] = tuple(str(x).strip() for x in specs if str(x).strip())
+    synth_raw = pick("synthesize_metadata")
+    if synth_raw is not None:
+        gate["synthesize_metadata"] = (
+            synth_raw
+            if isinstance(synth_raw, bool)
+            else parse_bool("synthesize-metadata", str(synth_raw))
+        )
     return Settings(
         admin_token=token,
         **gate,

@@ -24,6 +24,7 @@ import html
 import json
 import posixpath
 import re
+import zipfile
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -206,7 +207,10 @@ class FakeIndex:
         data, filename = path.read_bytes(), path.name
         if filename.endswith(".whl"):
             version = str(parse_wheel_filename(filename)[1])
-            meta: bytes | None = wheel_metadata(path)
+            try:
+                meta: bytes | None = wheel_metadata(path)
+            except (zipfile.BadZipFile, KeyError, ValueError):
+                meta = None  # a broken wheel, published to test how it is handled
         else:
             version, meta = str(parse_sdist_filename(filename)[1]), None
         if requires_python is None and meta is not None:
@@ -348,6 +352,8 @@ class FakeIndex:
         self._size_delta = 0
         self._gzip_files = False
         self._hold: tuple[frozenset[str], asyncio.Event] | None = None
+        # False: the file host ignores Range headers (sends the whole file, as some do).
+        self.ranges = True
         # Which hash pages give for files: "md5" only (an old private index), or none at all.
         self.hashes_given: Literal["sha256", "md5", "none"] = "sha256"
 
@@ -685,7 +691,7 @@ class FakeIndex:
             data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1 :]
         rng = None
         # If-Range (RFC 9110 §13.1.5): a stale validator means "send the whole file".
-        if request.headers.get("If-Range", headers["ETag"]) == headers["ETag"]:
+        if self.ranges and request.headers.get("If-Range", headers["ETag"]) == headers["ETag"]:
             rng = byte_range(request.headers.get("Range"), len(data))
         resp = web.StreamResponse(headers=headers)
         if rng is not None:

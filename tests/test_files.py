@@ -147,7 +147,8 @@ async def test_plus_and_percent_2b_are_one_file_t11(
     assert len(stored_files(cache_dir)) == 1
 
 
-async def test_metadata_t12(proxy: Client, fake: FakeIndex) -> None:
+async def test_metadata_t12(make_proxy: ProxyFactory, fake: FakeIndex) -> None:
+    proxy = await make_proxy(synthesize_metadata=False)
     f = the(fake, "alpha")
     link = await link_of(proxy, "alpha", f.filename)
     resp = await proxy.get(link + ".metadata")
@@ -156,7 +157,7 @@ async def test_metadata_t12(proxy: Client, fake: FakeIndex) -> None:
     assert hashlib.sha256(body).hexdigest() == f.metadata_sha256
     again = await proxy.get(link + ".metadata")
     assert again.headers["X-Cache"] == "HIT"
-    # Not advertised upstream: not advertised by us, and 404 (4.2).
+    # Not advertised upstream, and the proxy makes none: not advertised, and 404 (PEP 658).
     n = the(fake, "nometa")
     page = json.loads(await (await proxy.get("/simple/nometa/", headers={"Accept": JSON})).read())
     assert page["files"][0]["core-metadata"] is False

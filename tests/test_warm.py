@@ -488,7 +488,8 @@ async def test_real_uv_lock_warms_an_offline_proxy(
     index = str(proxy_server.make_url("/simple/"))
     summary, lines = await run_warm(index, [project / "uv.lock"])
     wheels = {wheel_of(fake, p).filename for p in ("alpha", "beta", "gamma", "nometa")}
-    # nometa has no PEP 658 metadata upstream, so none is asked for.
+    # nometa has no PEP 658 metadata upstream; the proxy advertises what it will read from
+    # the wheel (proxy/metadata.py) without a hash until it has, so warm does not fetch it.
     metadata = {f"{w}.metadata" for w in wheels if not w.startswith("nometa")}
     assert by_outcome(summary, Outcome.FETCHED) == wheels | metadata, lines
     assert by_outcome(summary, Outcome.SKIPPED) == set()  # demo is virtual: nothing to say
@@ -497,12 +498,15 @@ async def test_real_uv_lock_warms_an_offline_proxy(
     for p in ("alpha", "beta", "gamma", "nometa"):
         f = wheel_of(fake, p)
         assert blob(cache_dir, f.sha256).read_bytes() == f.data
-        assert len(fake.file_gets(f.filename)) == 1
+        whole = [r for r in fake.file_gets(f.filename) if "range" not in r.headers]
+        assert len(whole) == 1
     assert fake.file_gets("alpha-1.0.tar.gz") == []  # a wheel fits: no sdist
 
     fake.clear_log()
     again, lines = await run_warm(index, [project / "uv.lock", project / "pylock.toml"])
-    assert by_outcome(again, Outcome.CACHED) == wheels | metadata
+    # By now the proxy has read nometa's METADATA from its cached wheel: listed, and cached.
+    nometa_metadata = {f"{wheel_of(fake, 'nometa').filename}.metadata"}
+    assert by_outcome(again, Outcome.CACHED) == wheels | metadata | nometa_metadata
     assert again.count(Outcome.FETCHED) == 0
     assert [r for r in fake.requests if r.host == "files"] == []
 
@@ -730,11 +734,16 @@ async def test_rich_progress_bar_on_a_terminal(
 
 @pytest.mark.clients
 async def test_unhashed_requirements_resolve_for_the_target(
-    proxy_server: TestServer, fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aiohttp_server: AiohttpServer, fake: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Resolved by pip, which is always there (uv is not a dependency); markers are
-    evaluated for the target (plain pip would use this machine's, pypa/pip#11664)."""
+    evaluated for the target (plain pip would use this machine's, pypa/pip#11664). The
+    proxy makes no metadata of its own here (--no-synthesize-metadata), so pip reads a
+    wheel while resolving, which warm must count as this run's download."""
     monkeypatch.setattr(shutil, "which", lambda *_a, **_k: None)  # no uv anywhere
+    proxy_server = await aiohttp_server(
+        create_app(make_settings(tmp_path / "c", fake.index_url, synthesize_metadata=False))
+    )
     out = tmp_path / "dists"
     delta = build_wheel(out, "delta", "1.0", requires=["winonly; sys_platform == 'win32'"])
     fake.add_file("delta", delta)

@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="never contact upstream; serve only what is cached [CACHEPROXY_OFFLINE]",
     )
     serve.add_argument(
+        "--synthesize-metadata",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve PEP 658 metadata for wheels whose index gives none, read from the wheel "
+        "[CACHEPROXY_SYNTHESIZE_METADATA, default on]",
+    )
+    serve.add_argument(
         "--min-age",
         help="hold back files uploaded less than this long ago, e.g. 7d or 36h "
         "[CACHEPROXY_MIN_AGE]",
@@ -214,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_flags(args: argparse.Namespace) -> dict[str, object]:
     """The ``serve`` flags as :func:`build_settings` takes them (None: not given)."""
     names = (
+        "synthesize_metadata",
         "min_age",
         "exclude_newer",
         "min_age_exempt",

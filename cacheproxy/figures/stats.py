@@ -170,6 +170,15 @@ class _SharedCollector(Collector):
             up.add_metric([kind, outcome], n)
         yield up
         yield from self._latency(snap)
+        extracted = CounterMetricFamily(
+            "cacheproxy_metadata_extracted",
+            "PEP 658 metadata the proxy read from wheels whose index gives none, by where "
+            "it read them: stored_wheel, ranges (of the upstream wheel), download.",
+            labels=["source"],
+        )
+        for (source,), n in sorted(snap.series("metadata_extracted").items()):
+            extracted.add_metric([source], n)
+        yield extracted
         for name, series, doc in (
             ("cacheproxy_upstream_bytes", "upstream_bytes", "File bytes fetched from upstream."),
             (

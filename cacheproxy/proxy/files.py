@@ -9,15 +9,17 @@ file's URL with the prefix swapped, or a page never fetched here), the project i
 the filename and its page fetched, which records the file.
 """
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from cacheproxy.errors import HeldBack, IndexParseError, NotFound, UpstreamError
 from cacheproxy.proxy.downloads import FileSpec
+from cacheproxy.proxy.metadata import Extractor
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.simple.gate import Gate, judge
 from cacheproxy.simple.layout import (
@@ -48,11 +50,13 @@ class Files:
         pages: Pages,
         gate: Gate | None = None,
         clock: Callable[[], float] = time.time,
+        extractor: Extractor | None = None,
     ) -> None:
         self._storage = storage
         self._pages = pages
         self._gate = gate if gate is not None else Gate()
         self._clock = clock
+        self._extractor = extractor
 
     def _check_gate(self, filename: str, record: FileRecord) -> None:
         """Refuse a file the release-age gate holds back; log one it lets through only by
@@ -118,6 +122,8 @@ class Files:
                 # advertised file: clients would fail the install).
                 if not dist.metadata:
                     raise NotFound(f"no metadata is advertised for {dist_key.rsplit('/', 1)[-1]}")
+                if dist.extracted:
+                    return await self._extracted(dist_key, dist, filename)
                 sha = dist.metadata_sha256
                 final = (
                     self._storage.blob_path(sha) if sha else self._storage.unhashed_blob_path(key)
@@ -173,6 +179,24 @@ class Files:
             if record is not None:
                 return record
         return None
+
+    async def _extracted(self, dist_key: str, dist: FileRecord, filename: str) -> Resolved:
+        """The metadata the proxy reads from the wheel itself (proxy/metadata.py), read now
+        if it was not yet (or its stored copy was evicted since).
+
+        Raises:
+            NotFound: the wheel has no readable METADATA (so it is no longer advertised).
+            UpstreamError: upstream failed while reading it.
+        """
+        if self._extractor is None or dist.sha256 is None:
+            raise NotFound(f"{filename}: metadata extraction is off")
+        sha = await asyncio.to_thread(self._storage.extracted_metadata, dist.sha256)
+        if sha is None or (sha and not self._storage.blob_path(sha).exists()):
+            sha = await self._extractor.extract(self._spec(dist_key, dist))
+        if not sha:
+            raise NotFound(f"{filename}: the wheel has no readable METADATA")
+        spec = FileSpec(url="", final=self._storage.blob_path(sha), sha256=sha, size=None)
+        return Resolved(replace(spec, filename=filename), filename, is_metadata=True)
 
     def _spec(self, key: str, record: FileRecord) -> FileSpec:
         final = (

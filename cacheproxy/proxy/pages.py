@@ -129,7 +129,10 @@ class Rendered:
 
 
 def render_project(
-    page: ProjectPage, allowed: Callable[[str], bool] = bool, shown: ProjectPage | None = None
+    page: ProjectPage,
+    allowed: Callable[[str], bool] = bool,
+    shown: ProjectPage | None = None,
+    extracted: Callable[[str], str | None] | None = None,
 ) -> Rendered:
     """Rewrite every link to the proxy; return the bodies and the file records behind them.
 
@@ -137,6 +140,10 @@ def render_project(
     never advertised, so never fetched. ``shown`` is the page as listed (the release-age
     gate's view, a subset of ``page``'s files): every file of ``page`` gets a record, so a
     held file is refused by name (403) rather than unknown (404).
+
+    ``extracted`` (the store's ``extracted_metadata``) turns on PEP 658 metadata for wheels
+    whose index gives none (proxy/metadata.py): advertised with the hash of what was read
+    from the wheel, or without one until it is read; not at all once found unreadable.
     """
     links: dict[int, str] = {}
     records: FileMap = {}
@@ -156,6 +163,13 @@ def render_project(
             continue
         if f.provenance is not None and not allowed(f.provenance):
             f = replace(f, provenance=None)  # never advertised, so never fetched
+        synthesized = False
+        if extracted is not None and f.core_metadata is False and _extractable(f):
+            assert f.sha256 is not None
+            known = extracted(f.sha256)
+            if known != "":  # "": read before and found unreadable
+                f = replace(f, core_metadata={"sha256": known} if known else True)
+                synthesized = True
         links[id(f)] = page_link(rest)
         if shown_here:
             kept.append(f)
@@ -170,6 +184,7 @@ def render_project(
             provenance=f.provenance,
             hash_name=other[0] if other else None,
             hash_value=other[1] if other else None,
+            extracted=True if synthesized else None,
         )
         if project_of(key.rsplit("/", 1)[-1]) != page.name:
             strays.append(key)
@@ -180,6 +195,11 @@ def render_project(
 
     bodies = {"json": render_json(page, link_for), "html": render_html(page, link_for)}
     return Rendered(_with_gzip(bodies), records, tuple(strays))
+
+
+def _extractable(f: DistFile) -> bool:
+    """A wheel with a sha256 (what its extracted metadata is remembered by)."""
+    return f.filename.endswith(".whl") and f.sha256 is not None
 
 
 class Pages:
@@ -582,13 +602,17 @@ class Pages:
     def _project_renderer(self, key: str, resp: PageResponse) -> Callable[[], Rendered]:
         name = canonicalize_name(key)
         now = self._clock()
+        synthesize = self._settings.synthesize_metadata
+        extracted = self._storage.extracted_metadata if synthesize else None
 
         def render() -> Rendered:
             page = parse_project_page(resp.body, resp.content_type, resp.url, name)
             if self._gate_key is None:
-                return render_project(page, self._upstream.may_fetch)
+                return render_project(page, self._upstream.may_fetch, extracted=extracted)
             gated = filter_page(self.gate, page, now)
-            rendered = render_project(page, self._upstream.may_fetch, shown=gated.page)
+            rendered = render_project(
+                page, self._upstream.may_fetch, shown=gated.page, extracted=extracted
+            )
             return replace(rendered, gated=gated)
 
         return render

@@ -16,6 +16,7 @@ from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.downloads import Downloads
 from cacheproxy.proxy.files import Files
 from cacheproxy.proxy.json_api import json_api_key
+from cacheproxy.proxy.metadata import Extractor
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.proxy.upstream import Upstream, make_session
 from cacheproxy.settings import Settings
@@ -69,7 +70,12 @@ class Proxy:
                     _keep_within_limit(storage, metrics, settings.max_size, downloads)
                 )
             )
-        files = Files(storage, pages, gate)
+        extractor = (
+            Extractor(storage, upstream, downloads, metrics, offline=settings.offline)
+            if settings.synthesize_metadata
+            else None
+        )
+        files = Files(storage, pages, gate, extractor=extractor)
         return cls(settings, storage, upstream, pages, files, downloads, session, background)
 
     async def close(self) -> None:

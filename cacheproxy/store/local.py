@@ -116,7 +116,7 @@ def _pack(r: FileRecord) -> tuple[Any, ...]:
     # still at their default are left out, so most records stay five values long.
     packed: tuple[Any, ...] = (
         r.url, r.sha256, r.size, r.metadata_sha256, r.metadata,
-        r.uploaded, r.provenance, r.hash_name, r.hash_value,
+        r.uploaded, r.provenance, r.hash_name, r.hash_value, r.extracted,
     )  # fmt: skip
     while len(packed) > 5 and packed[-1] is None:
         packed = packed[:-1]
@@ -668,6 +668,34 @@ class Storage:
         """Create (truncating) the temporary for ``final``; only its lock holder may."""
         path = self.temp_path(final)
         return os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644), path
+
+    # -- metadata extracted from wheels (proxy/metadata.py) -------------------------------
+
+    def extracted_metadata(self, wheel_sha256: str) -> str | None:
+        """The sha256 of the core metadata extracted from wheel ``wheel_sha256`` (stored
+        under that name), "" when it could not be read, None when never tried. Synchronous:
+        page rendering asks it for the few wheels whose index advertises no metadata."""
+        value = self._index.get(("extracted", wheel_sha256))
+        return value if isinstance(value, str) else None
+
+    async def store_extracted(self, wheel_sha256: str, data: bytes | None) -> str:
+        """Store metadata extracted from a wheel (None: unreadable) and remember which it
+        was; returns its sha256 ("" for unreadable)."""
+        return await self._run(self._file_writes, self._store_extracted_sync, wheel_sha256, data)
+
+    def _store_extracted_sync(self, wheel_sha256: str, data: bytes | None) -> str:
+        digest = "" if data is None else hashlib.sha256(data).hexdigest()
+        if data is not None and not self.blob_path(digest).exists():
+            fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="meta-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                self._commit_sync(Path(tmp), self.blob_path(digest))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        self._index.set(("extracted", wheel_sha256), digest)
+        return digest
 
     async def commit(self, tmp: Path, final: Path) -> None:
         """fsync and move a verified temporary into place (rename, never copy).

@@ -78,6 +78,9 @@ class FileRecord:
     # hashlib.algorithms_guaranteed name in "#<name>=<hex>"), checked while downloading.
     hash_name: str | None = None
     hash_value: str | None = None
+    # PEP 658 metadata the index does not give, read from the wheel by the proxy
+    # (proxy/metadata.py); None: the index's own, or none.
+    extracted: bool | None = None
 
 
 FileMap = dict[str, FileRecord]

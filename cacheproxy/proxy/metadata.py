@@ -1,0 +1,323 @@
+"""Core metadata for wheels whose index advertises none (PEP 658 served by the proxy).
+
+Resolvers need each candidate's ``METADATA``. Where the index gives no PEP 658 file
+(PyTorch's index for many files, private indexes, remotes that drop the attribute), pip
+downloads whole wheels to read a few kilobytes, and uv falls back to range requests of its
+own. The proxy does it once for everyone:
+
+* from the stored wheel, when it is cached (a zip read in a thread);
+* otherwise with HTTP ``Range`` requests for the wheel's tail (the zip's end record and
+  central directory) and the ``METADATA`` member alone, as uv does client-side;
+* an upstream that ignores ranges gets one full download of the wheel (which is cached
+  and verified as usual), then the zip read.
+
+The extracted bytes are stored under their sha256 and remembered per wheel sha256, so a
+page rendered later advertises that hash. A wheel whose ``METADATA`` cannot be read is
+remembered as such and no longer advertised. Metadata read through ranges cannot be
+checked against the wheel's sha256 (the wheel is not all here); its member CRC-32 is
+checked, and a client that installs the wheel verifies the wheel itself.
+"""
+
+import asyncio
+import logging
+import os
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from cacheproxy.errors import OfflineMiss
+from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy.downloads import Downloads, FileSpec
+from cacheproxy.proxy.upstream import Upstream
+from cacheproxy.store.api import Store
+
+logger = logging.getLogger(__name__)
+
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
+_CENTRAL = b"PK\x01\x02"
+_LOCAL = b"PK\x03\x04"
+# The end record is 22 bytes plus a comment of up to 64 KiB; one tail read of this size
+# finds it, and with it the whole central directory of most wheels.
+TAIL_BYTES = 22 + 65535 + 20
+# A local header's extra field is not in the central directory; read this much beyond.
+_LOCAL_SLACK = 1024
+# METADATA is a few kilobytes; refuse absurd sizes before inflating (a zip bomb).
+MAX_METADATA = 16 * 1024 * 1024
+
+
+class Unreadable(ValueError):
+    """The wheel has no readable ``*.dist-info/METADATA``."""
+
+
+class RangesUnsupported(Exception):
+    """Upstream answered a Range request with the whole file."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    method: int
+    crc: int
+    compressed: int
+    size: int
+    offset: int  # of its local header
+
+
+def metadata_member_name(names: list[str], wheel_filename: str) -> str:
+    """The wheel's ``<name>-<version>.dist-info/METADATA`` (the binary distribution format:
+    one ``.dist-info`` directory at the top level, named for the project).
+
+    Raises:
+        Unreadable: none, or several without one named for the project.
+    """
+    found = [n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+    if len(found) == 1:
+        return found[0]
+    project = canonicalize_name(parse_wheel_filename(wheel_filename)[0])
+    named = [n for n in found if canonicalize_name(n.split("-", 1)[0]) == project]
+    if len(named) == 1:
+        return named[0]
+    raise Unreadable(f"{wheel_filename}: no single .dist-info/METADATA")
+
+
+def from_stored_wheel(path: Path, wheel_filename: str) -> bytes:
+    """``METADATA`` read from a stored wheel (synchronous: run it in a thread).
+
+    Raises:
+        Unreadable: not a zip, or no METADATA in it.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = metadata_member_name(zf.namelist(), wheel_filename)
+            info = zf.getinfo(name)
+            if info.file_size > MAX_METADATA:
+                raise Unreadable(f"{wheel_filename}: METADATA of {info.file_size} bytes")
+            return zf.read(name)
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise Unreadable(f"{wheel_filename}: {e}") from None
+
+
+def _end_record(tail: bytes) -> tuple[int, int, int | None]:
+    """(central directory offset, its size, the zip64 end record's offset if any).
+
+    Raises:
+        Unreadable: no end record.
+    """
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < 22:
+        raise Unreadable("no zip end record")
+    _sig, _d, _cd, _n1, _n2, cd_size, cd_offset, _c = struct.unpack_from("<4sHHHHIIH", tail, at)
+    if cd_offset != 0xFFFFFFFF and cd_size != 0xFFFFFFFF:
+        return cd_offset, cd_size, None
+    loc = at - 20  # zip64: the locator sits just before the end record
+    if loc < 0 or tail[loc : loc + 4] != _EOCD64_LOCATOR:
+        raise Unreadable("zip64 end record locator missing")
+    (eocd64_offset,) = struct.unpack_from("<Q", tail, loc + 8)
+    return 0, 0, eocd64_offset
+
+
+def _zip64_sizes(record: bytes) -> tuple[int, int]:
+    if record[:4] != _EOCD64 or len(record) < 56:
+        raise Unreadable("bad zip64 end record")
+    cd_size, cd_offset = struct.unpack_from("<QQ", record, 40)
+    return cd_offset, cd_size
+
+
+def _members(directory: bytes) -> list[_Member]:
+    """The entries of a central directory.
+
+    Raises:
+        Unreadable: it is cut short or garbled.
+    """
+    out: list[_Member] = []
+    at = 0
+    while at + 46 <= len(directory) and directory[at : at + 4] == _CENTRAL:
+        (method, _t, _d, crc, comp, size, n, e, c) = struct.unpack_from(
+            "<HHHIIIHHH", directory, at + 10
+        )
+        (offset,) = struct.unpack_from("<I", directory, at + 42)
+        name = directory[at + 46 : at + 46 + n].decode("utf-8", "replace")
+        extra = directory[at + 46 + n : at + 46 + n + e]
+        comp, size, offset = _zip64_extra(extra, comp, size, offset)
+        out.append(_Member(name, method, crc, comp, size, offset))
+        at += 46 + n + e + c
+    if not out:
+        raise Unreadable("empty or unreadable central directory")
+    return out
+
+
+def _zip64_extra(extra: bytes, comp: int, size: int, offset: int) -> tuple[int, int, int]:
+    """Values the central directory left at 0xFFFFFFFF, from the zip64 extra field."""
+    at = 0
+    while at + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, at)
+        if tag == 0x0001:
+            fields = extra[at + 4 : at + 4 + length]
+            pos = 0
+            values = [size, comp, offset]
+            for i, v in enumerate(values):
+                if v == 0xFFFFFFFF and pos + 8 <= len(fields):
+                    (values[i],) = struct.unpack_from("<Q", fields, pos)
+                    pos += 8
+            size, comp, offset = values
+            break
+        at += 4 + length
+    return comp, size, offset
+
+
+def _inflate(member: _Member, local: bytes) -> bytes:
+    """The member's bytes from the data following its local header (``local`` starts at
+    the header).
+
+    Raises:
+        Unreadable: a bad header, an unknown method, or a CRC-32 that does not match.
+    """
+    if local[:4] != _LOCAL or len(local) < 30:
+        raise Unreadable("bad local header")
+    n, e = struct.unpack_from("<HH", local, 26)
+    data = local[30 + n + e : 30 + n + e + member.compressed]
+    if len(data) != member.compressed:
+        raise RangesUnsupported  # the slack was not enough: read the member afresh
+    if member.method == zipfile.ZIP_STORED:
+        out = data
+    elif member.method == zipfile.ZIP_DEFLATED:
+        try:
+            out = zlib.decompressobj(-15).decompress(data, MAX_METADATA + 1)
+        except zlib.error as e:
+            raise Unreadable(f"METADATA does not inflate: {e}") from None
+    else:
+        raise Unreadable(f"METADATA compressed with method {member.method}")
+    if len(out) != member.size or zlib.crc32(out) != member.crc:
+        raise Unreadable("METADATA fails its CRC-32")
+    return out
+
+
+class Extractor:
+    """Produces (and stores) a wheel's core metadata; one extraction per wheel at a time."""
+
+    def __init__(
+        self,
+        storage: Store,
+        upstream: Upstream,
+        downloads: Downloads,
+        metrics: Metrics,
+        offline: bool = False,
+    ) -> None:
+        self._offline = offline
+        self._storage = storage
+        self._upstream = upstream
+        self._downloads = downloads
+        self._metrics = metrics
+        self._running: dict[str, asyncio.Task[str]] = {}
+
+    async def extract(self, wheel: FileSpec) -> str:
+        """The sha256 of ``wheel``'s stored metadata ("" when unreadable), extracting it
+        first if needed. ``wheel`` must have a sha256 (it names what is remembered).
+
+        Raises:
+            UpstreamError: upstream failed; nothing is remembered (the next request tries
+                again). OfflineMiss: offline, and the wheel is not stored.
+        """
+        assert wheel.sha256 is not None
+        task = self._running.get(wheel.sha256)
+        if task is None:
+            task = asyncio.create_task(self._extract(wheel), name=f"metadata {wheel.filename}")
+            self._running[wheel.sha256] = task
+            task.add_done_callback(lambda _t: self._running.pop(wheel.sha256 or "", None))
+        return await asyncio.shield(task)
+
+    async def _extract(self, wheel: FileSpec) -> str:
+        assert wheel.sha256 is not None
+        try:
+            data, source = await self._read(wheel)
+        except OfflineMiss:
+            raise  # not remembered: online again, it can be read
+        except Unreadable as e:
+            logger.warning("no metadata to advertise for %s: %s", wheel.filename, e)
+            return await self._storage.store_extracted(wheel.sha256, None)
+        self._metrics.add("metadata_extracted", source)
+        return await self._storage.store_extracted(wheel.sha256, data)
+
+    async def _read(self, wheel: FileSpec) -> tuple[bytes, str]:
+        if wheel.final.exists():
+            data = await asyncio.to_thread(from_stored_wheel, wheel.final, wheel.filename)
+            return data, "stored_wheel"
+        if self._offline:
+            raise OfflineMiss(f"offline mode: {wheel.filename} is not cached, nor its metadata")
+        try:
+            return await self._by_ranges(wheel), "ranges"
+        except RangesUnsupported:
+            pass
+        await self._download(wheel)
+        data = await asyncio.to_thread(from_stored_wheel, wheel.final, wheel.filename)
+        return data, "download"
+
+    async def _download(self, wheel: FileSpec) -> None:
+        """Download (and store, verified) the whole wheel through the usual path."""
+        try:
+            download, reader, _new = await self._downloads.join(wheel)
+        except FileNotFoundError:
+            return  # stored a moment ago
+        try:
+            await asyncio.shield(download.finished)
+        finally:
+            os.close(reader)
+
+    async def _get(self, wheel: FileSpec, first: int, last: int | None) -> tuple[bytes, int]:
+        """Bytes ``first..last`` (inclusive; ``first`` negative and ``last`` None: a suffix)
+        and the file's total size.
+
+        Raises:
+            RangesUnsupported: upstream sent the whole file.
+        """
+        spec = f"bytes={first}" if first < 0 else f"bytes={first}-{last}"
+        async with self._upstream.open_file(wheel.url, range_header=spec) as resp:
+            content_range = resp.headers.get("Content-Range", "")
+            if resp.status != 206 or "/" not in content_range:
+                raise RangesUnsupported
+            total = content_range.rsplit("/", 1)[1]
+            data = await resp.content.read()
+        if not total.isdigit():
+            raise RangesUnsupported
+        return data, int(total)
+
+    async def _by_ranges(self, wheel: FileSpec) -> bytes:
+        tail, total = await self._get(wheel, -TAIL_BYTES, None)
+        tail_start = total - len(tail)
+        cd_offset, cd_size, eocd64 = _end_record(tail)
+        if eocd64 is not None:
+            record = await self._slice(wheel, tail, tail_start, eocd64, 56)
+            cd_offset, cd_size = _zip64_sizes(record)
+        directory = await self._slice(wheel, tail, tail_start, cd_offset, cd_size)
+        members = _members(directory)
+        name = metadata_member_name([m.name for m in members], wheel.filename)
+        member = next(m for m in members if m.name == name)
+        if member.size > MAX_METADATA or member.compressed > MAX_METADATA:
+            raise Unreadable(f"{wheel.filename}: METADATA of {member.size} bytes")
+        length = 30 + len(name.encode()) + member.compressed + _LOCAL_SLACK
+        local = await self._slice(wheel, tail, tail_start, member.offset, length, total)
+        return _inflate(member, local)
+
+    async def _slice(
+        self,
+        wheel: FileSpec,
+        tail: bytes,
+        tail_start: int,
+        offset: int,
+        length: int,
+        total: int | None = None,
+    ) -> bytes:
+        """``length`` bytes at ``offset``: from the tail already read when it holds them."""
+        if offset >= tail_start:
+            return tail[offset - tail_start : offset - tail_start + length]
+        last = offset + length - 1
+        if total is not None:
+            last = min(last, total - 1)
+        data, _total = await self._get(wheel, offset, last)
+        return data
