@@ -7,18 +7,17 @@ upstream index is given as ``index.test``, so 127.0.0.1 is not the index's own h
 here and gets no trust from it.
 """
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
 from fakeindex import FakeFile, FakeIndex
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+from resolvers import FakeResolver
 from yarl import URL
 
 from cacheproxy.cli.main import build_parser
@@ -30,31 +29,6 @@ from cacheproxy.web.app import create_app
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]
-
-
-class FakeResolver(AbstractResolver):
-    """Resolves the test names to loopback; anything else does not exist."""
-
-    def __init__(self, names: dict[str, str]) -> None:
-        self.names = names
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        address = self.names.get(host)
-        if address is None:
-            raise OSError(f"{host} does not exist")
-        flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
-        return [
-            ResolveResult(
-                hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=flags
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -13,18 +13,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 from fakeindex import FakeIndex
-from test_warm import poetry_lock_text, warm_cli
+from processes import free_port
+from warm_inputs import poetry_lock_text, warm_cli
 
 from cacheproxy.cli import instance
 from cacheproxy.cli.exitcodes import USAGE as EXIT_USAGE
 from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize(

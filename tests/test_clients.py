@@ -4,52 +4,18 @@ The warm run must make zero upstream file requests, whatever the clients' own ca
 (they are disabled here, as they are after ``docker builder prune``).
 """
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import client_env, make_settings, uv_binary
+from clients import installed, pip_cmd, run, uv_cmd
+from conftest import make_settings
 from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpServer
 
 from cacheproxy.web.app import create_app
 
 pytestmark = pytest.mark.clients
-
-
-async def run(cmd: list[str], tmp: Path, cwd: Path | None = None) -> str:
-    """Run a client without blocking the loop that serves the proxy and the fake."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        env=client_env(tmp),
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, f"{cmd[:4]} failed:\n{text}"
-    return text
-
-
-def pip_cmd(index: str, target: Path, *reqs: str) -> list[str]:
-    return [
-        sys.executable, "-m", "pip", "install", "--no-cache-dir", "--index-url", index,
-        "--target", str(target), *reqs,
-    ]  # fmt: skip
-
-
-def uv_cmd(index: str, target: Path, *reqs: str) -> list[str]:
-    return [
-        uv_binary(), "pip", "install", "--no-cache", "--index-url", index,
-        "--python", sys.executable, "--target", str(target), *reqs,
-    ]  # fmt: skip
-
-
-def installed(target: Path) -> set[str]:
-    return {p.name.split("-")[0].lower() for p in target.glob("*.dist-info")}
 
 
 ALL = ("alpha", "gamma", "big", "nometa")  # alpha pulls in beta 1.0 (2.0 is yanked)

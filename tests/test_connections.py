@@ -17,8 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from test_cli import free_port
-from test_repair import wait_healthy
+from processes import free_port, wait_healthy
 
 from cacheproxy.cli.limits import connection_cap
 from cacheproxy.web.connections import (

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory
 from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpServer
-from test_addresses import FakeResolver
+from resolvers import FakeResolver
 
 from cacheproxy.proxy import addresses
 

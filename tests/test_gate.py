@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from clients import installed, pip_cmd, run, uv_cmd
 from conftest import make_settings
 from distbuild import build_wheel
 from fakeindex import FakeIndex
 from packaging.utils import NormalizedName
 from pytest_aiohttp import AiohttpServer
-from test_clients import installed, pip_cmd, run, uv_cmd
 
 from cacheproxy.errors import ConfigError
 from cacheproxy.simple.gate import Exempt, Gate, filter_page, judge

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from clients import installed, run
 from pytest_aiohttp import AiohttpServer
-from test_clients import installed, run
 from yarl import URL
 
 from cacheproxy.settings import Settings, normalise_index_url, pip_index_url

@@ -14,8 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory
 from fakeindex import FakeFile, FakeIndex
-from test_cli import free_port
-from test_repair import wait_healthy
+from processes import free_port, wait_healthy
 
 from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from clients import run
 from conftest import ProxyFactory, make_settings
 from distbuild import build_wheel, wheel_metadata
 from fakeindex import FakeFile, FakeIndex
 from pytest_aiohttp import AiohttpServer
-from test_clients import run
 
 from cacheproxy.proxy.metadata import (
     TAIL_BYTES,

@@ -10,11 +10,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
+from clients import pip_cmd, uv_cmd
 from conftest import ProxyFactory, client_env, make_settings
 from fakeindex import FakeIndex
+from prometheus import samples
 from pytest_aiohttp import AiohttpServer
-from test_clients import pip_cmd, uv_cmd
-from test_ops import samples
 
 from cacheproxy.web.app import create_app
 

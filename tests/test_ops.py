@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory
 from fakeindex import FakeIndex
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus import samples
 
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.store.counters import Key
@@ -32,14 +32,6 @@ async def traffic(proxy: Client, fake: FakeIndex) -> int:
         resp = await proxy.get(f.url_path)
         assert await resp.read() == f.data
     return f.size
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 async def test_health_and_ready(proxy: Client, cache_dir: Path) -> None:

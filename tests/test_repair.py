@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from conftest import temporaries
 from fakeindex import FakeIndex
-from test_cli import free_port
+from processes import free_port, wait_healthy
 
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.store import repair as repair_module
@@ -100,18 +100,6 @@ async def start(args: list[str]) -> asyncio.subprocess.Process:
         sys.executable, "-m", "cacheproxy", "serve", "--log-level", "info", *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-
-
-async def wait_healthy(session: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(200):
-        try:
-            async with session.get(f"{base}/-/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("proxy did not come up")
 
 
 async def test_sigkill_mid_download_then_restart(fake: FakeIndex, tmp_path: Path) -> None:

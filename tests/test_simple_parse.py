@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
-from test_simple_render import PEP691_FILE_KEYS
+from pep691 import PEP691_FILE_KEYS
 from yarl import URL
 
 from cacheproxy.errors import IndexParseError

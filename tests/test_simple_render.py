@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
+from pep691 import PEP691_FILE_KEYS
 from yarl import URL
 
 from cacheproxy.simple.models import CoreMetadata, DistFile, ProjectList, ProjectPage
@@ -365,22 +366,6 @@ _json_values = st.recursive(
     | st.text(max_size=10),
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
     max_leaves=10,
-)
-# The PEP 691 file keys the model covers (written out independently of simple_parse,
-# so a key the parser forgets to model shows up as a failure, not as agreement).
-PEP691_FILE_KEYS = (
-    "filename",
-    "url",
-    "hashes",
-    "requires-python",
-    "yanked",
-    "core-metadata",
-    "data-dist-info-metadata",
-    "dist-info-metadata",
-    "size",
-    "upload-time",
-    "gpg-sig",
-    "provenance",
 )
 _MODELLED = set(PEP691_FILE_KEYS)
 _extra = st.dictionaries(

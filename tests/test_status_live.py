@@ -7,9 +7,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from browser import needs_chromium, run_chromium
+from clients import pip_cmd, run
 from fakeindex import FakeIndex
-from test_clients import pip_cmd, run
-from test_status_page import needs_chromium, run_chromium
 
 pytestmark = pytest.mark.clients
 

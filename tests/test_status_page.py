@@ -5,16 +5,13 @@ headless Chromium (a screenshot, and the DOM it built).
 """
 
 import asyncio
-import os
 import re
-import signal
 import struct
 import sys
 import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from browser import CHROMIUM_TIMEOUT, needs_chromium, run_chromium
 from pytest_aiohttp import AiohttpServer
 
 from cacheproxy.figures.status_page import (
@@ -656,55 +654,6 @@ def test_install_command_uses_the_index_url(index_url: str, pip_line: str) -> No
 
 
 # --- in a real browser --------------------------------------------------------------------
-
-CHROMIUM = Path("/usr/bin/chromium")
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="headless Chromium is not installed (/usr/bin/chromium: apt-get install chromium)",
-)
-CHROMIUM_TIMEOUT = 60.0
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",  # as root, and in containers without user namespaces
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # Without these Chromium phones home at start-up; this network refuses it.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--force-device-scale-factor=1",
-    # Nothing but loopback resolves: a stray external reference fails to load, it never
-    # leaves the machine.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-)
-
-
-async def run_chromium(tmp_path: Path, *args: str) -> str:
-    """Run headless Chromium to completion (``CHROMIUM_TIMEOUT`` at most); its stdout."""
-    profile = tmp_path / f"profile-{time.monotonic_ns()}"
-    proc = await asyncio.create_subprocess_exec(
-        str(CHROMIUM),
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        # Its own process group: the renderer and zygote helpers go with it on a timeout.
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CHROMIUM_TIMEOUT)
-    except TimeoutError:
-        pytest.fail(f"chromium did not finish within {CHROMIUM_TIMEOUT:.0f} s: {args}")
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    return out.decode()
 
 
 async def serve_page(aiohttp_server: AiohttpServer, body: bytes) -> tuple[str, list[str]]:

@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from clients import run
 from conftest import client_env, make_settings, uv_binary
 from distbuild import build_sdist, build_wheel
 from fakeindex import FakeFile, FakeIndex
 from packaging.utils import canonicalize_name
 from pytest_aiohttp import AiohttpServer
 from rich.console import Console
-from test_clients import run
+from warm_inputs import poetry_lock_text, warm_cli
 from yarl import URL
 
 from cacheproxy.cli.warm import (
@@ -131,23 +132,6 @@ def uv_lock_text(fake: FakeIndex, files: Sequence[FakeFile], **override: Any) ->
     return "".join(out)
 
 
-def poetry_lock_text(fake: FakeIndex, projects: Sequence[str]) -> str:
-    """A Poetry 2 lock: filenames and hashes only, no URLs."""
-    out = []
-    for name in projects:
-        files = [f for f in fake.files(name) if f.version == fake.files(name)[0].version]
-        entries = "".join(
-            f'    {{file = "{f.filename}", hash = "sha256:{f.sha256}"}},\n' for f in files
-        )
-        out.append(
-            f'[[package]]\nname = "{name}"\nversion = "{files[0].version}"\n'
-            f'description = ""\noptional = false\npython-versions = "*"\n'
-            f'groups = ["main"]\nfiles = [\n{entries}]\n\n'
-        )
-    out.append('[metadata]\nlock-version = "2.1"\npython-versions = "^3.8"\ncontent-hash = "0"\n')
-    return "".join(out)
-
-
 def pdm_lock_text(fake: FakeIndex, projects: Sequence[str]) -> str:
     """A pdm.lock (lock_version 4.5, inherit_metadata): filenames and hashes, no URLs."""
     out = [
@@ -170,17 +154,6 @@ def pdm_lock_text(fake: FakeIndex, projects: Sequence[str]) -> str:
 
 
 run_tool = run  # one way to run a client, shared with test_clients
-
-
-async def warm_cli(tmp: Path, *args: str) -> tuple[int, str, str]:
-    """``cacheproxy warm`` as a user runs it: another process, stdout not a terminal."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cacheproxy.cli.warm", "warm", *args,
-        env=client_env(tmp), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 # -- targets -------------------------------------------------------------------------------

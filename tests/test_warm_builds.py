@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from clients import installed, pip_cmd, run, uv_cmd
 from conftest import make_settings
 from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpServer
-from test_clients import installed, pip_cmd, run, uv_cmd
 
 from cacheproxy.web.app import create_app
 from cacheproxy.web.keys import proxy_key

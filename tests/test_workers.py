@@ -23,8 +23,7 @@ from aiohttp.test_utils import TestClient
 from conftest import ProxyFactory, temporaries
 from distbuild import build_wheel
 from fakeindex import V1_JSON, FakeFile, FakeIndex
-from test_cli import free_port
-from test_repair import wait_healthy
+from processes import free_port, wait_healthy
 
 from cacheproxy.store.filelock import FileLock
 from cacheproxy.web.keys import proxy_key
