@@ -3,8 +3,8 @@
 The instruction rules follow BuildKit's parser (``moby/buildkit``
 ``frontend/dockerfile/parser``): the ``# escape=`` directive, continuation lines, comment and
 empty lines inside a continuation (dropped), and heredocs (``<<EOF``, ``<<-EOF``, quoted
-names) on RUN, COPY and ADD. ``tests/test_rewrite.py`` holds this module to that parser (the
-``dockerfile`` package wraps it) over the corpus in ``tests/dockerfiles``.
+names) on RUN, COPY and ADD. ``tests/docker/test_rewrite.py`` holds this module to that parser (the
+``dockerfile`` package wraps it) over the corpus in ``tests/docker/dockerfiles``.
 
 Why not a parser package at run time: dockerfile-parse (pure Python) does not know heredocs
 (it reads a heredoc body as instructions), and ``dockerfile`` (BuildKit's Go parser) has

@@ -2,7 +2,7 @@
 each snippet must keep, checked on the text itself.
 
 Regenerate the golden files after an intended change with
-``CACHEPROXY_UPDATE_GOLDEN=1 pytest tests/test_snippets.py`` and review the diff.
+``CACHEPROXY_UPDATE_GOLDEN=1 pytest tests/docker/test_snippets.py`` and review the diff.
 """
 
 import asyncio

@@ -30,7 +30,7 @@ from cacheproxy.settings import DEFAULT_PORT, Settings
 from cacheproxy.units import parse_size
 from cacheproxy.web.app import create_app
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CACHE_DIR = "/var/cache/cacheproxy"
 
 

@@ -1,7 +1,7 @@
 """``--rewrite`` over a corpus of real-world Dockerfile shapes, the lexer it stands on, the
 ``cacheproxy dockerfile`` command, and the engine probe (with a stand-in ``docker``).
 
-Corpus: ``tests/dockerfiles/corpus/NAME.Dockerfile``, with the expected rewrite in
+Corpus: ``tests/docker/dockerfiles/corpus/NAME.Dockerfile``, with the expected rewrite in
 ``NAME.Dockerfile.expected`` and the notes in ``NAME.notes``; regenerate with
 ``CACHEPROXY_UPDATE_GOLDEN=1`` and review the diff.
 """

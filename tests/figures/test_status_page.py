@@ -1,7 +1,8 @@
 """The status page at ``/``: rendered from a stats dict (no HTTP), then shown by a real
 headless Chromium (a screenshot, and the DOM it built).
 
-``python tests/test_status_page.py`` remakes ``docs/status-page.png`` from the same sample.
+``PYTHONPATH=tests python tests/figures/test_status_page.py`` remakes
+``docs/status-page.png`` from the same sample.
 """
 
 import asyncio
@@ -835,7 +836,7 @@ async def docs_screenshot() -> bytes:
 
 
 if __name__ == "__main__":
-    target = Path(__file__).resolve().parent.parent / "docs" / "status-page.png"
+    target = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
     target.parent.mkdir(exist_ok=True)
     target.write_bytes(asyncio.run(docs_screenshot()))
     print(target, file=sys.stderr)
