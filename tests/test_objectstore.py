@@ -1,0 +1,388 @@
+"""The object-store facade, against a real SeaweedFS on loopback.
+
+Races are real: many requests to one key in flight at once, ordered by the store alone
+(never a mock: a mock would order them by our own code). SeaweedFS starts once per session,
+only when a test here asks for it; each test works under its own key prefix.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import pytest
+from seaweed import EngineUnavailable, SeaweedFS, running
+
+from cacheproxy.errors import ConfigError
+from cacheproxy.store.objectstore import (
+    MIN_PART_SIZE,
+    Location,
+    ObjectStore,
+    ObjectStoreError,
+    Timeouts,
+)
+
+RACERS = 20
+# SeaweedFS answers contended conditional writes to one key after up to a few seconds (it
+# waits on a per-key lock), so each race runs a couple of rounds, not dozens.
+ROUNDS = 2
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running(tmp_path_factory.mktemp("seaweedfs")))
+        except EngineUnavailable as exc:
+            pytest.skip(f"SeaweedFS cannot start here: {exc}")
+        yield server
+
+
+def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str]) -> None:
+    """Only ``env`` configures the client: no profile, no files, no instance metadata."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+async def store(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[ObjectStore]:
+    # Endpoint, region and credentials come from the standard variables, as in production.
+    aws_environment(monkeypatch, tmp_path, seaweedfs.environment())
+    location = Location(seaweedfs.bucket, f"t/{uuid.uuid4().hex}")
+    async with ObjectStore.connect(location) as connected:
+        yield connected
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- pure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "bucket", "prefix"),
+    [
+        ("s3://cache", "cache", ""),
+        ("s3://cache/", "cache", ""),
+        ("s3://my.cache-1/team/pypi/", "my.cache-1", "team/pypi"),
+        ("s3://cache//a//b", "cache", "a/b"),
+    ],
+)
+def test_locations_parse(url: str, bucket: str, prefix: str) -> None:
+    location = Location.parse(url)
+    assert (location.bucket, location.prefix) == (bucket, prefix)
+    assert location.key("x/y") == (f"{prefix}/x/y" if prefix else "x/y")
+    assert location.name(location.key("x/y")) == "x/y"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["cache", "s3:/cache", "http://cache/x", "s3://", "s3://Cache", "s3://ab", "s3://a/../b"],
+)
+def test_bad_locations_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match="object store location"):
+        Location.parse(url)
+
+
+def test_the_installed_botocore_knows_conditional_writes() -> None:
+    # Older botocore rejects IfNoneMatch/IfMatch as unknown parameters before sending.
+    model = botocore.session.get_session().get_service_model("s3")
+    members: dict[str, set[str]] = {}
+    for op in ("PutObject", "DeleteObject", "CompleteMultipartUpload"):
+        shape = model.operation_model(op).input_shape
+        assert shape is not None
+        members[op] = set(shape.members)
+    assert {"IfNoneMatch", "IfMatch"} <= members["PutObject"]
+    assert "IfMatch" in members["DeleteObject"]
+    assert "IfNoneMatch" in members["CompleteMultipartUpload"]
+
+
+# -- the facade on a real store ---------------------------------------------------------
+
+
+async def test_objects_round_trip(store: ObjectStore, tmp_path: Path) -> None:
+    assert await store.head("a/b") is None
+    assert await store.get("a/b") is None
+    etag = await store.put("a/b", b"hello")
+    info = await store.head("a/b")
+    assert info is not None
+    assert (info.name, info.etag, info.size) == ("a/b", etag, 5)
+    got = await store.get("a/b")
+    assert got is not None
+    assert got.data == b"hello"
+    assert got.info.etag == etag
+    dest = tmp_path / "out"
+    assert await store.get_to_file("a/b", dest) is not None
+    assert dest.read_bytes() == b"hello"
+    assert await store.get_to_file("missing", tmp_path / "none") is None
+    assert not (tmp_path / "none").exists()
+    assert await store.delete("a/b")
+    assert await store.head("a/b") is None
+    assert await store.delete("a/b")  # unconditional delete of nothing succeeds, as in S3
+
+
+async def test_listing_pages_through_a_prefix(store: ObjectStore) -> None:
+    for name in ["p/1", "p/2", "p/3", "p/4", "p/5", "q/1"]:
+        await store.put(name, name.encode())
+    listed = [info.name async for info in store.list_objects("p/", page_size=2)]
+    assert listed == ["p/1", "p/2", "p/3", "p/4", "p/5"]
+    everything = [info.name async for info in store.list_objects()]
+    assert everything == ["p/1", "p/2", "p/3", "p/4", "p/5", "q/1"]
+
+
+async def test_create_only_never_overwrites(store: ObjectStore) -> None:
+    assert await store.put_create_only("k", b"first") is not None
+    assert await store.put_create_only("k", b"second") is None
+    got = await store.get("k")
+    assert got is not None
+    assert got.data == b"first"
+
+
+async def test_create_only_race_has_exactly_one_winner(store: ObjectStore) -> None:
+    for round_ in range(ROUNDS):
+        key = f"race/{round_}"
+        bodies = [f"writer {i}".encode() for i in range(RACERS)]
+        results = await asyncio.gather(*(store.put_create_only(key, b) for b in bodies))
+        winners = [i for i, etag in enumerate(results) if etag is not None]
+        assert len(winners) == 1, results
+        got = await store.get(key)
+        assert got is not None
+        assert got.data == bodies[winners[0]]
+        assert got.info.etag == results[winners[0]]
+
+
+async def test_compare_and_swap_race_has_exactly_one_winner(store: ObjectStore) -> None:
+    etag = await store.put("cas", b"v0")
+    for round_ in range(ROUNDS):
+        bodies = [f"round {round_} writer {i}".encode() for i in range(RACERS)]
+        results = await asyncio.gather(*(store.put_if_match("cas", b, etag) for b in bodies))
+        winners = [i for i, new in enumerate(results) if new is not None]
+        assert len(winners) == 1, results
+        got = await store.get("cas")
+        assert got is not None
+        assert got.data == bodies[winners[0]]
+        new_etag = results[winners[0]]
+        assert new_etag is not None
+        etag = new_etag
+    assert await store.put_if_match("cas", b"stale", '"0123456789abcdef0123456789abcdef"') is None
+    assert await store.put_if_match("gone", b"x", etag) is None
+
+
+async def test_conditional_delete_removes_only_the_version_it_names(store: ObjectStore) -> None:
+    old = await store.put("d", b"old")
+    new = await store.put("d", b"new")
+    assert old != new
+    assert not await store.delete("d", etag=old)
+    assert await store.head("d") is not None
+    assert await store.delete("d", etag=new)
+    assert await store.head("d") is None
+    assert not await store.delete("d", etag=new)
+
+
+def big_file(path: Path, size: int) -> bytes:
+    data = random.Random(size).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+async def test_a_multipart_upload_is_whole_and_create_only(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    data = big_file(tmp_path / "big", 2 * MIN_PART_SIZE + 12345)
+    etag = await store.put_file("big", tmp_path / "big", part_size=MIN_PART_SIZE)
+    assert etag is not None
+    assert etag.strip('"').endswith("-3")  # three parts, per S3's multipart ETag
+    info = await store.get_to_file("big", tmp_path / "back")
+    assert info is not None
+    assert info.size == len(data)
+    assert (tmp_path / "back").read_bytes() == data
+    (tmp_path / "other").write_bytes(data[::-1])
+    assert await store.put_file("big", tmp_path / "other", part_size=MIN_PART_SIZE) is None
+    assert await store.put_file("small", tmp_path / "other", part_size=len(data)) is not None
+    assert await store.put_file("small", tmp_path / "big", part_size=len(data)) is None
+    got = await store.get("big")
+    assert got is not None
+    assert hashlib.sha256(got.data).digest() == hashlib.sha256(data).digest()
+    assert await pending_uploads(store) == []
+
+
+async def test_concurrent_multipart_uploads_of_one_key_have_one_winner(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    sources = []
+    for i in range(4):
+        sources.append(tmp_path / f"src{i}")
+        big_file(sources[-1], MIN_PART_SIZE + 1000 + i)
+    results = await asyncio.gather(
+        *(store.put_file("one", src, part_size=MIN_PART_SIZE) for src in sources)
+    )
+    winners = [i for i, etag in enumerate(results) if etag is not None]
+    assert len(winners) == 1, results
+    got = await store.get("one")
+    assert got is not None
+    assert got.data == sources[winners[0]].read_bytes()
+    assert await pending_uploads(store) == []
+
+
+async def pending_uploads(store: ObjectStore) -> list[str]:
+    """Keys of multipart uploads still open under the store's prefix, asked of the server."""
+    client: Any = store._client
+    answer = await client.list_multipart_uploads(
+        Bucket=store.location.bucket, Prefix=store.location.prefix + "/"
+    )
+    return [str(upload["Key"]) for upload in answer.get("Uploads", [])]
+
+
+async def test_a_failed_multipart_upload_leaves_nothing(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big_file(tmp_path / "big", 3 * MIN_PART_SIZE)
+    client: Any = store._client
+    real_upload_part = client.upload_part
+    calls = 0
+
+    async def second_part_fails(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionResetError("the network went away")
+        return await real_upload_part(**kwargs)
+
+    monkeypatch.setattr(client, "upload_part", second_part_fails)
+    with pytest.raises(
+        ObjectStoreError, match=r"^object store upload .*/big: ConnectionResetError"
+    ):
+        await store.put_file("big", tmp_path / "big", part_size=MIN_PART_SIZE)
+    assert calls == 2
+    assert await store.head("big") is None
+    assert await pending_uploads(store) == []
+
+
+async def test_a_cancelled_multipart_upload_leaves_nothing(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big_file(tmp_path / "big", 3 * MIN_PART_SIZE)
+    client: Any = store._client
+    real_upload_part = client.upload_part
+    first_part_in = asyncio.Event()
+
+    async def stalls_after_the_first(**kwargs: Any) -> Any:
+        if first_part_in.is_set():
+            await asyncio.sleep(3600)
+        answer = await real_upload_part(**kwargs)
+        first_part_in.set()
+        return answer
+
+    monkeypatch.setattr(client, "upload_part", stalls_after_the_first)
+    upload = asyncio.create_task(store.put_file("big", tmp_path / "big", part_size=MIN_PART_SIZE))
+    await first_part_in.wait()
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert await store.head("big") is None
+    assert await pending_uploads(store) == []
+
+
+# -- failures: one line, bounded time, no secrets ----------------------------------------
+
+
+async def test_a_closed_port_fails_fast_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = "s3cr3t-never-shown"
+    aws_environment(
+        monkeypatch,
+        tmp_path,
+        {
+            "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{closed_port()}",
+        },
+    )
+    timeouts = Timeouts(connect=1.0, read=1.0, call=5.0, attempts=2)
+    async with ObjectStore.connect(Location("bucket", "p"), timeouts=timeouts) as store:
+        started = time.monotonic()
+        with pytest.raises(ObjectStoreError) as caught:
+            await store.put_create_only("k", b"x")
+        elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert message == "object store create p/k: cannot connect to the endpoint"
+    assert not caught.value.timeout
+    assert secret not in message
+    assert "AKIDEXAMPLE" not in message
+    assert elapsed < 5.0
+
+
+async def test_a_silent_server_times_out_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        with contextlib.suppress(ConnectionError):
+            await reader.read(-1)  # never answers; returns when the client gives up
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    aws_environment(
+        monkeypatch,
+        tmp_path,
+        {
+            "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        },
+    )
+    timeouts = Timeouts(connect=1.0, read=0.5, call=1.5, attempts=5)
+    try:
+        async with ObjectStore.connect(Location("bucket"), timeouts=timeouts) as store:
+            started = time.monotonic()
+            with pytest.raises(ObjectStoreError) as caught:
+                await store.head("k")
+            elapsed = time.monotonic() - started
+    finally:
+        server.close()
+        for writer in accepted:  # Python 3.11's server.close() leaves accepted ones open
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+    assert str(caught.value) == "object store head k: timed out"
+    assert caught.value.timeout
+    assert elapsed < timeouts.call + 0.5
+
+
+async def test_a_wrong_secret_is_named_by_its_code_only(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wrong = "not-the-secret-" + uuid.uuid4().hex
+    env = {**seaweedfs.environment(), "AWS_SECRET_ACCESS_KEY": wrong}
+    aws_environment(monkeypatch, tmp_path, env)
+    async with ObjectStore.connect(Location(seaweedfs.bucket, "x")) as store:
+        with pytest.raises(ObjectStoreError) as caught:
+            await store.put("k", b"x")
+    assert str(caught.value) == "object store put x/k: SignatureDoesNotMatch (HTTP 403)"
+    assert wrong not in str(caught.value)
