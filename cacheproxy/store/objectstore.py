@@ -430,6 +430,12 @@ class ObjectStore:
         completed only after every part is in, and aborted on any failure or cancellation,
         so no reader ever sees a partial object. The new entity tag, or None when
         ``create_only`` and the object exists.
+
+        A multipart create-only write is exclusive only where the store checks
+        ``If-None-Match`` on CompleteMultipartUpload atomically: SeaweedFS 4.48 lets two
+        racing completes both succeed (see tests/test_objectstore.py). One writer per key
+        is the download lease's job (store/leases.py); this only never overwrites a key that
+        existed before the upload began to complete.
         """
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part size {part_size} is below S3's minimum {MIN_PART_SIZE}")
