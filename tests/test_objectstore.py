@@ -1,4 +1,4 @@
-"""The object-store facade, against a real SeaweedFS on loopback.
+"""The object-store facade and the leases on it, against a real SeaweedFS on loopback.
 
 Races are real: many requests to one key in flight at once, ordered by the store alone
 (never a mock: a mock would order them by our own code). SeaweedFS starts once per session,
@@ -22,6 +22,7 @@ import pytest
 from seaweed import EngineUnavailable, SeaweedFS, running
 
 from cacheproxy.errors import ConfigError
+from cacheproxy.store.leases import Lease, Leases, LeaseState
 from cacheproxy.store.objectstore import (
     MIN_PART_SIZE,
     Location,
@@ -67,6 +68,19 @@ async def store(
     location = Location(seaweedfs.bucket, f"t/{uuid.uuid4().hex}")
     async with ObjectStore.connect(location) as connected:
         yield connected
+
+
+class Clock:
+    """Simulated wall time shared by every replica of a test."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def closed_port() -> int:
@@ -115,6 +129,13 @@ def test_the_installed_botocore_knows_conditional_writes() -> None:
     assert {"IfNoneMatch", "IfMatch"} <= members["PutObject"]
     assert "IfMatch" in members["DeleteObject"]
     assert "IfNoneMatch" in members["CompleteMultipartUpload"]
+
+
+def test_lease_state_decodes_only_what_it_encodes() -> None:
+    state = LeaseState("replica-a", "t0", 1.5, 3)
+    assert LeaseState.decode(state.encode()) == state
+    assert LeaseState.decode(b"not json") is None
+    assert LeaseState.decode(b'{"holder": "x"}') is None
 
 
 # -- the facade on a real store ---------------------------------------------------------
@@ -394,3 +415,125 @@ async def test_a_wrong_secret_is_named_by_its_code_only(
             await store.put("k", b"x")
     assert str(caught.value) == "object store put x/k: SignatureDoesNotMatch (HTTP 403)"
     assert wrong not in str(caught.value)
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+def replicas(store: ObjectStore, clock: Clock, count: int, ttl: float = 30.0) -> list[Leases]:
+    return [Leases(store, f"replica-{i}", ttl=ttl, clock=clock, max_skew=1.0) for i in range(count)]
+
+
+async def test_a_lease_is_acquired_renewed_expired_and_taken_over(store: ObjectStore) -> None:
+    clock = Clock()
+    a, b = replicas(store, clock, 2)
+    lease = await a.acquire("demo.whl")
+    assert lease is not None
+    assert await b.acquire("demo.whl") is None
+    clock.advance(20)
+    renewed = await a.renew(lease)
+    assert renewed is not None
+    assert renewed.expires_at == clock() + 30
+    clock.advance(1)
+    assert await a.renew(lease) is None  # a stale tag: only the latest write renews
+    clock.advance(29)  # expired, but within the skew allowance
+    assert await b.acquire("demo.whl") is None
+    clock.advance(1)
+    taken = await b.acquire("demo.whl")
+    assert taken is not None
+    current = await b.current("demo.whl")
+    assert current is not None
+    assert current.holder == "replica-1"
+    assert await a.renew(renewed) is None  # the old holder learns it lost the lease
+    assert not await a.release(renewed)  # ... and cannot remove the new holder's lease
+    assert await b.release(taken)
+    assert await a.current("demo.whl") is None
+    again = await a.acquire("demo.whl")
+    assert again is not None
+
+
+async def test_an_unreadable_lease_object_can_be_taken_over(store: ObjectStore) -> None:
+    await store.put("leases/x", b"garbage")
+    (a,) = replicas(store, Clock(), 1)
+    assert await a.acquire("x") is not None
+
+
+async def test_a_lease_write_whose_answer_was_lost_is_recognised(store: ObjectStore) -> None:
+    # A retried create that lands after its first attempt did: the store answers 412, but
+    # the lease there is ours, so acquire and renew must still say so.
+    clock = Clock()
+    (a,) = replicas(store, clock, 1)
+    real_create = store.put_create_only
+    real_swap = store.put_if_match
+
+    async def create_then_lose_the_answer(name: str, data: bytes) -> str | None:
+        await real_create(name, data)
+        return await real_create(name, data)
+
+    async def swap_then_lose_the_answer(name: str, data: bytes, etag: str) -> str | None:
+        await real_swap(name, data, etag)
+        return await real_swap(name, data, etag)
+
+    store.put_create_only = create_then_lose_the_answer  # type: ignore[method-assign]
+    store.put_if_match = swap_then_lose_the_answer  # type: ignore[method-assign]
+    lease = await a.acquire("lost")
+    assert lease is not None
+    clock.advance(5)
+    renewed = await a.renew(lease)
+    assert renewed is not None
+    assert await a.release(renewed)
+
+
+async def test_contenders_for_an_expired_lease_have_exactly_one_winner(
+    store: ObjectStore,
+) -> None:
+    clock = Clock()
+    old, *contenders = replicas(store, clock, RACERS // 2 + 1)
+    for round_ in range(ROUNDS):
+        name = f"expired-{round_}"
+        assert await old.acquire(name) is not None
+        clock.advance(60)
+        results = await asyncio.gather(*(c.acquire(name) for c in contenders))
+        winners = [lease for lease in results if lease is not None]
+        assert len(winners) == 1, [lease is not None for lease in results]
+        current = await old.current(name)
+        assert current == winners[0].state
+
+
+async def test_a_simulated_team_never_has_two_holders(store: ObjectStore) -> None:
+    # Four replicas, one lease, a seeded schedule: each step every replica acts at once
+    # (holders renew, stall or release; the rest try to acquire), then time moves on.
+    rng = random.Random(20261205)
+    clock = Clock()
+    team = replicas(store, clock, 4, ttl=10.0)
+    held: list[Lease | None] = [None] * len(team)
+    acquisitions = takeovers = 0
+
+    async def act(i: int) -> None:
+        nonlocal acquisitions, takeovers
+        leases, lease = team[i], held[i]
+        if lease is not None and leases.valid(lease):
+            roll = rng.random()
+            if roll < 0.6:
+                held[i] = await leases.renew(lease)
+            elif roll < 0.75 and await leases.release(lease):
+                held[i] = None
+            return  # otherwise stalled: the lease runs out unless renewed later
+        before = await leases.current("file")
+        held[i] = await leases.acquire("file")
+        if held[i] is not None:
+            acquisitions += 1
+            takeovers += before is not None
+
+    for _ in range(40):
+        await asyncio.gather(*(act(i) for i in range(len(team))))
+        holders = [i for i, lease in enumerate(held) if lease and team[i].valid(lease)]
+        assert len(holders) <= 1, holders
+        stored = await team[0].current("file")
+        if holders:
+            lease = held[holders[0]]
+            assert lease is not None
+            assert stored == lease.state
+        clock.advance(rng.choice([1.0, 2.0, 4.0, 12.0]))
+    assert acquisitions >= 5
+    assert takeovers >= 2
