@@ -19,6 +19,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+import seaweed
 from seaweed import EngineUnavailable, SeaweedFS, running
 
 from cacheproxy.errors import ConfigError
@@ -136,6 +137,12 @@ def test_lease_state_decodes_only_what_it_encodes() -> None:
     assert LeaseState.decode(state.encode()) == state
     assert LeaseState.decode(b"not json") is None
     assert LeaseState.decode(b'{"holder": "x"}') is None
+
+
+def test_no_engine_is_a_reason_to_skip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seaweed, "weed_binary", lambda: None)
+    with pytest.raises(EngineUnavailable, match="no weed binary"), running(tmp_path):
+        pass
 
 
 # -- the facade on a real store ---------------------------------------------------------
