@@ -411,6 +411,24 @@ async def test_a_silent_server_times_out_within_the_bound(
     assert elapsed < timeouts.call + 0.5
 
 
+@pytest.mark.parametrize(
+    ("env", "region"),
+    [
+        ({"AWS_REGION": "eu-west-3"}, "eu-west-3"),
+        ({"AWS_DEFAULT_REGION": "eu-west-2"}, "eu-west-2"),
+        ({"AWS_DEFAULT_REGION": "eu-west-2", "AWS_REGION": "eu-west-3"}, "eu-west-2"),
+        ({}, "us-east-1"),
+    ],
+)
+async def test_the_region_comes_from_the_environment(
+    env: dict[str, str], region: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    aws_environment(monkeypatch, tmp_path, {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", **env})
+    async with ObjectStore.connect(Location("bucket")) as store:
+        client: Any = store._client
+        assert client.meta.region_name == region
+
+
 async def test_a_wrong_secret_is_named_by_its_code_only(
     seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ succeeded but whose response was lost comes back as 412 on the retry: callers th
 import asyncio
 import contextlib
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -223,7 +224,11 @@ class ObjectStore:
         """
         timeouts = timeouts or Timeouts()
         session = get_session()
-        region = session.get_config_variable("region") or FALLBACK_REGION
+        # botocore's region setting reads AWS_DEFAULT_REGION and profiles, not AWS_REGION
+        # (the newer name other AWS SDKs use), so that one is looked at here.
+        region = (
+            session.get_config_variable("region") or os.environ.get("AWS_REGION") or FALLBACK_REGION
+        )
         config = AioConfig(
             connect_timeout=timeouts.connect,
             read_timeout=timeouts.read,
