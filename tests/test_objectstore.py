@@ -411,6 +411,20 @@ async def test_a_silent_server_times_out_within_the_bound(
     assert elapsed < timeouts.call + 0.5
 
 
+async def test_no_credentials_is_one_line_naming_where_they_are_looked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    aws_environment(
+        monkeypatch, tmp_path, {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{closed_port()}"}
+    )
+    async with ObjectStore.connect(Location("bucket")) as store:
+        with pytest.raises(ObjectStoreError) as caught:
+            await store.get("k")
+    assert str(caught.value) == (
+        "object store get k: no usable credentials in the AWS environment variables or files"
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "region"),
     [

@@ -178,7 +178,7 @@ def describe(exc: BaseException) -> tuple[str, bool]:
     """
     if isinstance(exc, ClientError):
         status, code = _client_error(exc)
-        return f"{code} (HTTP {status})", False
+        return f"{_one_line(code)[:80]} (HTTP {status})", False
     if isinstance(exc, TimeoutError | ConnectTimeoutError | ReadTimeoutError):
         return "timed out", True
     if isinstance(exc, EndpointConnectionError):
@@ -187,9 +187,7 @@ def describe(exc: BaseException) -> tuple[str, bool]:
         return "no usable credentials in the AWS environment variables or files", False
     if isinstance(exc, NoRegionError):
         return "no region configured (AWS_REGION or a profile's region)", False
-    if isinstance(exc, BotoCoreError | aiohttp.ClientError | OSError):
-        return _one_line(type(exc).__name__), False
-    return _one_line(f"{type(exc).__name__}"), False
+    return type(exc).__name__, False
 
 
 def _fail(op: str, key: str, exc: BaseException) -> ObjectStoreError:
@@ -197,7 +195,9 @@ def _fail(op: str, key: str, exc: BaseException) -> ObjectStoreError:
     return ObjectStoreError(f"object store {op} {key}: {reason}", timeout=timeout)
 
 
-_FAILURES = (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError, ValueError)
+# What a call may raise besides our own errors. botocore's ParamValidationError is a
+# BotoCoreError; a ValueError of ours (an invalid name) is a bug and propagates as one.
+_FAILURES = (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class ObjectStore:
