@@ -16,7 +16,9 @@ from typing import Any
 
 from yarl import URL
 
+from cacheproxy import indexes as multi
 from cacheproxy.errors import ConfigError
+from cacheproxy.indexes import DEFAULT_INDEX_NAME, IndexConfig, Route
 from cacheproxy.units import BadTimestamp, parse_duration, parse_size, parse_timestamp
 from cacheproxy.urls import is_loopback_host, redact_url
 
@@ -83,6 +85,10 @@ class Settings:
     # File downloads running at once (upstream.py): a flood of cold requests for big files
     # gets a 503 after a bounded wait instead of pulling unbounded data.
     max_downloads: int = 64
+    # Several upstream indexes, the default first (its URL is ``upstream``), and the routes
+    # that pick one per project (indexes.py). Empty: ``upstream`` alone, named "pypi".
+    indexes: tuple[IndexConfig, ...] = ()
+    routes: tuple[Route, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -116,6 +122,13 @@ class Settings:
             raise ConfigError(
                 f"max-downloads must be between 1 and 10000, not {self.max_downloads}"
             )
+        if self.indexes and self.indexes[0].url != self.upstream:
+            raise ConfigError("upstream must be the URL of the first (default) index")
+
+    @property
+    def index_configs(self) -> tuple[IndexConfig, ...]:
+        """The indexes, the default first (``upstream`` alone when none are configured)."""
+        return self.indexes or (IndexConfig(name=DEFAULT_INDEX_NAME, url=self.upstream),)
 
     @property
     def upstream_redacted(self) -> str:
@@ -312,7 +325,17 @@ def _build(
     cache_raw = pick("cache_dir")
     cache_dir = Path(str(cache_raw)).expanduser() if cache_raw else default_cache_dir(environ)
     upstream_raw = pick("upstream")
-    upstream = normalise_index_url(str(upstream_raw) if upstream_raw else pip_index_url(environ))
+    setup = None
+    if multi.wanted(flags, environ):  # --index, --route, --config (indexes.py)
+        env_upstream = environ.get("CACHEPROXY_UPSTREAM", "").strip()
+        setup = multi.resolve_indexes(
+            flags, environ, lambda: env_upstream or pip_index_url(environ)
+        )
+        upstream = setup.indexes[0].url
+    else:
+        upstream = normalise_index_url(
+            str(upstream_raw) if upstream_raw else pip_index_url(environ)
+        )
     ttl_raw = pick("index_ttl")
     index_ttl = (
         parse_number("index-ttl", str(ttl_raw)) if ttl_raw is not None else DEFAULT_INDEX_TTL
@@ -343,6 +366,14 @@ def _build(
             "(is pip configured to use cacheproxy? pass --upstream)"
         )
     tuning.update(_network_limits(flags, environ))
+    for url in [i.url for i in setup.indexes] if setup else [upstream]:
+        if (url.host == host or is_loopback_host(url.host or "")) and url.port == port:
+            raise ConfigError(
+                f"upstream {redact_url(url)} is this proxy itself "
+                "(is pip configured to use cacheproxy? pass --upstream)"
+            )
+    if setup is not None:
+        tuning.update(indexes=setup.indexes, routes=setup.routes)
     token = environ.get("CACHEPROXY_ADMIN_TOKEN", "").strip() or None
     if token is not None and len(token) < 16:
         raise ConfigError("CACHEPROXY_ADMIN_TOKEN must be at least 16 characters")

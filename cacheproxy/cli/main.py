@@ -53,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="simple index to proxy [CACHEPROXY_UPSTREAM, default: pip's configured index]",
     )
     serve.add_argument(
+        "--index",
+        action="append",
+        metavar="NAME=URL",
+        help="an upstream index, repeatable; the first is the default "
+        "(credentials go in the --config file or its environment variables: ps shows flags)",
+    )
+    serve.add_argument(
+        "--route",
+        action="append",
+        metavar="PATTERN=NAME",
+        help="projects matching the glob come from index NAME only; repeatable, first match wins",
+    )
+    serve.add_argument(
+        "--config",
+        help="TOML file with the indexes, their settings and the routes [CACHEPROXY_CONFIG]",
+    )
+    serve.add_argument(
         "--index-ttl", help="seconds an index page is fresh [CACHEPROXY_INDEX_TTL, default 600]"
     )
     serve.add_argument(
@@ -243,5 +260,8 @@ def serve_flags(args: argparse.Namespace) -> dict[str, object]:
         "log_format",
         "internal_hosts",
         "max_downloads",
+        "index",
+        "route",
+        "config",
     )
     return {name: getattr(args, name) for name in names}

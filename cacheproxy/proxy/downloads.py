@@ -19,8 +19,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,11 @@ class FileSpec:
     # Without a sha256: another hash the index gives (hashlib name, hex), checked instead.
     hash_name: str | None = None
     hash_value: str | None = None
+    # The index the file is fetched through (its credentials and address policy, see
+    # routing.py); None: the Downloads' own.
+    upstream: Upstream | None = field(default=None, compare=False)
+    # Called with (sha256, size) once a download of it is verified and stored (pins.py).
+    verified: Callable[[str, int], None] | None = field(default=None, compare=False)
 
 
 class Download:
@@ -95,6 +100,7 @@ class Download:
         self.written = 0  # bytes in the temporary: what readers may read
         self.received = 0  # bytes from upstream (ahead of `written` by the disk backlog)
         self._writer: DiskWriter | None = None  # the owner's; None for a follower
+        self.sha256: str | None = None  # of the verified bytes, once stored by the owner
         self.size: int | None = spec.size
         loop = asyncio.get_running_loop()
         # Resolved when upstream has answered 200 (size known) or failed before any byte.
@@ -215,6 +221,7 @@ class Download:
             except OSError as e:
                 raise StorageFailed(f"cannot store {spec.filename}: {e.strerror or e}") from e
             self.size = self.written
+            self.sha256 = digest
             self.finished.set_result(spec.final)
             logger.info("stored %s (%d bytes)", spec.filename or spec.final.name, self.written)
         except BaseException as e:
@@ -316,7 +323,8 @@ class Downloads:
         Raises:
             UpstreamError: upstream could not be asked.
         """
-        async with self._upstream.open_file(spec.url, range_header=f"bytes={start}-{end}") as up:
+        upstream = spec.upstream or self._upstream
+        async with upstream.open_file(spec.url, range_header=f"bytes={start}-{end}") as up:
             if up.status != 206 or up.headers.get("Content-Range") != content_range:
                 yield None
             else:
@@ -334,7 +342,8 @@ class Downloads:
         """
         whole = offset == 0 and end is None
         range_header = None if whole else f"bytes={offset}-{'' if end is None else end - 1}"
-        async with self._upstream.open_file(spec.url, range_header=range_header) as up:
+        upstream = spec.upstream or self._upstream
+        async with upstream.open_file(spec.url, range_header=range_header) as up:
             if range_header and not up.headers.get("Content-Range", "").startswith(
                 f"bytes {offset}-"
             ):
@@ -408,7 +417,8 @@ class Downloads:
     async def _run(self, download: Download, lock: FileLock) -> None:
         started = time.monotonic()
         try:
-            await download.run(self._upstream, self._storage, self._retries)
+            upstream = download.spec.upstream or self._upstream
+            await download.run(upstream, self._storage, self._retries)
         finally:
             self._metrics.add("upstream_bytes", value=download.written)
             self._metrics.add("upstream_download_seconds", value=time.monotonic() - started)
@@ -416,6 +426,11 @@ class Downloads:
                 self._metrics.add("cache_files")
                 self._metrics.add("cache_bytes", value=download.written)
                 self.stored.set()
+                if download.spec.verified is not None and download.sha256 is not None:
+                    try:
+                        download.spec.verified(download.sha256, download.written)
+                    except Exception:  # the file is stored and served; a pin is extra
+                        logger.exception("cannot pin the hash of %s", download.spec.filename)
             elif download.finished.done() and (failure := download.finished.exception()):
                 self._metrics.error(str(failure))
             self._forget(download)

@@ -21,6 +21,7 @@ from cacheproxy.errors import HeldBack, IndexParseError, NotFound, UpstreamError
 from cacheproxy.proxy.downloads import FileSpec
 from cacheproxy.proxy.metadata import Extractor
 from cacheproxy.proxy.pages import Pages
+from cacheproxy.proxy.upstream import Upstream
 from cacheproxy.simple.gate import Gate, judge
 from cacheproxy.simple.layout import (
     METADATA_SUFFIX,
@@ -29,6 +30,7 @@ from cacheproxy.simple.layout import (
     project_of,
 )
 from cacheproxy.store.api import Store
+from cacheproxy.store.pins import Pins
 from cacheproxy.store.records import FileRecord, files_version
 
 logger = logging.getLogger(__name__)
@@ -51,12 +53,19 @@ class Files:
         gate: Gate | None = None,
         clock: Callable[[], float] = time.time,
         extractor: Extractor | None = None,
+        upstream: Upstream | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self._storage = storage
         self._pages = pages
         self._gate = gate if gate is not None else Gate()
         self._clock = clock
         self._extractor = extractor
+        # One Files per index (routing.py): its files are fetched through its upstream.
+        self._upstream = upstream
+        self._pins = pins
+        # Told (filename, sha256) when a download pinned a hash: its page shows it then.
+        self.on_pinned: Callable[[str, str], None] | None = None
 
     def _check_gate(self, filename: str, record: FileRecord) -> None:
         """Refuse a file the release-age gate holds back; log one it lets through only by
@@ -134,6 +143,7 @@ class Files:
                     sha256=sha,
                     size=None,
                     filename=filename,
+                    upstream=self._upstream,
                 )
                 return Resolved(spec, filename, is_metadata=True)
         if key.endswith(PROVENANCE_SUFFIX):
@@ -152,6 +162,7 @@ class Files:
                     sha256=None,
                     size=None,
                     filename=filename,
+                    upstream=self._upstream,
                 )
                 return Resolved(spec, filename, is_metadata=True)
         raise NotFound(f"{filename} is not listed by the upstream index")
@@ -160,6 +171,8 @@ class Files:
         project = project_of(filename)
         if project is None:
             return await self._storage.get_file(key, None)  # a stray pointer, if any
+        # File records are kept by the page that listed them: this index's key for it.
+        owner = self._pages.key(project)
         # The page (fresh, or refreshed) says which file records are current; a page not
         # fetched yet is fetched, and rendering it records its files. Not listed: the page
         # is revalidated once (a file uploaded since), as pip does after a 404.
@@ -171,11 +184,11 @@ class Files:
                 return await self._storage.get_file(key, None)
             except (UpstreamError, IndexParseError):
                 # Upstream failed and nothing is stored: what the records still hold.
-                record = await self._storage.get_file(key, project)
+                record = await self._storage.get_file(key, owner)
                 if record is None:
                     raise
                 return record
-            record = await self._storage.get_file(key, project, files_version(page.record))
+            record = await self._storage.get_file(key, owner, files_version(page.record))
             if record is not None:
                 return record
         return None
@@ -199,6 +212,8 @@ class Files:
         return Resolved(replace(spec, filename=filename), filename, is_metadata=True)
 
     def _spec(self, key: str, record: FileRecord) -> FileSpec:
+        if record.sha256 is None and self._pins is not None:
+            return self._unhashed_spec(key, record, self._pins)
         final = (
             self._storage.blob_path(record.sha256)
             if record.sha256
@@ -212,4 +227,47 @@ class Files:
             filename=key.rsplit("/", 1)[-1],
             hash_name=record.hash_name,
             hash_value=record.hash_value,
+            upstream=self._upstream,
+        )
+
+    def _unhashed_spec(self, key: str, record: FileRecord, pins: Pins) -> FileSpec:
+        """A file its index lists without a sha256: checked against the hash its first
+        download pinned (pins.py), and pinned by that download when there is none yet.
+
+        A pin holds while the index lists the file as before: a size the index now gives
+        that differs from the pinned one is the index saying it is another file, and the
+        next verified download pins that. Until the same bytes are stored by their hash
+        (another index listing them with one), the file is stored under its URL; from then
+        on that one copy serves both.
+        """
+        filename = key.rsplit("/", 1)[-1]
+        unhashed = self._storage.unhashed_blob_path(key)
+        pin = pins.get(record.url, record.size)
+        if pin is None:
+
+            def verified(sha256: str, size: int) -> None:
+                pinned = pins.put(record.url, sha256, size)
+                logger.info("pinned %s to sha256 %s (its index lists no hash)", filename, sha256)
+                if self.on_pinned is not None:
+                    self.on_pinned(filename, pinned.sha256)
+
+            return FileSpec(
+                url=record.url,
+                final=unhashed,
+                sha256=None,
+                size=record.size,
+                filename=filename,
+                hash_name=record.hash_name,
+                hash_value=record.hash_value,
+                upstream=self._upstream,
+                verified=verified,
+            )
+        blob = self._storage.blob_path(pin.sha256)
+        return FileSpec(
+            url=record.url,
+            final=blob if blob.exists() else unhashed,
+            sha256=pin.sha256,
+            size=pin.size,
+            filename=filename,
+            upstream=self._upstream,
         )

@@ -62,11 +62,15 @@ def json_api_url(base: URL, name: NormalizedName, version: str | None) -> URL:
 
 
 def render_json_api(
-    body: bytes, base_url: str, allowed: Callable[[str], bool]
+    body: bytes,
+    base_url: str,
+    allowed: Callable[[str], bool],
+    place: Callable[[str], str] | None = None,
 ) -> tuple[bytes, FileMap]:
     """The document with every file URL rewritten to ``/packages/...``, and the records
     of those files. Files whose URL fails ``allowed`` (upstream.file_url_allowed) or has
-    an unusable path are dropped, as from pages.
+    an unusable path are dropped, as from pages. ``place``: as for pages.render_project
+    (which index's files they are).
 
     Raises:
         IndexParseError: not a JSON object.
@@ -79,18 +83,22 @@ def render_json_api(
         raise IndexParseError("JSON API document is not a JSON object")
     records: FileMap = {}
     if isinstance(doc.get("urls"), list):
-        doc["urls"] = _rewrite(doc["urls"], base_url, allowed, records)
+        doc["urls"] = _rewrite(doc["urls"], base_url, allowed, records, place)
     releases = doc.get("releases")
     if isinstance(releases, dict):
         for version, files in releases.items():
             if isinstance(files, list):
-                releases[version] = _rewrite(files, base_url, allowed, records)
+                releases[version] = _rewrite(files, base_url, allowed, records, place)
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     return data.encode("utf-8", "backslashreplace"), records
 
 
 def _rewrite(
-    files: list[Any], base_url: str, allowed: Callable[[str], bool], records: FileMap
+    files: list[Any],
+    base_url: str,
+    allowed: Callable[[str], bool],
+    records: FileMap,
+    place: Callable[[str], str] | None = None,
 ) -> list[Any]:
     kept = []
     for entry in files:
@@ -101,6 +109,8 @@ def _rewrite(
             logger.warning("dropping %s from a JSON API document: not an allowed URL", url[:200])
             continue
         rest = upstream_rest(url)
+        if place is not None:
+            rest = place(rest)
         try:
             key = file_key(rest)
         except BadPath:

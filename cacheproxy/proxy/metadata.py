@@ -277,7 +277,8 @@ class Extractor:
             RangesUnsupported: upstream sent the whole file.
         """
         spec = f"bytes={first}" if first < 0 else f"bytes={first}-{last}"
-        async with self._upstream.open_file(wheel.url, range_header=spec) as resp:
+        upstream = wheel.upstream or self._upstream  # the index that listed it (routing.py)
+        async with upstream.open_file(wheel.url, range_header=spec) as resp:
             content_range = resp.headers.get("Content-Range", "")
             if resp.status != 206 or "/" not in content_range:
                 raise RangesUnsupported

@@ -51,7 +51,14 @@ from cacheproxy.proxy.json_api import (
 from cacheproxy.proxy.upstream import PageResponse, Upstream
 from cacheproxy.settings import Settings
 from cacheproxy.simple.gate import Filtered, Gate, filter_page, upload_epoch
-from cacheproxy.simple.layout import BadPath, file_key, page_link, project_of, upstream_rest
+from cacheproxy.simple.layout import (
+    BadPath,
+    file_key,
+    index_rest,
+    page_link,
+    project_of,
+    upstream_rest,
+)
 from cacheproxy.simple.models import DistFile, ProjectPage
 from cacheproxy.simple.parse import parse_project_list, parse_project_page
 from cacheproxy.simple.render import (
@@ -133,13 +140,16 @@ def render_project(
     allowed: Callable[[str], bool] = bool,
     shown: ProjectPage | None = None,
     extracted: Callable[[str], str | None] | None = None,
+    place: Callable[[str], str] | None = None,
 ) -> Rendered:
     """Rewrite every link to the proxy; return the bodies and the file records behind them.
 
     Files whose URL fails ``allowed`` (see ``upstream.file_url_allowed``) are dropped:
     never advertised, so never fetched. ``shown`` is the page as listed (the release-age
     gate's view, a subset of ``page``'s files): every file of ``page`` gets a record, so a
-    held file is refused by name (403) rather than unknown (404).
+    held file is refused by name (403) rather than unknown (404). ``place`` maps an
+    upstream path to the file's path under ``/packages/`` (``layout.index_rest``: which
+    index it came from).
 
     ``extracted`` (the store's ``extracted_metadata``) turns on PEP 658 metadata for wheels
     whose index gives none (proxy/metadata.py): advertised with the hash of what was read
@@ -156,6 +166,8 @@ def render_project(
             logger.warning("dropping %s from %s: its host is not allowed", f.filename, page.name)
             continue
         rest = upstream_rest(f.url)
+        if place is not None:
+            rest = place(rest)
         try:
             key = file_key(rest)
         except BadPath:
@@ -213,7 +225,22 @@ class Pages:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         gate: Gate | None = None,
+        *,
+        index: str = "",
+        default: bool = True,
+        prepare: Callable[[ProjectPage], ProjectPage] | None = None,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
+        # One Pages per upstream index (proxy/routing.py). The default index keeps its
+        # keys as they were (caches from before indexes stay valid); another index's are
+        # "<index>:<key>", which no project name or JSON API key of the default can be.
+        self.index = index
+        self._default = default
+        self._prefix = "" if default else f"{index}:"
+        self._prepare = prepare
+        # Which (normalized) names the project list keeps: the routed view lists only the
+        # default index's projects that no route sends to another index (routing.py).
+        self._keep = keep
         self._metrics = metrics
         self._storage = storage
         self._upstream = upstream
@@ -251,7 +278,8 @@ class Pages:
             UpstreamError: upstream failed and nothing is stored (OfflineMiss offline).
         """
         floor = self._floor(revalidate, client_revalidate)
-        return await self._get(name, self._settings.index_ttl, floor, self._fetch_project)
+        key = self._prefix + name
+        return await self._get(key, self._settings.index_ttl, floor, self._fetch_project)
 
     async def json_api(
         self, name: NormalizedName, version: str | None, *, client_revalidate: bool = False
@@ -275,7 +303,7 @@ class Pages:
         async def fetch(key: str, old: PageRecord | None) -> PageResult:
             return await self._fetch_json_api(key, old, url)
 
-        key = json_api_key(name, version)
+        key = self._prefix + json_api_key(name, version)
         floor = self._floor(False, client_revalidate)
         return await self._get(key, self._settings.index_ttl, floor, fetch)
 
@@ -283,7 +311,25 @@ class Pages:
         """The root project list, via the cache (same errors as :meth:`project`)."""
         ttl = max(self._settings.index_ttl, ROOT_MIN_TTL)
         floor = self._floor(False, client_revalidate)
-        return await self._get(ROOT_KEY, ttl, floor, self._fetch_list)
+        return await self._get(self._prefix + ROOT_KEY, ttl, floor, self._fetch_list)
+
+    def key(self, name: str) -> str:
+        """The record key of ``name`` (a project, ROOT_KEY: the project list, or a JSON API
+        key) in this index's pages."""
+        return self._prefix + name
+
+    async def expire(self, key: str) -> None:
+        """Make the next request fetch page ``key`` afresh and unconditionally, so that it
+        is rendered again (a hash pinned since must show in it); the stored copy stays, to
+        be served stale while upstream is down."""
+        if (earlier := self._writes.get(key)) is not None:
+            await asyncio.wait([earlier])
+        record = await self._storage.get_page(key)
+        if record is None or record.status != 200:
+            return
+        stale = replace(record, fetched_at=0.0, upstream_etag=None, upstream_last_modified=None)
+        await self._storage.put_page(key, stale)
+        self.forget(key)
 
     def _floor(self, revalidate: bool, client_revalidate: bool) -> float | None:
         """The age past which a page within its TTL is revalidated anyway (None: never)."""
@@ -325,7 +371,7 @@ class Pages:
                 return self._result(record, "STALE", 0, "upstream recently failed", key=key)
         elif self._settings.offline:
             what = f"project {key!r}" if key else "the project list"
-            if key.startswith(KEY_PREFIX):
+            if key[len(self._prefix) :].startswith(KEY_PREFIX):
                 what = f"JSON API document {key.removeprefix(KEY_PREFIX)!r}"
             raise OfflineMiss(f"offline mode: {what} is not cached")
         try:
@@ -353,7 +399,8 @@ class Pages:
     def _needs_gating(self, key: str, record: PageRecord, now: float) -> bool:
         """Whether ``record``'s bodies must be filtered again: the gate's rule changed, or a
         held file has aged in since."""
-        if record.status != 200 or key == ROOT_KEY or key.startswith(KEY_PREFIX):
+        bare = key[len(self._prefix) :]
+        if record.status != 200 or bare == ROOT_KEY or bare.startswith(KEY_PREFIX):
             return False
         if record.gate != self._gate_key:
             return True  # the gate was turned on or off, or its rule changed
@@ -468,7 +515,7 @@ class Pages:
     async def _fetch(
         self, key: str, old: PageRecord | None, url: URL | None = None
     ) -> PageResponse:
-        url = url or self._upstream.page_url(key or None)
+        url = url or self._upstream.page_url(key[len(self._prefix) :] or None)
         usable = old is not None and old.status == 200
         try:
             resp = await self._upstream.fetch_page(
@@ -519,7 +566,7 @@ class Pages:
             except Exception as e:  # served, not remembered: the next request asks again
                 self._cannot_store(key, e)
                 self.forget(key)
-            if key and old is not None and old.status == 200:
+            if key[len(self._prefix) :] and old is not None and old.status == 200:
                 self._metrics.add("cache_pages", value=-1)
             raise NotFound("no such project upstream")
 
@@ -556,7 +603,7 @@ class Pages:
         for name, data in blobs.items():
             self._storage.bodies.put(name, data)
         previous = self._writes.get(key)
-        new_page = bool(key) and (old is None or old.status != 200)
+        new_page = bool(key[len(self._prefix) :]) and (old is None or old.status != 200)
         if new_page:
             self._metrics.add("cache_pages")  # taken back if the write fails
         write = asyncio.create_task(
@@ -599,19 +646,32 @@ class Pages:
         resp = await self._fetch(key, old)
         return await self._store(key, old, resp, self._project_renderer(key, resp))
 
+    def _place(self, rest: str) -> str:
+        """Where a file of this index goes under ``/packages/`` (layout.index_rest)."""
+        return index_rest(rest, self.index, self._default)
+
     def _project_renderer(self, key: str, resp: PageResponse) -> Callable[[], Rendered]:
-        name = canonicalize_name(key)
+        name = canonicalize_name(key[len(self._prefix) :])
         now = self._clock()
         synthesize = self._settings.synthesize_metadata
         extracted = self._storage.extracted_metadata if synthesize else None
+        prepare = self._prepare
 
         def render() -> Rendered:
             page = parse_project_page(resp.body, resp.content_type, resp.url, name)
+            if prepare is not None:
+                page = prepare(page)
             if self._gate_key is None:
-                return render_project(page, self._upstream.may_fetch, extracted=extracted)
+                return render_project(
+                    page, self._upstream.may_fetch, place=self._place, extracted=extracted
+                )
             gated = filter_page(self.gate, page, now)
             rendered = render_project(
-                page, self._upstream.may_fetch, shown=gated.page, extracted=extracted
+                page,
+                self._upstream.may_fetch,
+                shown=gated.page,
+                extracted=extracted,
+                place=self._place,
             )
             return replace(rendered, gated=gated)
 
@@ -621,7 +681,9 @@ class Pages:
         resp = await self._fetch(key, old, url)
 
         def render() -> Rendered:
-            body, files = render_json_api(resp.body, str(resp.url), self._upstream.may_fetch)
+            body, files = render_json_api(
+                resp.body, str(resp.url), self._upstream.may_fetch, self._place
+            )
             # Not gzipped ahead: the origin goes in when the document is sent (json_api.py).
             # Every file is a "stray" of this key (no filename names "pypi/…"): each gets a
             # pointer, so /packages/... finds it without the project page.
@@ -631,9 +693,13 @@ class Pages:
 
     async def _fetch_list(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)
+        keep = self._keep
 
         def render() -> Rendered:
             projects = parse_project_list(resp.body, resp.content_type)
+            if keep is not None:
+                names = tuple(n for n in projects.names if keep(canonicalize_name(n)))
+                projects = replace(projects, names=names)
 
             def link_for(name: str) -> str:
                 return f"{canonicalize_name(name)}/"

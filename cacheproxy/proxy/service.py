@@ -9,20 +9,20 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from packaging.utils import NormalizedName
 
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.downloads import Downloads
-from cacheproxy.proxy.files import Files
 from cacheproxy.proxy.json_api import json_api_key
 from cacheproxy.proxy.metadata import Extractor
 from cacheproxy.proxy.pages import Pages
-from cacheproxy.proxy.upstream import Upstream, make_session
+from cacheproxy.proxy.routing import Indexes, RoutedFiles
+from cacheproxy.proxy.upstream import Upstream
 from cacheproxy.settings import Settings
 from cacheproxy.simple.gate import Gate
 from cacheproxy.store.evict import evict
 from cacheproxy.store.local import Storage
+from cacheproxy.store.pins import Pins
 from cacheproxy.store.repair import log_repair
 from cacheproxy.units import format_timestamp
 
@@ -37,11 +37,11 @@ class Proxy:
 
     settings: Settings
     storage: Storage
-    upstream: Upstream
-    pages: Pages
-    files: Files
-    downloads: Downloads
-    _session: aiohttp.ClientSession
+    upstream: Upstream  # the default index's
+    pages: Pages  # the default index's
+    files: RoutedFiles  # every index's, by the index its path names
+    downloads: Downloads  # every index's: one download per stored file
+    indexes: Indexes  # each index's upstream, pages and files, and the routes (routing.py)
     _background: list["asyncio.Task[object]"]
 
     @classmethod
@@ -56,10 +56,9 @@ class Proxy:
         # starting them (cli.serve); a worker doing it would delete its siblings' downloads.
         single = settings.workers == 1 and not settings.shared_dir
         storage = await Storage.open(settings.cache_dir, clean=single)
-        session = make_session(settings)
-        upstream = Upstream(session, settings, metrics)
         gate = Gate.from_settings(settings)
-        pages = Pages(storage, upstream, settings, metrics, gate=gate)
+        indexes = Indexes.open(settings, storage, metrics, Pins(storage.root), gate)
+        upstream, pages = indexes.default.upstream, indexes.default.pages
         downloads = Downloads(upstream, storage, metrics, settings.retries)
         background: list[asyncio.Task[object]] = []
         if single:
@@ -75,8 +74,10 @@ class Proxy:
             if settings.synthesize_metadata
             else None
         )
-        files = Files(storage, pages, gate, extractor=extractor)
-        return cls(settings, storage, upstream, pages, files, downloads, session, background)
+        if extractor is not None:
+            indexes.use_extractor(extractor)
+        files = RoutedFiles(indexes)
+        return cls(settings, storage, upstream, pages, files, downloads, indexes, background)
 
     async def close(self) -> None:
         for task in self._background:
@@ -84,9 +85,7 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.downloads.close()
-        await self.pages.close()
-        await self.upstream.close()  # its file session
-        await self._session.close()
+        await self.indexes.close()  # every index's pages and sessions
         await self.storage.close()
 
     def gate_report(self) -> dict[str, Any] | None:
@@ -94,7 +93,11 @@ class Proxy:
         gate = self.pages.gate
         if not gate.active:
             return None
-        held = sorted(self.pages.held_back(), key=lambda h: (h[0], h[1]))
+        # Every index's pages (a non-default index's projects show as "<index>:<project>").
+        held = sorted(
+            (h for index in self.indexes.all for h in index.pages.held_back()),
+            key=lambda h: (h[0], h[1]),
+        )
         return {
             "min_age_seconds": gate.min_age,
             "exclude_newer": None
@@ -122,20 +125,24 @@ class Proxy:
 
         Returns how many pages were forgotten.
         """
-        await self.pages.flush()  # a page still being written would come back
+        await self.indexes.flush()  # a page still being written would come back
         if project is None:
             count = await asyncio.to_thread(self.storage.drop_all_pages)
-            self.pages.forget_all()
+            for index in self.indexes.all:
+                index.pages.forget_all()
             return count
-        found = await asyncio.to_thread(self.storage.drop_page, project)
-        self.pages.forget(project)  # other workers: within pages.MEMO_SECONDS
-        # Its JSON API documents too (proxy/json_api.py keys), or pip-tools would see the
-        # old releases until their TTL ends.
-        api = json_api_key(NormalizedName(project), None)
-        for key in await asyncio.to_thread(self._keys_of, api):
-            await asyncio.to_thread(self.storage.drop_page, key)
-            self.pages.forget(key)
-        return 1 if found else 0
+        found = 0
+        for index in self.indexes.all:  # the project's page of every index
+            key = index.pages.key(project)
+            found += await asyncio.to_thread(self.storage.drop_page, key)
+            index.pages.forget(key)  # other workers: within pages.MEMO_SECONDS
+            # Its JSON API documents too (proxy/json_api.py keys), or pip-tools would see
+            # the old releases until their TTL ends.
+            api = index.pages.key(json_api_key(NormalizedName(project), None))
+            for key in await asyncio.to_thread(self._keys_of, api):
+                await asyncio.to_thread(self.storage.drop_page, key)
+                index.pages.forget(key)
+        return found
 
     def _keys_of(self, api_key: str) -> list[str]:
         return [

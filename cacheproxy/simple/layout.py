@@ -22,6 +22,9 @@ PREFIX = "/packages/"
 METADATA_SUFFIX = ".metadata"  # PEP 658: <file URL>.metadata
 # Where the proxy serves a file's PEP 740 provenance: beside the file, as its metadata.
 PROVENANCE_SUFFIX = ".provenance"
+# Files of an index other than the default live under /packages/-/<index>/<upstream path>
+# (cacheproxy/indexes.py): two indexes may use the same path for different files.
+INDEX_MARK = "-/"
 
 
 class BadPath(ValueError):
@@ -56,6 +59,23 @@ def file_key(rest: str) -> str:
     if not key or any(s in ("", ".", "..") for s in segments) or "\x00" in key or "\\" in key:
         raise BadPath(f"not a file path: {rest[:200]!r}")
     return key
+
+
+def index_rest(rest: str, index: str, default: bool) -> str:
+    """Where a file of ``index`` goes under ``/packages/``: its upstream path as it is for
+    the default index, else (or when that path itself starts with ``-/``, as the links of a
+    cacheproxy in front of this one do) behind ``-/<index>/``, so no two indexes share one."""
+    if default and not rest.startswith(INDEX_MARK):
+        return rest
+    return f"{INDEX_MARK}{index}/{rest}"
+
+
+def index_of_key(key: str) -> str | None:
+    """The index named by a file key (``-/<index>/…``); None: the default index."""
+    if not key.startswith(INDEX_MARK):
+        return None
+    name, _sep, _rest = key[len(INDEX_MARK) :].partition("/")
+    return name
 
 
 def page_link(rest: str) -> str:

@@ -11,6 +11,7 @@ from cacheproxy.figures.metrics import Metrics, flush_periodically
 from cacheproxy.proxy.service import Proxy
 from cacheproxy.settings import Settings
 from cacheproxy.web.handlers import setup_routes
+from cacheproxy.web.index_handlers import setup_index_routes
 from cacheproxy.web.keys import metrics_key, proxy_key, settings_key
 from cacheproxy.web.middlewares import serve_middleware
 
@@ -41,4 +42,5 @@ def create_app(settings: Settings) -> web.Application:
     # Order matters: later contexts use what earlier ones created, and close first.
     app.cleanup_ctx.extend([metrics_ctx, proxy_ctx])
     setup_routes(app)
+    setup_index_routes(app)
     return app

@@ -23,7 +23,8 @@ from cacheproxy.errors import (
 )
 from cacheproxy.proxy.downloads import Download, Span, read_span
 from cacheproxy.proxy.files import Resolved
-from cacheproxy.simple.layout import PREFIX, BadPath, file_key
+from cacheproxy.simple.layout import METADATA_SUFFIX, PREFIX, BadPath, file_key
+from cacheproxy.web.index_counts import count_index
 from cacheproxy.web.keys import proxy_key, settings_key
 from cacheproxy.web.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
 from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
@@ -57,12 +58,27 @@ def _file_etag(resolved: Resolved, size: int) -> str:
 
 
 async def package_file(request: web.Request) -> web.StreamResponse:
-    files = request.app[proxy_key].files
-    raw = request.raw_path.split("?", 1)[0][len(PREFIX) :]
     try:
-        key = file_key(raw)
+        key = file_key(_file_rest(request.raw_path))
     except BadPath as e:
         return text_error(400, str(e))
+    response = await _package_file(request, key)
+    if (index := request.app[proxy_key].indexes.for_file(key)) is not None:
+        route = "metadata" if key.endswith(METADATA_SUFFIX) else "file"
+        count_index(request, index.name, route, response)
+    return response
+
+
+def _file_rest(raw_path: str) -> str:
+    """The raw path under ``/packages/`` (or ``/index/<name>/packages/``, the same file)."""
+    path = raw_path.split("?", 1)[0]
+    if path.startswith("/index/"):
+        path = "/" + path.split("/", 3)[3]
+    return path[len(PREFIX) :]
+
+
+async def _package_file(request: web.Request, key: str) -> web.StreamResponse:
+    files = request.app[proxy_key].files
     try:
         resolved = await files.resolve(key)
     except NotFound as e:

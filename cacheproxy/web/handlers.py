@@ -21,10 +21,11 @@ from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamEr
 from cacheproxy.figures.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 from cacheproxy.figures.status_page import render_status_page
 from cacheproxy.proxy.json_api import VERSION_RE, json_api_key, with_origin
-from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult
+from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult, Pages
 from cacheproxy.simple.layout import PREFIX
 from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.web.file_handlers import package_file
+from cacheproxy.web.index_counts import count_index
 from cacheproxy.web.keys import metrics_key, proxy_key, settings_key
 from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
 
@@ -68,13 +69,15 @@ async def _serve_page(
     key: str,
     get: Callable[[bool], Awaitable[PageResult]],
     not_found: Callable[[], web.Response],
+    pages: Pages | None = None,
 ) -> web.StreamResponse:
     """Get a page through the cache and send the representation the client asked for.
 
     A body can be replaced by a refresh (or found damaged) between reading the record and
-    sending it; pages.py then forgets the page and we ask once more.
+    sending it; pages.py then forgets the page and we ask once more. ``pages``: the index's
+    (routing.py); the default index's when None.
     """
-    pages = request.app[proxy_key].pages
+    pages = pages or request.app[proxy_key].pages
     client_revalidate = _wants_revalidation(request)
     for _ in range(2):
         try:
@@ -154,13 +157,20 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     if name != raw:
         # PEP 503: one URL (and one cache entry) per project.
         return _redirect(request, f"../{name}/")
-    pages = request.app[proxy_key].pages
-    return await _serve_page(
+    # The routed view: the project comes from the one index its route names (else the
+    # default), never from another (cacheproxy/indexes.py).
+    index = request.app[proxy_key].indexes.for_project(name)
+    pages = index.pages
+    missing = f"no such project: {name}" + ("" if index.default else f" on index {index.name}")
+    response = await _serve_page(
         request,
-        name,
+        pages.key(name),
         lambda client_revalidate: pages.project(name, client_revalidate=client_revalidate),
-        lambda: text_error(404, f"no such project: {name}", {"X-Cache": "HIT"}),
+        lambda: text_error(404, missing, {"X-Cache": "HIT"}),
+        pages,
     )
+    count_index(request, index.name, "page", response)
+    return response
 
 
 async def json_api(request: web.Request) -> web.StreamResponse:
@@ -176,8 +186,9 @@ async def json_api(request: web.Request) -> web.StreamResponse:
     if name != raw:  # one URL (and one cache entry) per project, as for pages
         where = f"../{name}/json" if version is None else f"../../{name}/{version}/json"
         return _redirect(request, where)
-    pages = request.app[proxy_key].pages
-    key = json_api_key(name, version)
+    # From the index the project is routed to, as its pages (cacheproxy/indexes.py).
+    pages = request.app[proxy_key].indexes.for_project(name).pages
+    key = pages.key(json_api_key(name, version))
     for _ in range(2):
         try:
             result = await pages.json_api(

@@ -208,7 +208,7 @@ async def test_page_is_filtered_again_when_a_file_ages_in(
     first = await proxy.get("/simple/fresh/", headers={"Accept": V1_JSON})
     assert [f["filename"] for f in (await first.json())["files"]] == ["fresh-1.0-py3-none-any.whl"]
     pages = proxy.app[proxy_key].pages
-    files = proxy.app[proxy_key].files
+    files = proxy.app[proxy_key].indexes.default.files  # routing.py: per index
     await pages.flush()
     gated.clear_log()
     later = time.time() + 2 * DAY
