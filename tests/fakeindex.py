@@ -356,6 +356,11 @@ class FakeIndex:
         self.ranges = True
         # Which hash pages give for files: "md5" only (an old private index), or none at all.
         self.hashes_given: Literal["sha256", "md5", "none"] = "sha256"
+        self.missing_status = 404  # PyTorch's index answers 403 for a project it lacks
+        self.hashless: set[str] = set()  # filenames listed without a hash (and no size)
+        # Top-level JSON keys per project (PEP 708 "tracks", "alternate-locations"), also
+        # sent as <meta name="pypi:KEY"> tags in HTML.
+        self.page_fields: dict[str, dict[str, list[str]]] = {}
 
     def fail_pages(
         self, status: int, times: int | None = None, headers: dict[str, str] | None = None
@@ -383,6 +388,12 @@ class FakeIndex:
     def misreport_sizes(self, delta: int) -> None:
         """JSON pages say every file is ``delta`` bytes longer than it is."""
         self._size_delta = delta
+
+    def serve_files_from(self, other: FakeIndex) -> None:
+        """Link this index's files (published so far) on ``other``'s file host, as
+        PyTorch's index links some files on PyPI's. Call after both have started."""
+        self.files_url = other.files_url
+        other._by_path.update(self._by_path)
 
     def gzip_files(self, on: bool = True) -> None:
         """Files go out gzip-encoded, as a server that ignores Accept-Encoding would send."""
@@ -572,6 +583,8 @@ class FakeIndex:
             raise web.HTTPMovedPermanently(f"/simple/{key}/")
         proj = self._projects.get(key)
         if proj is None:
+            if self.missing_status == 403:
+                raise web.HTTPForbidden(text=f"no access to {key}")
             raise web.HTTPNotFound(text=f"no project {key}")
         files = self.files(key)
         head, anchors = "", []
@@ -599,27 +612,37 @@ class FakeIndex:
                 attrs += f' data-provenance="{html.escape(provenance)}"'
             anchors.append(f"    <a {attrs}>{html.escape(f.filename)}</a><br />\n")
         title = f"Links for {key}"
+        fields = self.page_fields.get(key, {})
+        for field_name, values in fields.items():
+            for value in values:
+                head += f'\n    <meta name="pypi:{field_name}" content="{html.escape(value)}">'
         page = _HTML_PAGE.format(head=head, title=title, links="".join(anchors), serial=proj.serial)
-        doc = {
+        doc: dict[str, object] = {
             "meta": {"api-version": "1.1", "_last-serial": proj.serial},
             "name": key,
             "versions": sorted({f.version for f in files}, key=Version),  # PEP 700
-            "files": [
-                {
-                    **_json_file(f, self.file_url(f)),
-                    "size": f.size + self._size_delta,
-                    **({"provenance": p} if (p := self.provenance_url(f)) else {}),
-                    "hashes": self._hashes(f),
-                }
-                for f in files
-            ],
+            "files": [self._json_entry(f) for f in files],
+            **fields,
         }
         return await self._page(request, page, doc, proj.serial)
 
     def _hashes(self, f: FakeFile) -> dict[str, str]:
+        if f.filename in self.hashless:
+            return {}
         if self.hashes_given == "md5":
             return {"md5": hashlib.md5(f.data).hexdigest()}
         return {} if self.hashes_given == "none" else {"sha256": f.sha256}
+
+    def _json_entry(self, f: FakeFile) -> dict[str, object]:
+        entry = {
+            **_json_file(f, self.file_url(f)),
+            "size": f.size + self._size_delta,
+            **({"provenance": p} if (p := self.provenance_url(f)) else {}),
+            "hashes": self._hashes(f),
+        }
+        if f.filename in self.hashless:
+            del entry["size"]
+        return entry
 
     async def _json_api(self, request: web.Request) -> web.StreamResponse:
         """warehouse's legacy JSON API (``legacy/api/json``): the project's latest release

@@ -4,7 +4,7 @@ no globals), all read from the shared counters of :mod:`cacheproxy.figures.metri
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -17,6 +17,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from cacheproxy import __version__
+from cacheproxy.figures.index_stats import index_families, index_stats
 from cacheproxy.figures.metrics import HISTORY_BUCKET, HISTORY_KEEP, LATENCY_BUCKETS, Metrics
 from cacheproxy.store.counters import Key
 
@@ -55,6 +56,7 @@ def collect_stats(
     index_url: str | None = None,
     gate: dict[str, Any] | None = None,
     offline: bool = False,
+    indexes: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The /-/stats document (the status page renders the same dict). Synchronous: it
     flushes this process's deltas and reads the store, so run it in a thread."""
@@ -120,6 +122,7 @@ def collect_stats(
         "recent_errors": [{"time": t, "message": m} for t, m in reversed(metrics.recent_errors())],
         "history": _history(snap),
         "gate": gate,  # the release-age gate and what it holds back (None: off)
+        "indexes": index_stats(snap, indexes),
     }
 
 
@@ -179,6 +182,7 @@ class _SharedCollector(Collector):
         for (source,), n in sorted(snap.series("metadata_extracted").items()):
             extracted.add_metric([source], n)
         yield extracted
+        yield from index_families(snap)
         for name, series, doc in (
             ("cacheproxy_upstream_bytes", "upstream_bytes", "File bytes fetched from upstream."),
             (

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from cacheproxy import units
+from cacheproxy.figures.index_stats import indexes_section
 from cacheproxy.urls import is_loopback_host
 
 REFRESH_SECONDS = 30
@@ -41,6 +42,7 @@ def render_status_page(stats: Mapping[str, Any], *, now: float | None = None) ->
         [
             _header(stats, now),
             _key_figures(stats),
+            indexes_section(_get(stats, "indexes")),
             _history_section(_get(stats, "history")),
             _top_projects_section(_get(stats, "top_projects")),
             _errors_section(_get(stats, "recent_errors")),

@@ -263,6 +263,17 @@ def _stats(request: web.Request) -> dict[str, Any]:
         index_url=f"{request.url.origin()}/simple/",
         gate=request.app[proxy_key].gate_report(),
         offline=settings.offline,
+        indexes=[
+            {
+                "name": i.name,
+                "url": i.config.shown,
+                "default": i.default,
+                "routes": [
+                    r.pattern for r in request.app[proxy_key].indexes.routes if r.index == i.name
+                ],
+            }
+            for i in request.app[proxy_key].indexes.all
+        ],
     )
 
 
