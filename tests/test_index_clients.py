@@ -1,0 +1,196 @@
+"""Real pip and uv through one routed index URL, and a two-tier chain of real processes.
+
+The routed project comes from the second fake index only (the first carries an impostor of
+the same name at a higher version: the dependency-confusion setup); the fakes' request logs
+prove the first index was never asked for it. The chain is a build-host sidecar in front of
+a team index, both real ``cacheproxy serve`` processes, which must keep serving when the
+team index goes down.
+"""
+
+import asyncio
+import hashlib
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import make_settings
+from distbuild import build_wheel
+from fakeindex import FakeIndex
+from pytest_aiohttp import AiohttpServer
+from test_clients import installed, pip_cmd, run, uv_cmd
+from yarl import URL
+
+from cacheproxy.indexes import IndexConfig, Route
+from cacheproxy.web.app import create_app
+
+
+@pytest.fixture(scope="session")
+def acme_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("acme-clients")
+    return {
+        "ours": build_wheel(out, "acme-lib", "1.0", requires=["beta>=1"]),
+        "impostor": build_wheel(out, "acme-lib", "99.0"),
+    }
+
+
+@pytest.fixture
+async def private(aiohttp_server: AiohttpServer, acme_wheels: dict[str, Path]) -> FakeIndex:
+    index = FakeIndex()
+    index.add_file("acme-lib", acme_wheels["ours"])
+    await index.start(aiohttp_server)
+    return index
+
+
+@pytest.fixture
+async def routed_server(
+    aiohttp_server: AiohttpServer,
+    fake: FakeIndex,
+    private: FakeIndex,
+    acme_wheels: dict[str, Path],
+    cache_dir: Path,
+) -> TestServer:
+    fake.add_file("acme-lib", acme_wheels["impostor"])
+    indexes = (
+        IndexConfig(name="pypi", url=URL(fake.index_url)),
+        IndexConfig(name="acme", url=URL(private.index_url)),
+    )
+    settings = make_settings(
+        cache_dir, fake.index_url, indexes=indexes, routes=(Route("acme-*", "acme"),)
+    )
+    return await aiohttp_server(create_app(settings))
+
+
+@pytest.mark.clients
+@pytest.mark.parametrize("tool", ["pip", "uv"])
+async def test_clients_install_a_routed_project_beside_unrouted_ones(
+    tool: str, routed_server: TestServer, fake: FakeIndex, private: FakeIndex, tmp_path: Path
+) -> None:
+    index = str(routed_server.make_url("/simple/"))
+    make = pip_cmd if tool == "pip" else uv_cmd
+    target = tmp_path / "t"
+    await run(make(index, target, "acme-lib", "alpha"), tmp_path)
+    assert installed(target) == {"acme_lib", "alpha", "beta"}
+    assert (target / "acme_lib" / "__init__.py").read_text().strip() == '__version__ = "1.0"'
+    # The default index was never asked for the routed name, page or file ...
+    assert fake.page_gets("acme-lib") == []
+    assert [r for r in fake.file_gets() if "acme" in r.path] == []
+    # ... and the routed index only for it.
+    assert {r.path for r in private.page_gets()} == {"/simple/acme-lib/"}
+    assert [r.path.rsplit("/", 1)[-1] for r in private.file_gets()] == [
+        "acme_lib-1.0-py3-none-any.whl"
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def serve(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cacheproxy", "serve", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def wait_healthy(session: aiohttp.ClientSession, base: str) -> None:
+    for _ in range(300):
+        try:
+            async with session.get(f"{base}/-/health") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{base} did not come up")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> str:
+    if proc.returncode is None:
+        proc.terminate()
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return err.decode(errors="replace")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def stored(cache: Path) -> list[Path]:
+    return [p for p in (cache / "files").rglob("*") if p.is_file()]
+
+
+@pytest.mark.clients
+async def test_two_tiers_survive_the_team_index_going_down(
+    fake: FakeIndex,
+    private: FakeIndex,
+    acme_wheels: dict[str, Path],
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """fake + private ← team index (routes) ← build-host sidecar ← pip."""
+    fake.add_file("acme-lib", acme_wheels["impostor"])
+    team_port, side_port = free_port(), free_port()
+    team_url = f"http://127.0.0.1:{team_port}"
+    side_url = f"http://127.0.0.1:{side_port}"
+    team = await serve(
+        "--port", str(team_port), "--cache-dir", str(tmp_path / "team"),
+        "--index", f"pypi={fake.index_url}", "--index", f"acme={private.index_url}",
+        "--route", "acme-*=acme",
+    )  # fmt: skip
+    # The sidecar revalidates every page (TTL 0), so the outage below is really met.
+    side = await serve(
+        "--port", str(side_port), "--cache-dir", str(tmp_path / "side"),
+        "--upstream", f"{team_url}/simple/", "--index-ttl", "0",
+    )  # fmt: skip
+    try:
+        await wait_healthy(session, team_url)
+        await wait_healthy(session, side_url)
+        json_accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+        # The team index's hashes and attributes reach the sidecar's clients unchanged.
+        async with session.get(f"{side_url}/simple/acme-lib/", headers=json_accept) as resp:
+            assert resp.status == 200
+            doc = await resp.json(content_type=None)
+        ours = private.files("acme-lib")[0]
+        (entry,) = doc["files"]
+        assert entry["hashes"] == {"sha256": ours.sha256}
+        assert entry["core-metadata"] == {"sha256": ours.metadata_sha256}
+        assert entry["size"] == ours.size
+        assert entry["upload-time"] == ours.upload_time
+        target = tmp_path / "cold"
+        await run(pip_cmd(f"{side_url}/simple/", target, "acme-lib", "alpha"), tmp_path)
+        assert installed(target) == {"acme_lib", "alpha", "beta"}
+        # Each tier stored each file once; upstream was asked once per file.
+        assert len(private.file_gets(ours.filename)) == 1
+        assert fake.page_gets("acme-lib") == []
+        for cache in (tmp_path / "team", tmp_path / "side"):
+            names = {p.name for p in stored(cache)}
+            assert ours.sha256 in names
+            assert len(stored(cache)) == len(names)
+        # The team index goes down: the sidecar keeps serving what it has.
+        await stop(team)
+        fake.clear_log()
+        private.clear_log()
+        warm = tmp_path / "warm"
+        await run(pip_cmd(f"{side_url}/simple/", warm, "acme-lib", "alpha"), tmp_path)
+        assert installed(warm) == installed(target)
+        async with session.get(f"{side_url}/simple/acme-lib/") as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Cache"] == "STALE"
+        link = str(URL(f"{side_url}/simple/acme-lib/").join(URL(entry["url"])))
+        async with session.get(link) as resp:
+            assert resp.status == 200
+            assert hashlib.sha256(await resp.read()).hexdigest() == ours.sha256
+        assert fake.requests == []
+        assert private.requests == []
+    finally:
+        for proc in (side, team):
+            log = await stop(proc)
+            assert "Traceback" not in log, log[-3000:]
