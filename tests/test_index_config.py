@@ -173,3 +173,18 @@ def test_cli_errors_are_one_line_and_never_show_credentials(
     missing = ["serve", "--config", str(tmp_path / "nope.toml")]
     assert main(missing) == USAGE
     assert "nope.toml" in capsys.readouterr().err
+
+
+def test_the_readme_team_setup_parses(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.partition("### Team setup")[2]
+    toml = section.partition("```toml\n")[2].partition("```")[0]
+    path = write(tmp_path, toml)
+    s = settings(
+        tmp_path, {"config": str(path)}, ACME_INDEX_TOKEN="tok", CACHEPROXY_UPSTREAM=PUBLIC
+    )
+    assert [i.name for i in s.indexes] == ["pypi", "pytorch", "acme"]
+    assert s.upstream == URL(PUBLIC)
+    assert route_for("nvidia-cudnn-cu12", s.routes, "pypi") == "pytorch"
+    assert route_for("acme-billing", s.routes, "pypi") == "acme"
+    assert route_for("requests", s.routes, "pypi") == "pypi"

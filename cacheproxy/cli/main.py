@@ -198,6 +198,18 @@ def serve(settings: Settings) -> int:
         " (offline)" if settings.offline else "",
         f", {settings.workers} workers" if settings.workers > 1 else "",
     )
+    for index in settings.indexes:  # several indexes: say which serves what
+        routes = [r.pattern for r in settings.routes if r.index == index.name]
+        logger.info(
+            "index %s: %s, for %s",
+            index.name,
+            index.shown,
+            ", ".join(routes)
+            if routes
+            else "every project no route names"
+            if index is settings.indexes[0]
+            else "no project (no route names it)",
+        )
     if settings.workers > 1:
         return run_workers(settings, socks, lambda sock: _run(settings, sock, max_connections))
     _run(settings, socks[0], max_connections)

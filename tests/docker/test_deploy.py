@@ -387,7 +387,7 @@ _LIFTED = re.compile(
 def test_readme_limitations_hold(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.partition("\n## Limitations\n")[2].partition("\n## ")[0]
-    for claim in ("One upstream index", "Read-only", "No TLS", "One host per cache", "allow/deny"):
+    for claim in ("never merged", "Read-only", "No TLS", "One host per cache", "allow/deny"):
         assert claim in section
     # One upstream, no TLS, auth or allow/deny settings (the release-age gate's
     # --min-age-unknown allow|deny is about upload times, not a list of projects).
