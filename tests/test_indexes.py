@@ -17,11 +17,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Dists, make_settings
 from distbuild import build_wheel
-from fakeindex import FakeIndex, LoggedRequest
+from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
 from cacheproxy.indexes import IndexConfig, Route
+from cacheproxy.simple.layout import index_of_key, index_rest
 from cacheproxy.web.app import create_app
 
 Client = TestClient[web.Request, web.Application]
@@ -353,5 +354,30 @@ async def test_figures_say_which_index_served_what(
     assert "made-up" not in await (await proxy.get("/-/metrics")).text()
 
 
-def log_paths(requests: list[LoggedRequest]) -> list[str]:
-    return [r.path for r in requests]
+async def test_invalidating_a_project_forgets_it_on_every_index(
+    make_routed: ProxyMaker, fake: FakeIndex, private: FakeIndex
+) -> None:
+    token = "t" * 20
+    proxy = await make_routed(admin_token=token, index_ttl=3600)
+    for path in ("/simple/acme-lib/", "/index/pypi/simple/acme-lib/"):
+        assert (await proxy.get(path)).status == 200
+    auth = {"Authorization": f"Bearer {token}"}
+    resp = await proxy.post("/-/admin/invalidate/acme-lib", headers=auth)
+    assert await resp.json() == {"invalidated": 2, "project": "acme-lib"}
+    fake.clear_log()
+    private.clear_log()
+    assert (await proxy.get("/simple/acme-lib/")).headers["X-Cache"] == "MISS"
+    assert len(private.page_gets("acme-lib")) == 1
+    assert fake.page_gets("acme-lib") == []
+
+
+def test_file_paths_say_which_index_listed_them() -> None:
+    assert index_rest("ab/cd/x-1.0.tar.gz", "pypi", default=True) == "ab/cd/x-1.0.tar.gz"
+    assert index_rest("ab/x-1.0.tar.gz", "acme", default=False) == "-/acme/ab/x-1.0.tar.gz"
+    # A default-index path that looks like another index's (a cacheproxy upstream's links)
+    # is put under the default's own name, so it can never be taken for that index's.
+    escaped = index_rest("-/acme/x-1.0.tar.gz", "pypi", default=True)
+    assert escaped == "-/pypi/-/acme/x-1.0.tar.gz"
+    assert index_of_key(escaped) == "pypi"
+    assert index_of_key("-/acme/ab/x-1.0.tar.gz") == "acme"
+    assert index_of_key("ab/cd/x-1.0.tar.gz") is None
