@@ -381,3 +381,20 @@ def test_file_paths_say_which_index_listed_them() -> None:
     assert index_of_key(escaped) == "pypi"
     assert index_of_key("-/acme/ab/x-1.0.tar.gz") == "acme"
     assert index_of_key("ab/cd/x-1.0.tar.gz") is None
+
+
+async def test_the_routed_project_list_names_only_what_it_serves_from_the_default(
+    make_routed: ProxyMaker, fake: FakeIndex, private: FakeIndex
+) -> None:
+    proxy = await make_routed()
+    routed = await (await proxy.get("/simple/", headers=JSON)).json(content_type=None)
+    names = {p["name"] for p in routed["projects"]}
+    assert "alpha" in names
+    assert "acme-lib" not in names  # the default lists it, but it is routed to acme
+    html = await (await proxy.get("/simple/", headers={"Accept": "text/html"})).text()
+    assert "acme-lib" not in html
+    alone = await (await proxy.get("/index/pypi/simple/", headers=JSON)).json(content_type=None)
+    assert {"alpha", "acme-lib"} <= {p["name"] for p in alone["projects"]}
+    acme = await (await proxy.get("/index/acme/simple/", headers=JSON)).json(content_type=None)
+    assert {p["name"] for p in acme["projects"]} == {"acme-lib", "acme-tool"}
+    assert [r.path for r in private.requests] == ["/simple/"]

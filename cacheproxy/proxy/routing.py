@@ -37,6 +37,9 @@ from cacheproxy.store.pins import Pins
 
 logger = logging.getLogger(__name__)
 
+# The routed view's project list is kept under "-routed:" ("-" starts no index name).
+ROUTED_LIST = "-routed"
+
 
 def index_settings(settings: Settings, config: IndexConfig) -> Settings:
     """The settings one index's services run with: its URL, its own TTL and timeouts."""
@@ -155,10 +158,15 @@ def apply_pins(page: ProjectPage, pins: Pins) -> ProjectPage:
 class Indexes:
     """Every configured index, the default first, and the routes between them."""
 
-    def __init__(self, indexes: Sequence[Index], routes: Sequence[Route]) -> None:
+    def __init__(
+        self, indexes: Sequence[Index], routes: Sequence[Route], routed_list: Pages | None = None
+    ) -> None:
         self.all = tuple(indexes)
         self.default = indexes[0]
         self.routes = tuple(routes)
+        # The project list of the routed /simple/ (the default's own when nothing is routed
+        # away from it).
+        self.routed_list = routed_list or self.default.pages
         self._by_name: Mapping[str, Index] = {i.name: i for i in indexes}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -194,7 +202,25 @@ class Indexes:
             )
             files = Files(storage, pages, gate, upstream=upstream, pins=pins)
             built.append(Index(config, position == 0, upstream, pages, files, session))
-        indexes = cls(built, settings.routes)
+        default = built[0]
+        routed_list = default.pages
+        if any(route.index != default.name for route in settings.routes):
+            # The routed /simple/ list must not claim a project another index serves: the
+            # default index's list less those names, kept apart from the default's own.
+            def keep(name: str) -> bool:
+                return route_for(name, settings.routes, default.name) == default.name
+
+            routed_list = Pages(
+                storage,
+                default.upstream,
+                index_settings(settings, default.config),
+                metrics,
+                gate=gate,
+                index=ROUTED_LIST,
+                default=False,
+                keep=keep,
+            )
+        indexes = cls(built, settings.routes, routed_list)
         for index in built:
             index.files.on_pinned = indexes._pinned_handler(index)
         return indexes
@@ -239,8 +265,8 @@ class Indexes:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for index in self.all:
-            await index.pages.close()
+        for pages in self.every_pages():
+            await pages.close()
         for index in self.all:
             with contextlib.suppress(Exception):
                 await index.upstream.close()  # its file session
@@ -248,8 +274,13 @@ class Indexes:
                 await index.session.close()
 
     async def flush(self) -> None:
-        for index in self.all:
-            await index.pages.flush()
+        for pages in self.every_pages():
+            await pages.flush()
+
+    def every_pages(self) -> list[Pages]:
+        """Every page cache: each index's, and the routed project list's when it has one."""
+        pages = [index.pages for index in self.all]
+        return pages if self.routed_list in pages else [*pages, self.routed_list]
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,8 +128,8 @@ class Proxy:
         await self.indexes.flush()  # a page still being written would come back
         if project is None:
             count = await asyncio.to_thread(self.storage.drop_all_pages)
-            for index in self.indexes.all:
-                index.pages.forget_all()
+            for pages in self.indexes.every_pages():
+                pages.forget_all()
             return count
         found = 0
         for index in self.indexes.all:  # the project's page of every index

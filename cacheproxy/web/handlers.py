@@ -122,12 +122,14 @@ def _offline_miss(e: OfflineMiss) -> web.Response:
 
 
 async def simple_index(request: web.Request) -> web.StreamResponse:
-    pages = request.app[proxy_key].pages
+    # The routed view's list: the default index's, less what routes send elsewhere.
+    pages = request.app[proxy_key].indexes.routed_list
     return await _serve_page(
         request,
-        ROOT_KEY,
+        pages.key(ROOT_KEY),
         lambda client_revalidate: pages.project_list(client_revalidate=client_revalidate),
         lambda: text_error(404, "upstream has no project list"),
+        pages,
     )
 
 
