@@ -271,6 +271,11 @@ async def test_a_hashless_file_is_pinned_by_its_first_download(
     assert doc["files"][0]["size"] == wheel.size
     html = await (await proxy.get("/simple/acme-tool/", headers={"Accept": "text/html"})).text()
     assert f"#sha256={wheel.sha256}" in html
+    # The stored copy answers under its hash now: no second download.
+    again = await proxy.get(link)
+    assert again.headers["X-Cache"] == "HIT"
+    assert await again.read() == wheel.data
+    assert len(private.file_gets(wheel.filename)) == 1
     # The stored copy goes (evicted, say) and the index now sends other bytes for that
     # URL: refused like a wrong hash, nothing stored.
     for stored in (cache_dir / "files").rglob("*"):

@@ -212,7 +212,8 @@ class Files:
         return Resolved(replace(spec, filename=filename), filename, is_metadata=True)
 
     def _spec(self, key: str, record: FileRecord) -> FileSpec:
-        if record.sha256 is None and self._pins is not None:
+        # Pinned: files listed with no hash at all (an md5-only one is checked by its md5).
+        if record.sha256 is None and record.hash_name is None and self._pins is not None:
             return self._unhashed_spec(key, record, self._pins)
         final = (
             self._storage.blob_path(record.sha256)
@@ -247,6 +248,8 @@ class Files:
 
             def verified(sha256: str, size: int) -> None:
                 pinned = pins.put(record.url, sha256, size)
+                if pinned.sha256 == sha256:
+                    pins.adopt(unhashed, self._storage.blob_path(sha256))
                 logger.info("pinned %s to sha256 %s (its index lists no hash)", filename, sha256)
                 if self.on_pinned is not None:
                     self.on_pinned(filename, pinned.sha256)

@@ -142,12 +142,12 @@ class Index:
 
 
 def apply_pins(page: ProjectPage, pins: Pins) -> ProjectPage:
-    """The page with the pinned sha256 (and size) of every file its index lists without a
-    hash (pins.py), so clients see the hash every later download is checked against."""
+    """The page with the pinned sha256 (and size) of every file its index lists with no
+    hash at all (pins.py), so clients see the hash every later download is checked against."""
     files = []
     changed = False
     for f in page.files:
-        if f.sha256 is None and (pin := pins.get(f.url, f.size)) is not None:
+        if not f.hashes and (pin := pins.get(f.url, f.size)) is not None:
             size = f.size if f.size is not None else pin.size
             f = replace(f, hashes={**f.hashes, "sha256": pin.sha256}, size=size)
             changed = True

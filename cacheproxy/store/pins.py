@@ -93,3 +93,14 @@ class Pins:
         finally:
             Path(tmp).unlink(missing_ok=True)
         return self._read(url) or Pin(sha256, size)
+
+    @staticmethod
+    def adopt(stored: Path, blob: Path) -> None:
+        """Give a file stored under its URL (``stored``) its content address ``blob`` too,
+        once its sha256 is pinned: the pages rendered from then on name it by that hash. A
+        hard link, so no second copy; the URL name goes with the next start-up check."""
+        if blob.exists():
+            return
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.link(stored, blob)
