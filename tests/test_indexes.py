@@ -403,3 +403,28 @@ async def test_the_routed_project_list_names_only_what_it_serves_from_the_defaul
     acme = await (await proxy.get("/index/acme/simple/", headers=JSON)).json(content_type=None)
     assert {p["name"] for p in acme["projects"]} == {"acme-lib", "acme-tool"}
     assert [r.path for r in private.requests] == ["/simple/"]
+
+
+async def test_the_json_api_follows_the_routes(
+    make_routed: ProxyMaker, fake: FakeIndex, private: FakeIndex
+) -> None:
+    proxy = await make_routed()
+    resp = await proxy.get("/pypi/acme-lib/json")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["info"]["version"] == "1.0"  # the private index's, never the impostor's 99.0
+    url = doc["urls"][0]["url"]
+    assert "/packages/-/acme/" in url
+    got = await proxy.get(URL(url).path_qs)
+    assert await got.read() == private.files("acme-lib")[0].data
+    assert fake.json_api_gets("acme-lib") == []
+    assert fake.page_gets("acme-lib") == []
+    assert len(private.json_api_gets("acme-lib")) == 1
+    # The same document the project page's link resolves to: one file, one download.
+    page = await (await proxy.get("/simple/acme-lib/", headers=JSON)).json(content_type=None)
+    via_page = await proxy.get(str(URL("/simple/acme-lib/").join(URL(page["files"][0]["url"]))))
+    assert via_page.headers["X-Cache"] == "HIT"
+    assert len(private.file_gets()) == 1
+    unrouted = await (await proxy.get("/pypi/alpha/json")).json()
+    assert "/-/" not in unrouted["urls"][0]["url"]
+    assert private.json_api_gets("alpha") == []
