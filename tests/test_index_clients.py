@@ -9,6 +9,7 @@ team index goes down.
 
 import asyncio
 import hashlib
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -91,10 +92,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def serve(*args: str) -> asyncio.subprocess.Process:
+async def serve(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cacheproxy", "serve", *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
 
 
@@ -140,11 +142,18 @@ async def test_two_tiers_survive_the_team_index_going_down(
     team_port, side_port = free_port(), free_port()
     team_url = f"http://127.0.0.1:{team_port}"
     side_url = f"http://127.0.0.1:{side_port}"
-    team = await serve(
-        "--port", str(team_port), "--cache-dir", str(tmp_path / "team"),
-        "--index", f"pypi={fake.index_url}", "--index", f"acme={private.index_url}",
-        "--route", "acme-*=acme",
-    )  # fmt: skip
+    # The private index's credentials from the config file and the environment: never in
+    # the command line (ps), the log, pages or errors.
+    secret = "team-token-5f1e2d"
+    config = tmp_path / "team.toml"
+    config.write_text(
+        f'[[index]]\nname = "pypi"\nurl = "{fake.index_url}"\n\n'
+        f'[[index]]\nname = "acme"\nurl = "{private.index_url}"\n'
+        'username = "ci"\npassword_env = "ACME_TOKEN"\n\n'
+        '[routes]\n"acme-*" = "acme"\n'
+    )
+    team_args = ["--port", str(team_port), "--cache-dir", str(tmp_path / "team")]
+    team = await serve(*team_args, "--config", str(config), env={"ACME_TOKEN": secret})
     # The sidecar revalidates every page (TTL 0), so the outage below is really met.
     side = await serve(
         "--port", str(side_port), "--cache-dir", str(tmp_path / "side"),
@@ -174,8 +183,12 @@ async def test_two_tiers_survive_the_team_index_going_down(
             names = {p.name for p in stored(cache)}
             assert ours.sha256 in names
             assert len(stored(cache)) == len(names)
+        assert all("authorization" in r.headers for r in private.page_gets("acme-lib"))
+        assert not any("authorization" in r.headers for r in fake.requests)
         # The team index goes down: the sidecar keeps serving what it has.
-        await stop(team)
+        team_log = await stop(team)
+        assert "index acme: " in team_log
+        assert secret not in team_log
         fake.clear_log()
         private.clear_log()
         warm = tmp_path / "warm"

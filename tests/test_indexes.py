@@ -24,6 +24,7 @@ from yarl import URL
 from cacheproxy.indexes import IndexConfig, Route
 from cacheproxy.simple.layout import index_of_key, index_rest
 from cacheproxy.web.app import create_app
+from cacheproxy.web.keys import proxy_key
 
 Client = TestClient[web.Request, web.Application]
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -428,3 +429,9 @@ async def test_the_json_api_follows_the_routes(
     unrouted = await (await proxy.get("/pypi/alpha/json")).json()
     assert "/-/" not in unrouted["urls"][0]["url"]
     assert private.json_api_gets("alpha") == []
+
+
+async def test_download_slots_bound_the_process_not_each_index(make_routed: ProxyMaker) -> None:
+    proxy = await make_routed(max_downloads=3)
+    pypi, acme = proxy.app[proxy_key].indexes.all
+    assert acme.upstream._slots is pypi.upstream._slots  # one --max-downloads for all

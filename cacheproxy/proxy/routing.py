@@ -74,6 +74,11 @@ class IndexUpstream(Upstream):
         self._forbidden_is_missing = config.forbidden_is_missing
         self._counters = metrics
 
+    def share_download_slots(self, other: Upstream) -> None:
+        """Draw big downloads from ``other``'s slots: --max-downloads bounds the process,
+        not each index."""
+        self._slots = other._slots
+
     def _count(self, kind: str, outcome: str) -> None:
         # Index names come from the configuration, never from a request: a fixed label set.
         self._counters.add("index_upstream", self.name, kind, outcome)
@@ -180,12 +185,14 @@ class Indexes:
         gate: Gate | None = None,
     ) -> "Indexes":
         """Every index's services over one store; one release-age gate for all of them."""
-        built = []
+        built: list[Index] = []
         for position, config in enumerate(settings.index_configs):
             own = index_settings(settings, config)
             session = make_session(own)
             upstream = IndexUpstream(session, own, metrics, config)
             upstream.routed = position > 0
+            if built:
+                upstream.share_download_slots(built[0].upstream)
 
             def prepare(page: ProjectPage) -> ProjectPage:
                 return apply_pins(page, pins)
