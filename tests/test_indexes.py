@@ -245,7 +245,8 @@ async def test_index_credentials_never_shown(make_routed: ProxyMaker, private: F
     private.reset_faults()
     assert (await proxy.get("/simple/acme-lib/")).status == 200
     assert all("authorization" in r.headers for r in private.page_gets("acme-lib"))
-    assert token not in await (await proxy.get("/-/stats")).text()
+    for path in ("/-/stats", "/-/metrics", "/", "/simple/acme-lib/", "/index/acme/simple/"):
+        assert token not in await (await proxy.get(path)).text()
     assert token not in await (await proxy.get("/-/metrics")).text()
     assert token not in await (await proxy.get("/")).text()
 
