@@ -436,3 +436,28 @@ async def test_download_slots_bound_the_process_not_each_index(make_routed: Prox
     proxy = await make_routed(max_downloads=3)
     pypi, acme = proxy.app[proxy_key].indexes.all
     assert acme.upstream._slots is pypi.upstream._slots  # one --max-downloads for all
+
+
+async def test_a_bare_file_path_never_leads_to_the_default_for_a_routed_project(
+    make_routed: ProxyMaker, fake: FakeIndex, private: FakeIndex
+) -> None:
+    """A lock file's URL with its prefix swapped (``/packages/<path>``) names the default
+    index's file space: for a project routed elsewhere it is a 404 that says where its
+    files are, and the default index is not asked about the name."""
+    proxy = await make_routed()
+    impostor = fake.files("acme-lib")[0]
+    for path in (impostor.url_path, impostor.url_path + ".metadata"):
+        resp = await proxy.get(path)
+        assert resp.status == 404
+        assert "index acme" in await resp.text()
+    assert fake.page_gets("acme-lib") == []
+    assert fake.file_gets() == []
+    # The default index alone still shows its own acme-lib, its links naming that index,
+    # and they resolve (only there) to its bytes.
+    base = "/index/pypi/simple/acme-lib/"
+    doc = await (await proxy.get(base, headers=JSON)).json(content_type=None)
+    link = doc["files"][0]["url"]
+    assert link.startswith("../../packages/-/pypi/")
+    got = await proxy.get(str(URL(base).join(URL(link))))
+    assert await got.read() == impostor.data
+    assert private.file_gets() == []

@@ -230,6 +230,7 @@ class Pages:
         default: bool = True,
         prepare: Callable[[ProjectPage], ProjectPage] | None = None,
         keep: Callable[[str], bool] | None = None,
+        routed_away: Callable[[str], bool] | None = None,
     ) -> None:
         # One Pages per upstream index (proxy/routing.py). The default index keeps its
         # keys as they were (caches from before indexes stay valid); another index's are
@@ -241,6 +242,10 @@ class Pages:
         # Which (normalized) names the project list keeps: the routed view lists only the
         # default index's projects that no route sends to another index (routing.py).
         self._keep = keep
+        # Projects a route sends to another index: the default index's own page of one (its
+        # single-index view only) links its files under -/<index>/, so a bare /packages/
+        # path never leads to the default index for a routed project (routing.py).
+        self._routed_away = routed_away
         self._metrics = metrics
         self._storage = storage
         self._upstream = upstream
@@ -650,12 +655,19 @@ class Pages:
         """Where a file of this index goes under ``/packages/`` (layout.index_rest)."""
         return index_rest(rest, self.index, self._default)
 
+    def _placer(self, name: str) -> Callable[[str], str]:
+        """:meth:`_place` for the files of project ``name``."""
+        if not (self._default and self._routed_away is not None and self._routed_away(name)):
+            return self._place
+        return lambda rest: index_rest(rest, self.index, default=False)
+
     def _project_renderer(self, key: str, resp: PageResponse) -> Callable[[], Rendered]:
         name = canonicalize_name(key[len(self._prefix) :])
         now = self._clock()
         synthesize = self._settings.synthesize_metadata
         extracted = self._storage.extracted_metadata if synthesize else None
         prepare = self._prepare
+        place = self._placer(name)
 
         def render() -> Rendered:
             page = parse_project_page(resp.body, resp.content_type, resp.url, name)
@@ -663,7 +675,7 @@ class Pages:
                 page = prepare(page)
             if self._gate_key is None:
                 return render_project(
-                    page, self._upstream.may_fetch, place=self._place, extracted=extracted
+                    page, self._upstream.may_fetch, place=place, extracted=extracted
                 )
             gated = filter_page(self.gate, page, now)
             rendered = render_project(
@@ -671,7 +683,7 @@ class Pages:
                 self._upstream.may_fetch,
                 shown=gated.page,
                 extracted=extracted,
-                place=self._place,
+                place=place,
             )
             return replace(rendered, gated=gated)
 

@@ -30,7 +30,12 @@ from cacheproxy.proxy.pages import Pages
 from cacheproxy.proxy.upstream import PageResponse, Upstream, make_session
 from cacheproxy.settings import Settings
 from cacheproxy.simple.gate import Gate
-from cacheproxy.simple.layout import index_of_key, project_of
+from cacheproxy.simple.layout import (
+    METADATA_SUFFIX,
+    PROVENANCE_SUFFIX,
+    index_of_key,
+    project_of,
+)
 from cacheproxy.simple.models import ProjectPage
 from cacheproxy.store.api import Store
 from cacheproxy.store.pins import Pins
@@ -186,6 +191,12 @@ class Indexes:
     ) -> "Indexes":
         """Every index's services over one store; one release-age gate for all of them."""
         built: list[Index] = []
+        routes = settings.routes
+        default_name = settings.index_configs[0].name
+
+        def routed_away(name: str) -> bool:
+            return route_for(name, routes, default_name) != default_name
+
         for position, config in enumerate(settings.index_configs):
             own = index_settings(settings, config)
             session = make_session(own)
@@ -206,6 +217,7 @@ class Indexes:
                 index=config.name,
                 default=position == 0,
                 prepare=prepare,
+                routed_away=routed_away if position == 0 else None,
             )
             files = Files(storage, pages, gate, upstream=upstream, pins=pins)
             built.append(Index(config, position == 0, upstream, pages, files, session))
@@ -323,4 +335,24 @@ class RoutedFiles:
         index = self._indexes.for_file(key)
         if index is None:
             raise NotFound(f"no index named {index_of_key(key)!r} is configured")
+        if index_of_key(key) is None and self._indexes.routes:
+            # A bare path is the default index's; a project routed elsewhere is never looked
+            # up there (its files are under -/<index>/, Pages._placer).
+            filename = key.rsplit("/", 1)[-1]
+            project = project_of(_dist_name(filename))
+            if project is not None:
+                routed = self._indexes.for_project(project)
+                if not routed.default:
+                    raise NotFound(
+                        f"{project} comes from index {routed.name}: "
+                        f"its files are under /packages/-/{routed.name}/"
+                    )
         return await index.files.resolve(key)
+
+
+def _dist_name(filename: str) -> str:
+    """The distribution's filename behind a PEP 658 metadata or PEP 740 provenance name."""
+    for suffix in (METADATA_SUFFIX, PROVENANCE_SUFFIX):
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
