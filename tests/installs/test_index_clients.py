@@ -10,7 +10,6 @@ team index goes down.
 import asyncio
 import hashlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,11 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from clients import installed, pip_cmd, run, uv_cmd
 from conftest import make_settings
 from distbuild import build_wheel
 from fakeindex import FakeIndex
+from processes import free_port, wait_healthy
 from pytest_aiohttp import AiohttpServer
-from test_clients import installed, pip_cmd, run, uv_cmd
 from yarl import URL
 
 from cacheproxy.indexes import IndexConfig, Route
@@ -86,30 +86,12 @@ async def test_clients_install_a_routed_project_beside_unrouted_ones(
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def serve(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cacheproxy", "serve", *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
-
-
-async def wait_healthy(session: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(300):
-        try:
-            async with session.get(f"{base}/-/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{base} did not come up")
 
 
 async def stop(proc: asyncio.subprocess.Process) -> str:

@@ -6,6 +6,7 @@ publishes an ``acme-lib`` of its own while ``fake`` carries an attacker's ``acme
 (the dependency-confusion setup). The fakes' request logs prove who was asked for what.
 """
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
@@ -264,11 +265,12 @@ async def test_a_hashless_file_is_pinned_by_its_first_download(
     assert first.status == 200
     assert await first.read() == wheel.data
     # From then on the pages carry the pinned hash and size, in both representations.
-    for _ in range(50):
+    for _ in range(250):  # the page is marked for a new rendering in the background
         resp = await proxy.get("/simple/acme-tool/", headers=JSON)
         doc = await resp.json(content_type=None)
         if doc["files"][0]["hashes"]:
             break
+        await asyncio.sleep(0.02)
     assert doc["files"][0]["hashes"] == {"sha256": wheel.sha256}
     assert doc["files"][0]["size"] == wheel.size
     html = await (await proxy.get("/simple/acme-tool/", headers={"Accept": "text/html"})).text()
