@@ -463,3 +463,26 @@ async def test_a_bare_file_path_never_leads_to_the_default_for_a_routed_project(
     got = await proxy.get(str(URL(base).join(URL(link))))
     assert await got.read() == impostor.data
     assert private.file_gets() == []
+
+
+async def test_metadata_of_a_routed_wheel_is_read_from_its_index(
+    make_routed: ProxyMaker, fake: FakeIndex, private: FakeIndex, tmp_path: Path
+) -> None:
+    """PEP 658 metadata the proxy reads from a wheel (proxy/metadata.py) comes by ranges of
+    the wheel on its own index, with that index's credentials and address rules."""
+    private.add_file("acme-bare", build_wheel(tmp_path, "acme-bare", "1.0"), metadata=False)
+    proxy = await make_routed()
+    doc = await (await proxy.get("/simple/acme-bare/", headers=JSON)).json(content_type=None)
+    (entry,) = doc["files"]
+    assert entry["core-metadata"] is True  # advertised, no hash until it is read
+    link = str(URL("/simple/acme-bare/").join(URL(entry["url"] + ".metadata")))
+    assert "/packages/-/acme/" in link
+    resp = await proxy.get(link)
+    assert resp.status == 200
+    assert b"Name: acme-bare" in await resp.read()
+    assert [r for r in private.requests if "range" in r.headers]
+    assert fake.requests == []
+    # Through the index's own upstream (its address policy, its figures), not the default's.
+    metrics = await (await proxy.get("/-/metrics")).text()
+    assert 'index="acme",kind="file",outcome="ok"' in metrics
+    assert 'index="pypi",kind="file"' not in metrics
