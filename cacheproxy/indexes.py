@@ -24,6 +24,7 @@ from typing import Any
 from yarl import URL
 
 from cacheproxy.errors import ConfigError
+from cacheproxy.units import parse_duration
 from cacheproxy.urls import redact_url
 
 DEFAULT_INDEX_NAME = "pypi"  # what --upstream (and a setup with no --index) calls its index
@@ -41,6 +42,7 @@ _INDEX_KEYS = frozenset(
         "read_timeout",
         "page_timeout",
         "forbidden_is_missing",
+        "min_age",
         "username",
         "username_env",
         "password",
@@ -64,6 +66,9 @@ class IndexConfig:
     page_timeout: float | None = None
     # PyTorch's index answers 403, not 404, for a project it does not have.
     forbidden_is_missing: bool = False
+    # This index's release-age gate (simple/gate.py), instead of the global --min-age:
+    # e.g. 0 for a private index whose releases the team made itself.
+    min_age: float | None = None
 
     @property
     def shown(self) -> str:
@@ -186,6 +191,11 @@ def _from_entry(
     for key in _TIMEOUTS:
         if key in entry:
             values[key] = _number(name, key, entry[key], positive=True)
+    if "min_age" in entry:
+        raw = entry["min_age"]
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ConfigError(f"index {name}: min_age must be a duration like 7d, or seconds")
+        values["min_age"] = parse_duration(str(raw))
     forbidden = entry.get("forbidden_is_missing", False)
     if not isinstance(forbidden, bool):
         raise ConfigError(f"index {name}: forbidden_is_missing must be true or false")

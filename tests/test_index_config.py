@@ -188,3 +188,19 @@ def test_the_readme_team_setup_parses(tmp_path: Path) -> None:
     assert route_for("nvidia-cudnn-cu12", s.routes, "pypi") == "pytorch"
     assert route_for("acme-billing", s.routes, "pypi") == "acme"
     assert route_for("requests", s.routes, "pypi") == "pypi"
+
+
+def test_an_index_sets_its_own_min_age(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[index]]\nname = "pypi"\nurl = "https://a.example/simple/"\n'
+        '[[index]]\nname = "acme"\nurl = "https://b.example/simple/"\nmin_age = "0d"\n'
+    )
+    env = {"PIP_CONFIG_FILE": os.devnull, "HOME": str(tmp_path)}
+    settings = build_settings({"config": str(config)}, env)
+    assert [i.min_age for i in settings.index_configs] == [None, 0.0]
+    config.write_text(
+        '[[index]]\nname = "pypi"\nurl = "https://a.example/simple/"\nmin_age = "soon"\n'
+    )
+    with pytest.raises(ConfigError, match="duration"):
+        build_settings({"config": str(config)}, env)

@@ -50,7 +50,7 @@ def index_settings(settings: Settings, config: IndexConfig) -> Settings:
     """The settings one index's services run with: its URL, its own TTL and timeouts."""
     overrides = {
         name: value
-        for name in ("index_ttl", "connect_timeout", "read_timeout", "page_timeout")
+        for name in ("index_ttl", "connect_timeout", "read_timeout", "page_timeout", "min_age")
         if (value := getattr(config, name)) is not None
     }
     return replace(settings, upstream=config.url, indexes=(), routes=(), **overrides)
@@ -199,6 +199,8 @@ class Indexes:
 
         for position, config in enumerate(settings.index_configs):
             own = index_settings(settings, config)
+            # An index with its own min_age has its own gate; the others share the global one.
+            own_gate = gate if config.min_age is None else Gate.from_settings(own)
             session = make_session(own)
             upstream = IndexUpstream(session, own, metrics, config)
             upstream.routed = position > 0
@@ -213,13 +215,13 @@ class Indexes:
                 upstream,
                 own,
                 metrics,
-                gate=gate,
+                gate=own_gate,
                 index=config.name,
                 default=position == 0,
                 prepare=prepare,
                 routed_away=routed_away if position == 0 else None,
             )
-            files = Files(storage, pages, gate, upstream=upstream, pins=pins)
+            files = Files(storage, pages, own_gate, upstream=upstream, pins=pins)
             built.append(Index(config, position == 0, upstream, pages, files, session))
         default = built[0]
         routed_list = default.pages

@@ -486,3 +486,17 @@ async def test_metadata_of_a_routed_wheel_is_read_from_its_index(
     metrics = await (await proxy.get("/-/metrics")).text()
     assert 'index="acme",kind="file",outcome="ok"' in metrics
     assert 'index="pypi",kind="file"' not in metrics
+
+
+async def test_an_index_can_have_its_own_release_age_gate(
+    make_routed: ProxyMaker, fake: FakeIndex, private: FakeIndex
+) -> None:
+    # The fake's files are from 2024: a 2000-day gate holds them all on the default index,
+    # while the team's own index (min_age = 0 in its [[index]] table) hands out at once.
+    proxy = await make_routed(acme={"min_age": 0.0}, min_age=2000 * 86400.0)
+    public = await (await proxy.get("/simple/alpha/", headers=JSON)).json(content_type=None)
+    assert files_of(public) == []
+    ours = await (await proxy.get("/simple/acme-lib/", headers=JSON)).json(content_type=None)
+    assert files_of(ours) == ["acme_lib-1.0-py3-none-any.whl"]
+    alpha = fake.files("alpha")[0]
+    assert (await proxy.get(alpha.url_path)).status == 403
