@@ -42,8 +42,10 @@ _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
 _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
-# The end record is 22 bytes plus a comment of up to 64 KiB; one tail read of this size
-# finds it, and with it the whole central directory of most wheels.
+# The end record is 22 bytes plus a comment of up to 64 KiB. Wheels have no comment, and
+# most central directories are a few kB: a first tail read of FIRST_TAIL usually holds
+# both; only when it holds no end record is the longest possible tail read.
+FIRST_TAIL = 16 * 1024
 TAIL_BYTES = 22 + 65535 + 20
 # A local header's extra field is not in the central directory; read this much beyond.
 _LOCAL_SLACK = 1024
@@ -289,9 +291,15 @@ class Extractor:
         return data, int(total)
 
     async def _by_ranges(self, wheel: FileSpec) -> bytes:
-        tail, total = await self._get(wheel, -TAIL_BYTES, None)
+        tail, total = await self._get(wheel, -FIRST_TAIL, None)
+        try:
+            cd_offset, cd_size, eocd64 = _end_record(tail)
+        except Unreadable:
+            if len(tail) >= total:
+                raise  # the whole file, and no end record in it
+            tail, total = await self._get(wheel, -TAIL_BYTES, None)
+            cd_offset, cd_size, eocd64 = _end_record(tail)
         tail_start = total - len(tail)
-        cd_offset, cd_size, eocd64 = _end_record(tail)
         if eocd64 is not None:
             record = await self._slice(wheel, tail, tail_start, eocd64, 56)
             cd_offset, cd_size = _zip64_sizes(record)
