@@ -202,6 +202,20 @@ def _from_entry(
     return IndexConfig(name=name, url=url, forbidden_is_missing=forbidden, **values)
 
 
+# Top-level keys of the file that are the hosted indexes' and users' settings (read by
+# settings.team_settings, with the flags' spelling): hosted = ["team", "ops=bob,carol"].
+TEAM_KEYS = ("hosted", "users_file", "auth_reads", "max_upload_size", "tls_cert", "tls_key")
+
+
+def config_team(flags: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The TEAM_KEYS the config file sets (none without ``--config``)."""
+    config_path = flags.get("config") or environ.get("CACHEPROXY_CONFIG") or None
+    if not config_path:
+        return {}
+    data = load_config(Path(str(config_path)).expanduser())
+    return {key: data[key] for key in TEAM_KEYS if key in data}
+
+
 @dataclass(frozen=True, slots=True)
 class IndexSetup:
     """What :func:`resolve_indexes` decided: the indexes (default first) and the routes."""
@@ -239,9 +253,10 @@ def resolve_indexes(
     """
     config_path = flags.get("config") or environ.get("CACHEPROXY_CONFIG") or None
     data = load_config(Path(str(config_path)).expanduser()) if config_path else {}
-    unknown = sorted(set(data) - {"index", "routes"})
+    unknown = sorted(set(data) - {"index", "routes", *TEAM_KEYS})
     if unknown:
-        raise ConfigError(f"config file: unknown setting {unknown[0]!r} (index, routes)")
+        keys = ", ".join(("index", "routes", *TEAM_KEYS))
+        raise ConfigError(f"config file: unknown setting {unknown[0]!r} ({keys})")
     entries = data.get("index", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError("config file: index must be an array of tables ([[index]])")

@@ -26,6 +26,9 @@ DEFAULT_HOST = "127.0.0.1"
 # 8503, after PEP 503: no common service uses it (unlike 3141 devpi, 3142 apt-cacher, 5000).
 DEFAULT_PORT = 8503
 DEFAULT_INDEX_TTL = 600.0  # PyPI's own max-age for project pages (Cache-Control: max-age=600)
+DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024  # PyPI's default per-file upload limit
+# A hosted index's name is one URL segment (/index/NAME/); "simple" would read oddly.
+_HOSTED_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +88,15 @@ class Settings:
     # File downloads running at once (upstream.py): a flood of cold requests for big files
     # gets a 503 after a bounded wait instead of pulling unbounded data.
     max_downloads: int = 64
+    # Hosted indexes (proxy/hosted.py), by name, in --hosted order; and per index the
+    # users who may upload to it (an index missing here: every user in the users file).
+    hosted: tuple[str, ...] = ()
+    uploaders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    users_file: Path | None = None  # htpasswd with bcrypt hashes (proxy/users.py)
+    auth_reads: bool = False  # reads need a user too (not /-/health)
+    max_upload_size: int = DEFAULT_MAX_UPLOAD
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # Several upstream indexes, the default first (its URL is ``upstream``), and the routes
     # that pick one per project (indexes.py). Empty: ``upstream`` alone, named "pypi".
     indexes: tuple[IndexConfig, ...] = ()
@@ -124,6 +136,26 @@ class Settings:
             )
         if self.indexes and self.indexes[0].url != self.upstream:
             raise ConfigError("upstream must be the URL of the first (default) index")
+        self._check_team()
+
+    def _check_team(self) -> None:
+        for name in self.hosted:
+            if not _HOSTED_NAME_RE.match(name):
+                raise ConfigError(
+                    f"hosted index name must be lower-case letters, digits, '.', '_' or '-', "
+                    f"not {name!r}"
+                )
+        if len(set(self.hosted)) != len(self.hosted):
+            raise ConfigError("a hosted index is named twice")
+        if self.auth_reads and self.users_file is None:
+            raise ConfigError("--auth-reads needs --users FILE")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.max_upload_size <= 0:
+            raise ConfigError("max-upload-size must be positive")
+        # /index/NAME/ is one URL space for hosted and upstream indexes (web/hosted_handlers.py).
+        if clash := set(self.hosted) & {i.name for i in self.index_configs}:
+            raise ConfigError(f"{sorted(clash)[0]!r} names both a hosted and an upstream index")
 
     @property
     def index_configs(self) -> tuple[IndexConfig, ...]:
@@ -366,6 +398,15 @@ def _build(
             "(is pip configured to use cacheproxy? pass --upstream)"
         )
     tuning.update(_network_limits(flags, environ))
+    config_team = multi.config_team(flags, environ)
+
+    def pick_team(name: str) -> object | None:
+        # Flags, then the config file (as for the indexes, indexes.py), then CACHEPROXY_*.
+        if (value := flags.get(name)) is not None:
+            return value
+        return config_team[name] if name in config_team else pick(name)
+
+    tuning.update(team_settings(pick_team, cache_dir))
     for url in [i.url for i in setup.indexes] if setup else [upstream]:
         if (url.host == host or is_loopback_host(url.host or "")) and url.port == port:
             raise ConfigError(
@@ -437,4 +478,43 @@ def _network_limits(flags: Mapping[str, object], environ: Mapping[str, str]) -> 
     raw = flags.get("max_downloads") or environ.get("CACHEPROXY_MAX_DOWNLOADS") or None
     if raw is not None:
         out["max_downloads"] = int(parse_number("max-downloads", str(raw), integer=True))
+    return out
+
+
+def parse_hosted(values: list[str] | str) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """``--hosted NAME[=USER,USER...]`` (repeatable; the environment variable takes a
+    space-separated list): the names in order, and who may upload where it is limited."""
+    items = values.split() if isinstance(values, str) else values
+    names: list[str] = []
+    uploaders: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        name, sep, users = item.partition("=")
+        names.append(name.strip())
+        if sep:
+            uploaders[name.strip()] = tuple(u.strip() for u in users.split(",") if u.strip())
+    return tuple(names), uploaders
+
+
+def team_settings(pick: Any, cache_dir: Path) -> dict[str, Any]:
+    """The hosted-index, users and TLS settings from ``pick(name)`` (flag, else env)."""
+    out: dict[str, Any] = {}
+    hosted_raw = pick("hosted")
+    if hosted_raw:
+        if not isinstance(hosted_raw, str | list | tuple):
+            raise ConfigError(f'hosted must be a list like ["team", "ops=bob"], not {hosted_raw!r}')
+        out["hosted"], out["uploaders"] = parse_hosted(
+            [str(h) for h in hosted_raw] if not isinstance(hosted_raw, str) else hosted_raw
+        )
+    for name in ("users_file", "tls_cert", "tls_key"):
+        raw = pick(name)
+        if raw:
+            out[name] = Path(str(raw)).expanduser()
+    auth_raw = pick("auth_reads")
+    if auth_raw is not None:
+        out["auth_reads"] = (
+            auth_raw if isinstance(auth_raw, bool) else parse_bool("auth-reads", str(auth_raw))
+        )
+    size_raw = pick("max_upload_size")
+    if size_raw is not None:
+        out["max_upload_size"] = parse_size(str(size_raw), cache_dir)
     return out

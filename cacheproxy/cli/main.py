@@ -12,6 +12,7 @@ from cacheproxy import __version__
 from cacheproxy.cli import dockerfile as dockerfile_cli
 from cacheproxy.cli import exitcodes
 from cacheproxy.cli import maintenance as maintenance_cli
+from cacheproxy.cli import team as team_cli
 from cacheproxy.cli import warm as warm_cli
 from cacheproxy.cli.instance import InstanceBusy, hold_instance_lock
 from cacheproxy.cli.limits import connection_cap, raise_nofile_limit
@@ -157,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default=None, help="debug, info, warning [CACHEPROXY_LOG_LEVEL]"
     )
+    team_cli.add_serve_flags(serve)
     dockerfile_cli.add_parser(sub)
+    team_cli.add_parsers(sub)
     maintenance_cli.add_parsers(sub)
     warm_cli.add_parser(sub)
     return parser
@@ -173,8 +176,9 @@ def serve(settings: Settings) -> int:
             prepare_cache(settings)  # clean and check once, before any worker runs
         else:
             Storage.open_sync(settings.cache_dir, clean=False).close_sync()  # usable?
+        team_cli.ssl_context(settings)  # a bad certificate stops start-up here, once
         socks = bind(settings.host, settings.port, settings.workers)
-    except ConfigError as e:  # an unusable cache directory
+    except ConfigError as e:  # an unusable cache directory or certificate
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return exitcodes.USAGE
     except InstanceBusy as e:
@@ -189,8 +193,9 @@ def serve(settings: Settings) -> int:
         return exitcodes.FAILED
     # Only now, with the cache usable and the port bound, is "listening" true.
     logger.info(
-        "cacheproxy %s listening on http://%s:%d/simple/, proxying %s, caching in %s%s%s",
+        "cacheproxy %s listening on %s://%s:%d/simple/, proxying %s, caching in %s%s%s",
         __version__,
+        "https" if settings.tls_cert else "http",
         settings.host if ":" not in settings.host else f"[{settings.host}]",
         socks[0].getsockname()[1],  # the kernel's pick for --port 0
         settings.upstream_redacted,
@@ -217,10 +222,15 @@ def serve(settings: Settings) -> int:
 
 
 def _run(settings: Settings, sock: socket.socket, max_connections: int) -> None:
+    app = create_app(settings)
+    context = team_cli.ssl_context(settings)
+    if context is not None:
+        team_cli.reload_on_sighup(app, context, settings)
     connections.run(
-        create_app(settings),
+        app,
         sock,
         max_connections=max_connections,
+        ssl_context=context,
         access_log=logging.getLogger("aiohttp.access"),
         access_log_format=ACCESS_LOG_FORMAT,
         access_log_class=JsonAccessLogger if settings.log_format == "json" else TextAccessLogger,
@@ -275,5 +285,6 @@ def serve_flags(args: argparse.Namespace) -> dict[str, object]:
         "index",
         "route",
         "config",
+        *team_cli.SERVE_FLAGS,
     )
     return {name: getattr(args, name) for name in names}

@@ -125,6 +125,13 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _forward(signum: int, children: dict[int, int]) -> None:
+    """Pass a signal on to every worker (SIGHUP: reload the TLS certificate)."""
+    for pid in list(children):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def run_workers(
     settings: Settings,
     socks: list[socket.socket],
@@ -145,6 +152,8 @@ def run_workers(
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's stop()
                 die_with_parent(parent)
+                # Until the worker's app takes it (TLS reload, cli/team.py): not fatal.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 for i, other in enumerate(socks):
                     if i != index:
                         other.close()  # a worker keeps its own socket only
@@ -171,6 +180,7 @@ def run_workers(
         spawn(index)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda _s, _f: _forward(signal.SIGHUP, children))
     code = 0
     while children:
         try:

@@ -47,6 +47,7 @@ def render_status_page(stats: Mapping[str, Any], *, now: float | None = None) ->
             _top_projects_section(_get(stats, "top_projects")),
             _errors_section(_get(stats, "recent_errors")),
             _gate_section(_get(stats, "gate")),
+            _hosted_section(_get(stats, "hosted")),
             _usage_section(_get(stats, "index_url")),
         ]
     )
@@ -606,6 +607,31 @@ def _gate_section(gate: Any) -> str:
             f"<th>available from</th></tr></thead><tbody>{rows}</tbody></table>"
         )
     return f"<section><h2>Held back by the release-age gate</h2>{head}{body}</section>"
+
+
+# --- hosted indexes ---------------------------------------------------------------------
+
+
+def _hosted_section(hosted: Any) -> str:
+    """The hosted indexes and the names they shadow (proxy/hosted.py: a hosted project
+    is served from its index only, never from upstream)."""
+    if not isinstance(hosted, Mapping) or not hosted:
+        return ""
+    rows = []
+    for name, projects in hosted.items():
+        names = [p for p in projects if isinstance(p, str)] if isinstance(projects, list) else []
+        shown = ", ".join(f"<code>{_e(p)}</code>" for p in names[:50]) or "none yet"
+        more = f" and {len(names) - 50} more" if len(names) > 50 else ""
+        rows.append(
+            f"<li><code>{_e(name)}</code>: upload to <code>/index/{_e(name)}/</code>; "
+            f"{_plural(len(names), 'project')}: {shown}{more}</li>"
+        )
+    return (
+        "<section><h2>Hosted indexes</h2>"
+        "<p>These projects are served from their hosted index only: the upstream projects "
+        "of the same names are shadowed (never fetched, never installed).</p>"
+        f"<ul>{''.join(rows)}</ul></section>"
+    )
 
 
 # --- how to use it ----------------------------------------------------------------------

@@ -13,11 +13,13 @@ from packaging.utils import NormalizedName
 
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.downloads import Downloads
+from cacheproxy.proxy.hosted import Hosted
 from cacheproxy.proxy.json_api import json_api_key
 from cacheproxy.proxy.metadata import Extractor
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.proxy.routing import Indexes, RoutedFiles
 from cacheproxy.proxy.upstream import Upstream
+from cacheproxy.proxy.users import Users
 from cacheproxy.settings import Settings
 from cacheproxy.simple.gate import Gate
 from cacheproxy.store.evict import evict
@@ -43,6 +45,9 @@ class Proxy:
     downloads: Downloads  # every index's: one download per stored file
     indexes: Indexes  # each index's upstream, pages and files, and the routes (routing.py)
     _background: list["asyncio.Task[object]"]
+    # The team's own packages (proxy/hosted.py) and who may upload or read (users.py).
+    hosted: Hosted
+    users: Users | None
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> "Proxy":
@@ -55,6 +60,7 @@ class Proxy:
         # With several workers the parent process cleaned and checked the directory before
         # starting them (cli.serve); a worker doing it would delete its siblings' downloads.
         single = settings.workers == 1 and not settings.shared_dir
+        team = await asyncio.to_thread(_open_team, settings)
         storage = await Storage.open(settings.cache_dir, clean=single)
         gate = Gate.from_settings(settings)
         indexes = Indexes.open(settings, storage, metrics, Pins(storage.root), gate)
@@ -77,7 +83,7 @@ class Proxy:
         if extractor is not None:
             indexes.use_extractor(extractor)
         files = RoutedFiles(indexes)
-        return cls(settings, storage, upstream, pages, files, downloads, indexes, background)
+        return cls(settings, storage, upstream, pages, files, downloads, indexes, background, *team)
 
     async def close(self) -> None:
         for task in self._background:
@@ -87,6 +93,7 @@ class Proxy:
         await self.downloads.close()
         await self.indexes.close()  # every index's pages and sessions
         await self.storage.close()
+        await asyncio.to_thread(self.hosted.close_sync)
 
     def gate_report(self) -> dict[str, Any] | None:
         """The release-age gate's rule and what it holds back (None when it is off)."""
@@ -150,6 +157,17 @@ class Proxy:
             for key, _record in self.storage.page_records()
             if key == api_key or key.startswith(f"{api_key}/")
         ]
+
+
+def _open_team(settings: Settings) -> tuple[Hosted, Users | None]:
+    """The hosted indexes and the users file (ConfigError when either is unusable)."""
+    hosted = Hosted.open_sync(settings.cache_dir, settings.hosted, settings.max_upload_size)
+    try:
+        users = Users(settings.users_file) if settings.users_file is not None else None
+    except BaseException:
+        hosted.close_sync()
+        raise
+    return hosted, users
 
 
 async def _keep_within_limit(

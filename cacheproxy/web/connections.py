@@ -23,6 +23,7 @@ import functools
 import logging
 import resource
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -90,11 +91,18 @@ def _idle_since(handler: web.RequestHandler) -> float | None:
 class _Accepter:
     """The accept loop of one listening socket, feeding aiohttp's Server."""
 
-    def __init__(self, sock: socket.socket, server: web.Server, limit: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        server: web.Server,
+        limit: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock = sock
         self._server = server
         self._limit = limit
+        self._ssl = ssl_context  # --tls-cert (cli/team.py): the handshake runs per connection
         self._connecting: set[asyncio.Task[Any]] = set()
         self._listening = False
         self._closed = False
@@ -139,7 +147,9 @@ class _Accepter:
                 self._pause_after(e)
                 return
             conn.setblocking(False)
-            task = self._loop.create_task(self._loop.connect_accepted_socket(self._server, conn))
+            task = self._loop.create_task(
+                self._loop.connect_accepted_socket(self._server, conn, ssl=self._ssl)
+            )
             self._connecting.add(task)
             task.add_done_callback(functools.partial(self._connected, conn))
         if self.open_connections() >= self._limit:
@@ -204,13 +214,22 @@ class _Accepter:
 class CappedSockSite(web.BaseSite):
     """aiohttp's SockSite, accepting at most ``max_connections`` connections at once."""
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, *, max_connections: int):
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        *,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         super().__init__(runner)
         self._sock = sock
         self._max_connections = max_connections
+        self._ssl = ssl_context
         self._accepter: _Accepter | None = None
         host, port = sock.getsockname()[:2]
-        self._name = str(URL.build(scheme="http", host=host, port=port))
+        scheme = "https" if ssl_context is not None else "http"
+        self._name = str(URL.build(scheme=scheme, host=host, port=port))
 
     @property
     def name(self) -> str:
@@ -224,7 +243,7 @@ class CappedSockSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        self._accepter = _Accepter(self._sock, server, self._max_connections)
+        self._accepter = _Accepter(self._sock, server, self._max_connections, self._ssl)
         self._accepter.start()
 
     async def stop(self) -> None:
@@ -250,12 +269,18 @@ def install_exception_handler(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _serve(
-    app: web.Application, sock: socket.socket, max_connections: int, runner_args: dict[str, Any]
+    app: web.Application,
+    sock: socket.socket,
+    max_connections: int,
+    runner_args: dict[str, Any],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     runner = web.AppRunner(app, handle_signals=True, **runner_args)
     await runner.setup()
     try:
-        site = CappedSockSite(runner, sock, max_connections=max_connections)
+        site = CappedSockSite(
+            runner, sock, max_connections=max_connections, ssl_context=ssl_context
+        )
         await site.start()
         await asyncio.Event().wait()  # until a signal (GracefulExit) or cancellation
     finally:
@@ -270,6 +295,7 @@ def run(
     access_log: logging.Logger,
     access_log_format: str,
     access_log_class: type[AbstractAccessLogger],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve ``app`` on ``sock`` until SIGTERM/SIGINT: aiohttp's ``web.run_app`` (same
     shutdown), with this module's accept loop and keep-alive timeout."""
@@ -282,7 +308,7 @@ def run(
         "access_log_class": access_log_class,
         "keepalive_timeout": KEEPALIVE_TIMEOUT,
     }
-    main = loop.create_task(_serve(app, sock, max_connections, runner_args))
+    main = loop.create_task(_serve(app, sock, max_connections, runner_args, ssl_context))
     try:
         loop.run_until_complete(main)
     except (web.GracefulExit, KeyboardInterrupt):

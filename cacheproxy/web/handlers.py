@@ -25,6 +25,7 @@ from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult, Pages
 from cacheproxy.simple.layout import PREFIX
 from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.web.file_handlers import package_file
+from cacheproxy.web.hosted_handlers import hosted_project_response
 from cacheproxy.web.index_counts import count_index
 from cacheproxy.web.keys import metrics_key, proxy_key, settings_key
 from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
@@ -159,9 +160,16 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     if name != raw:
         # PEP 503: one URL (and one cache entry) per project.
         return _redirect(request, f"../{name}/")
+    proxy = request.app[proxy_key]
+    # A hosted project shadows every upstream index's of that name, routed or not
+    # (proxy/hosted.py); no await at all without --hosted.
+    if proxy.hosted.names:
+        hosted = await hosted_project_response(request, name)
+        if hosted is not None:
+            return hosted
     # The routed view: the project comes from the one index its route names (else the
     # default), never from another (cacheproxy/indexes.py).
-    index = request.app[proxy_key].indexes.for_project(name)
+    index = proxy.indexes.for_project(name)
     pages = index.pages
     missing = f"no such project: {name}" + ("" if index.default else f" on index {index.name}")
     response = await _serve_page(
@@ -279,8 +287,15 @@ def _stats(request: web.Request) -> dict[str, Any]:
     )
 
 
+async def _stats_with_hosted(request: web.Request) -> dict[str, Any]:
+    found = await asyncio.to_thread(_stats, request)
+    # Projects on a hosted index shadow upstream's of the same name (proxy/hosted.py).
+    found["hosted"] = await request.app[proxy_key].hosted.shadowed()
+    return found
+
+
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(await asyncio.to_thread(_stats, request))
+    return web.json_response(await _stats_with_hosted(request))
 
 
 async def admin_invalidate(request: web.Request) -> web.Response:
@@ -319,7 +334,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def home(request: web.Request) -> web.Response:
     """The status page for people (status_page.py): server-rendered, no external assets."""
-    body = render_status_page(await asyncio.to_thread(_stats, request))
+    body = render_status_page(await _stats_with_hosted(request))
     return web.Response(body=body, content_type="text/html", charset="utf-8")
 
 

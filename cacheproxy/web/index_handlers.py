@@ -10,6 +10,7 @@ verified bytes whichever view linked it. Names of indexes come from the configur
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from packaging.utils import canonicalize_name
 
 from cacheproxy.proxy.pages import ROOT_KEY
@@ -87,8 +88,15 @@ async def index_file(request: web.Request) -> web.StreamResponse:
     return await package_file(request)
 
 
+# The views under /index/NAME/simple/, shared with the hosted indexes: registered by
+# hosted_handlers.setup_hosted_routes, which sends here a NAME that is not hosted.
+INDEX_VIEWS: dict[str, Handler] = {
+    "/index/{index}/simple/": index_list,
+    "/index/{index}/simple/{project}": index_project_redirect,
+    "/index/{index}/simple/{project}/": index_project,
+}
+
+
 def setup_index_routes(app: web.Application) -> None:
-    app.router.add_get("/index/{index}/simple/", index_list)
-    app.router.add_get("/index/{index}/simple/{project}", index_project_redirect)
-    app.router.add_get("/index/{index}/simple/{project}/", index_project)
+    """The routes only upstream indexes have (the shared ones: INDEX_VIEWS)."""
     app.router.add_get("/index/{index}/packages/{tail:.+}", index_file)

@@ -1,0 +1,342 @@
+"""Hosted indexes in process: uploads checked before anything is stored, pages with
+everything a proxied page carries, shadowing of public names, users, yank and delete."""
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import ProxyFactory, temporaries
+from distbuild import build_sdist, build_wheel, wheel_metadata
+from fakeindex import FakeIndex
+from hostedutil import PASSWORD, Client, basic, upload, write_users
+
+from cacheproxy.cli.main import main
+from cacheproxy.proxy import users as users_module
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@dataclass(frozen=True)
+class TeamDists:
+    wheel: Path  # teampkg 1.0, requires beta>=1, requires-python >=3.8
+    sdist: Path
+    newer: Path  # teampkg 1.1
+    shadow: Path  # alpha 9.0: a name upstream has too
+    other: Path  # teampkg 1.0 again, other bytes (same filename as wheel)
+
+
+@pytest.fixture(scope="session")
+def team(tmp_path_factory: pytest.TempPathFactory) -> TeamDists:
+    out = tmp_path_factory.mktemp("team")
+    other = build_wheel(out / "other", "teampkg", "1.0", pad_bytes=10)
+    return TeamDists(
+        wheel=build_wheel(out, "teampkg", "1.0", requires=["beta>=1"], requires_python=">=3.8"),
+        sdist=build_sdist(out, "teampkg", "1.0"),
+        newer=build_wheel(out, "teampkg", "1.1"),
+        shadow=build_wheel(out, "alpha", "9.0"),
+        other=other,
+    )
+
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Path:
+    return write_users(tmp_path / "users", "alice", "bob")
+
+
+@pytest.fixture
+async def hosted(make_proxy: ProxyFactory, users_file: Path) -> Client:
+    return await make_proxy(
+        hosted=("team", "ops"), uploaders={"ops": ("bob",)}, users_file=users_file
+    )
+
+
+def stored_files(cache_dir: Path) -> list[Path]:
+    return [p for p in (cache_dir / "hosted" / "files").rglob("*") if p.is_file()]
+
+
+async def test_upload_then_page_has_everything(
+    hosted: Client, team: TeamDists, cache_dir: Path
+) -> None:
+    assert await upload(hosted, "team", team.wheel) == (200, "OK\n")
+    assert (await upload(hosted, "team", team.sdist))[0] == 200
+    resp = await hosted.get("/index/team/simple/teampkg/", headers=JSON)
+    assert resp.status == 200
+    assert resp.headers["X-Cache"] == "HOSTED"
+    page = await resp.json(content_type=None)
+    assert page["meta"]["api-version"] == "1.1"
+    assert page["versions"] == ["1.0"]
+    by_name = {f["filename"]: f for f in page["files"]}
+    wheel = by_name[team.wheel.name]
+    data = team.wheel.read_bytes()
+    assert wheel["hashes"] == {"sha256": hashlib.sha256(data).hexdigest()}
+    assert wheel["size"] == len(data)
+    assert wheel["requires-python"] == ">=3.8"
+    assert wheel["upload-time"].endswith("Z")
+    assert wheel["yanked"] is False
+    meta_sha = hashlib.sha256(wheel_metadata(team.wheel)).hexdigest()
+    assert wheel["core-metadata"] == wheel["data-dist-info-metadata"] == {"sha256": meta_sha}
+    assert by_name[team.sdist.name]["core-metadata"] is False
+    # The file and its PEP 658 metadata, at the advertised links.
+    file_resp = await hosted.get(f"/index/team/simple/teampkg/{wheel['url']}")
+    assert await file_resp.read() == data
+    meta = await hosted.get(f"/index/team/simple/teampkg/{wheel['url']}.metadata")
+    assert await meta.read() == wheel_metadata(team.wheel)
+    ranged = await hosted.get(
+        f"/index/team/files/{team.wheel.name}", headers={"Range": "bytes=0-9"}
+    )
+    assert ranged.status == 206
+    assert await ranged.read() == data[:10]
+    html = await (await hosted.get("/index/team/simple/teampkg/")).text()
+    assert 'data-requires-python="&gt;=3.8"' in html
+    assert f'data-core-metadata="sha256={meta_sha}"' in html
+    listing = await (await hosted.get("/index/team/simple/", headers=JSON)).json(content_type=None)
+    assert listing["projects"] == [{"name": "teampkg"}]
+    assert temporaries(cache_dir) == []
+
+
+async def test_same_bytes_again_is_ok_other_bytes_refused(
+    hosted: Client, team: TeamDists, cache_dir: Path
+) -> None:
+    assert (await upload(hosted, "team", team.wheel))[0] == 200
+    status, text = await upload(hosted, "team", team.wheel)
+    assert status == 200
+    assert "already" in text
+    status, text = await upload(hosted, "team", team.other)
+    assert status == 400
+    assert text.startswith("File already exists")
+    assert text.count("\n") == 1
+    page = await (await hosted.get("/index/team/simple/teampkg/", headers=JSON)).json(
+        content_type=None
+    )
+    assert [f["hashes"]["sha256"] for f in page["files"]] == [
+        hashlib.sha256(team.wheel.read_bytes()).hexdigest()
+    ]
+    # Another hosted index is another namespace.
+    assert (await upload(hosted, "ops", team.other, user="bob"))[0] == 200
+    assert temporaries(cache_dir) == []
+
+
+def _broken_wheel(path: Path, out: Path, metadata: bytes) -> Path:
+    """``path`` rebuilt with other METADATA bytes, under the same filename."""
+    out.mkdir(exist_ok=True)
+    target = out / path.name
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".dist-info/METADATA"):
+                data = metadata
+            dst.writestr(info, data)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "message"),
+    [
+        ("digest", 400, "sha256_digest does not match"),
+        ("no-digest", 400, "sha256_digest is required"),
+        ("name", 400, "does not match name"),
+        ("version", 400, "does not match version"),
+        ("filename", 400, "invalid distribution filename"),
+        ("not-zip", 400, "not a readable zip"),
+        ("metadata-name", 400, "metadata Name"),
+        ("action", 400, "unsupported :action"),
+        ("too-big", 413, "larger than the upload limit"),
+    ],
+)
+async def test_refused_uploads_store_nothing(
+    make_proxy: ProxyFactory,
+    users_file: Path,
+    team: TeamDists,
+    cache_dir: Path,
+    tmp_path: Path,
+    case: str,
+    status: int,
+    message: str,
+) -> None:
+    client = await make_proxy(hosted=("team",), users_file=users_file, max_upload_size=4096)
+    path, kw = team.wheel, {}
+    if case == "digest":
+        kw = {"sha256_digest": "0" * 64}
+    elif case == "no-digest":
+        kw = {"sha256_digest": ""}
+    elif case == "name":
+        kw = {"name": "otherpkg"}
+    elif case == "version":
+        kw = {"version": "2.0"}
+    elif case == "filename":
+        kw = {"filename": "teampkg.whl"}
+    elif case == "not-zip":
+        path = tmp_path / team.wheel.name
+        path.write_bytes(b"not a zip at all")
+    elif case == "metadata-name":
+        path = _broken_wheel(team.wheel, tmp_path / "b", b"Name: other\nVersion: 1.0\n\n")
+    elif case == "action":
+        kw = {":action": "submit"}
+    elif case == "too-big":
+        path = build_wheel(tmp_path, "teampkg", "1.0", pad_bytes=8192)
+    got_status, text = await upload(client, "team", path, **kw)
+    assert got_status == status, text
+    assert message in text
+    assert text.count("\n") == 1
+    assert stored_files(cache_dir) == []
+    assert temporaries(cache_dir) == []
+    assert (await client.get("/index/team/simple/teampkg/")).status == 404
+
+
+async def test_hosted_project_shadows_upstream(
+    hosted: Client, team: TeamDists, fake: FakeIndex
+) -> None:
+    assert (await upload(hosted, "team", team.shadow))[0] == 200
+    resp = await hosted.get("/simple/alpha/", headers=JSON)
+    assert resp.headers["X-Cache"] == "HOSTED"
+    page = await resp.json(content_type=None)
+    assert [f["filename"] for f in page["files"]] == [team.shadow.name]
+    assert page["files"][0]["url"] == f"../../index/team/files/{team.shadow.name}"
+    got = await hosted.get(f"/simple/alpha/{page['files'][0]['url']}")
+    assert await got.read() == team.shadow.read_bytes()
+    assert [r for r in fake.requests if "alpha" in r.path] == []  # upstream never asked
+    # Projects not hosted still come from upstream.
+    assert (await hosted.get("/simple/beta/")).headers["X-Cache"] == "MISS"
+    stats = await (await hosted.get("/-/stats")).json()
+    assert stats["hosted"] == {"team": ["alpha"], "ops": []}
+    status_page = await (await hosted.get("/")).text()
+    assert "shadow" in status_page
+    assert "alpha" in status_page
+
+
+async def test_upload_needs_a_user(
+    make_proxy: ProxyFactory, users_file: Path, team: TeamDists
+) -> None:
+    open_proxy = await make_proxy(hosted=("team",))
+    status, text = await upload(open_proxy, "team", team.wheel)
+    assert status == 403
+    assert "no users file" in text
+    client = await make_proxy(
+        hosted=("team", "ops"), uploaders={"ops": ("bob",)}, users_file=users_file
+    )
+    resp = await client.post("/index/team/", data=b"")
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == 'Basic realm="cacheproxy"'
+    status, text = await upload(client, "team", team.wheel, password="wrong")
+    assert status == 401
+    assert "wrong user name or password" in text
+    status, text = await upload(client, "team", team.wheel, user="mallory")
+    assert status == 401
+    status, text = await upload(client, "ops", team.wheel, user="alice")
+    assert status == 403
+    assert text == "user alice may not upload to index ops\n"
+    assert (await upload(client, "nope", team.wheel))[0] == 404
+    # Reads stay open without --auth-reads.
+    assert (await client.get("/simple/beta/")).status == 200
+
+
+async def test_auth_reads(make_proxy: ProxyFactory, users_file: Path) -> None:
+    client = await make_proxy(hosted=("team",), users_file=users_file, auth_reads=True)
+    for path in ("/simple/beta/", "/", "/-/metrics", "/-/stats", "/index/team/simple/"):
+        resp = await client.get(path)
+        assert resp.status == 401, path
+        assert resp.headers["WWW-Authenticate"] == 'Basic realm="cacheproxy"'
+    assert (await client.get("/-/health")).status == 200
+    assert (await client.get("/simple/beta/", headers=basic("alice"))).status == 200
+    assert (await client.get("/-/metrics", headers=basic("bob"))).status == 200
+    assert (await client.get("/simple/beta/", headers=basic("alice", "nope"))).status == 401
+
+
+async def test_verified_credentials_are_remembered(
+    make_proxy: ProxyFactory, users_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[str] = []
+    real = users_module.check_password
+
+    def counting(hashed: bytes, password: str) -> bool:
+        checks.append(password)
+        return real(hashed, password)
+
+    monkeypatch.setattr(users_module, "check_password", counting)
+    client = await make_proxy(users_file=users_file, auth_reads=True)
+    for _ in range(5):
+        assert (await client.get("/-/stats", headers=basic("alice"))).status == 200
+    assert checks == [PASSWORD]  # one bcrypt check, then remembered
+    for _ in range(2):
+        assert (await client.get("/-/stats", headers=basic("alice", "bad"))).status == 401
+    assert checks == [PASSWORD, "bad", "bad"]  # a failure is never remembered
+
+
+async def test_failed_logins_logged_and_limited(
+    make_proxy: ProxyFactory, users_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_proxy(users_file=users_file, auth_reads=True)
+    caplog.set_level(logging.WARNING, logger="cacheproxy.proxy.users")
+    for _ in range(users_module.MAX_FAILURES):
+        resp = await client.get("/-/stats", headers=basic("alice", "guess-123"))
+        assert resp.status == 401
+    resp = await client.get("/-/stats", headers=basic("alice", PASSWORD))
+    assert resp.status == 429  # even the right password, until the window passes
+    assert int(resp.headers["Retry-After"]) > 0
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("'alice'" in m and "127.0.0.1" in m for m in logged)
+    assert not any("guess-123" in m for m in logged)
+
+
+async def test_yank_unyank_delete(
+    hosted: Client, team: TeamDists, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (await upload(hosted, "team", team.wheel))[0] == 200
+    assert (await upload(hosted, "team", team.newer))[0] == 200
+    caplog.set_level(logging.INFO, logger="cacheproxy.audit")
+
+    async def files() -> dict[str, object]:
+        page = await (await hosted.get("/simple/teampkg/", headers=JSON)).json(content_type=None)
+        return {f["filename"]: f["yanked"] for f in page["files"]}
+
+    # The command line is another process's view: the proxy sees its change within
+    # hosted.SNAPSHOT_SECONDS; _reload skips the wait.
+    argv = ["--cache-dir", str(cache_dir)]
+    yank = ["hosted", "yank", "team", team.newer.name, "--reason", "broken build", *argv]
+    assert await asyncio.to_thread(main, yank) == 0
+    await _reload(hosted)
+    assert (await files())[team.newer.name] == "broken build"
+    html = await (await hosted.get("/simple/teampkg/")).text()
+    assert 'data-yanked="broken build"' in html
+    assert await asyncio.to_thread(main, ["hosted", "unyank", "team", team.newer.name, *argv]) == 0
+    await _reload(hosted)
+    assert (await files())[team.newer.name] is False
+    assert await asyncio.to_thread(main, ["hosted", "delete", "team", team.newer.name, *argv]) == 0
+    await _reload(hosted)
+    assert list(await files()) == [team.wheel.name]
+    assert (await hosted.get(f"/index/team/files/{team.newer.name}")).status == 404
+    assert await asyncio.to_thread(main, ["hosted", "delete", "team", team.newer.name, *argv]) == 1
+    audit = [r.getMessage() for r in caplog.records if r.name == "cacheproxy.audit"]
+    assert any("yanked" in m and team.newer.name in m for m in audit)
+    assert any("deleted" in m and team.newer.name in m for m in audit)
+    assert len(stored_files(cache_dir)) == 2  # the 1.0 wheel and its METADATA
+
+
+async def _reload(client: Client) -> None:
+    from cacheproxy.web.keys import proxy_key
+
+    await client.app[proxy_key].hosted.refresh()
+
+
+def test_user_add_writes_htpasswd_bcrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "users"
+    monkeypatch.setattr(users_module, "BCRYPT_ROUNDS", 4)
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-one\n"))
+    assert main(["user", "add", "carol", "--users", str(path)]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-two\n"))
+    assert main(["user", "add", "carol", "--users", str(path)]) == 0
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1
+    name, hashed = lines[0].split(":", 1)
+    assert name == "carol"
+    assert hashed.startswith("$2y$")
+    assert users_module.check_password(hashed.encode(), "pw-two")
+    assert not users_module.check_password(hashed.encode(), "pw-one")
+    assert path.stat().st_mode & 0o077 == 0
+    assert "pw-two" not in json.dumps(lines)
