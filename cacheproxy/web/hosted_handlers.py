@@ -168,8 +168,23 @@ def _send_file(
 # -- upload ---------------------------------------------------------------------------
 
 
+def refusal(response: web.Response) -> web.Response:
+    """An upload refusal with its line as the HTTP reason phrase too: twine prints the
+    reason phrase, not the body (PyPI's warehouse puts its message there the same way)."""
+    line = response.text.strip() if response.text else ""
+    if line:
+        safe = line.encode("ascii", "replace").decode()[:200]
+        response.set_status(response.status, safe)
+    return response
+
+
 async def upload(request: web.Request) -> web.StreamResponse:
     """POST /index/NAME/: the legacy upload API. Refusals are a 4xx and one line."""
+    response = await _upload(request)
+    return refusal(response) if response.status >= 400 else response
+
+
+async def _upload(request: web.Request) -> web.Response:
     found = _hosted(request)
     if isinstance(found, web.Response):
         return found
