@@ -294,7 +294,12 @@ class _SpanSender:
         self._transport = request.transport
         # Not closed here: the reader fd belongs to _stream.
         self._file = os.fdopen(reader, "rb", buffering=0, closefd=False)
-        self._sendfile = self._transport is not None
+        # asyncio has no native sendfile for TLS and, with fallback=False, raises a plain
+        # RuntimeError rather than SendfileNotAvailableError (base_events.sendfile): an
+        # HTTPS miss broke off every transfer (tests/test_tls.py).
+        self._sendfile = (
+            self._transport is not None and self._transport.get_extra_info("sslcontext") is None
+        )
 
     async def send(self, offset: int, length: int) -> None:
         if self._sendfile and self._transport is not None:
