@@ -340,3 +340,15 @@ def test_user_add_writes_htpasswd_bcrypt(tmp_path: Path, monkeypatch: pytest.Mon
     assert not users_module.check_password(hashed.encode(), "pw-one")
     assert path.stat().st_mode & 0o077 == 0
     assert "pw-two" not in json.dumps(lines)
+
+
+async def test_an_upload_to_one_worker_is_seen_by_the_next_request_to_another(
+    make_proxy: ProxyFactory, users_file: Path, team: TeamDists, fake: FakeIndex
+) -> None:
+    a = await make_proxy(workers=2, hosted=("team",), users_file=users_file)
+    b = await make_proxy(workers=2, hosted=("team",), users_file=users_file)
+    assert (await b.get("/simple/teampkg/")).status == 404  # b has read its snapshot
+    assert (await upload(a, "team", team.wheel))[0] == 200
+    resp = await b.get("/simple/teampkg/")  # at once: no wait for a periodic reload
+    assert resp.status == 200
+    assert resp.headers["X-Cache"] == "HOSTED"

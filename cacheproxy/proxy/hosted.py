@@ -8,8 +8,9 @@ never from upstream (a public project of the same name is shadowed, so nobody ca
 over a private name by publishing it publicly: "dependency confusion").
 
 All records are kept in memory as one snapshot, reloaded when another process (a worker,
-``cacheproxy hosted yank``) changed them: checked at most every SNAPSHOT_SECONDS, so a
-change made elsewhere shows within that time; one made here shows at once.
+``cacheproxy hosted yank``) changed them: every change replaces a marker file, which each
+page request stats (no thread hop), so an upload to one worker is seen by the next
+request to any worker; the record count is also read every SNAPSHOT_SECONDS.
 """
 
 import asyncio
@@ -165,6 +166,7 @@ class Hosted:
         self._generation = -1
         self._snapshot: Snapshot = {}
         self._checked_at = -SNAPSHOT_SECONDS
+        self._mark: tuple[int, int] | None = None
         self._loading: asyncio.Task[None] | None = None
         self._rendered: dict[tuple[str, str, str], tuple[object, Rendered]] = {}
 
@@ -181,13 +183,16 @@ class Hosted:
     # -- the snapshot ---------------------------------------------------------------------
 
     def _load_sync(self) -> None:
+        mark = self._store.change_mark()  # first: a change after this is seen next time
         generation = self._store.generation()
         if generation != self._generation:
             self._generation, self._snapshot = self._store.load_all()
+        self._mark = mark
         self._checked_at = time.monotonic()
 
     async def _fresh(self) -> Snapshot:
-        if time.monotonic() - self._checked_at >= SNAPSHOT_SECONDS:
+        stale = time.monotonic() - self._checked_at >= SNAPSHOT_SECONDS
+        if stale or self._store.change_mark() != self._mark:
             if self._loading is None:
                 self._loading = asyncio.create_task(asyncio.to_thread(self._load_sync))
                 self._loading.add_done_callback(lambda _t: setattr(self, "_loading", None))

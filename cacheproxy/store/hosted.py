@@ -4,6 +4,7 @@ Layout under the cache directory::
 
     hosted/records/            diskcache: one record per (index, project): filename -> file
     hosted/files/ab/<sha256>   uploaded files and the METADATA taken from wheels, by sha256
+    hosted/changed             replaced at every change: one stat tells a process to reload
     tmp/upload-*               uploads being received (removed at start-up with all of tmp/)
 
 Kept apart from the proxied ``files/``: eviction (evict.py) and repair (repair.py) walk
@@ -72,6 +73,7 @@ class HostedStore:
         self._records = records
         self._files = root / "hosted" / "files"
         self._tmp = root / "tmp"
+        self._marker = root / "hosted" / "changed"
 
     @classmethod
     def open_sync(cls, root: Path) -> "HostedStore":
@@ -100,6 +102,25 @@ class HostedStore:
         """A number that changes whenever any record changes (in any process)."""
         value = self._records.get(_GENERATION, 0)
         return value if isinstance(value, int) else 0
+
+    def change_mark(self) -> tuple[int, int] | None:
+        """Cheap enough for every page request (one stat, no thread): it differs after any
+        change by any process. Each change replaces the marker (a new inode and mtime)."""
+        try:
+            st = os.stat(self._marker)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _changed(self) -> None:
+        """Count a change and replace the marker (inside the change's transaction)."""
+        generation = self._records.incr(_GENERATION, default=0)
+        fd, tmp = self.new_upload()
+        try:
+            write_all(fd, str(generation).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._marker)
 
     def load_all(self) -> tuple[int, Snapshot]:
         """Every record, and the generation they are from."""
@@ -157,7 +178,7 @@ class HostedStore:
                 if metadata is not None and record.metadata_sha256 is not None:
                     self._put_bytes(record.metadata_sha256, metadata)
                 self._records.set(key, {**files, record.filename: asdict(record)})
-                self._records.incr(_GENERATION, default=0)
+                self._changed()
             return True
         finally:
             tmp.unlink(missing_ok=True)
@@ -194,7 +215,7 @@ class HostedStore:
                 raise NoSuchFile(filename)
             record = replace(HostedFile.from_dict(files[filename]), yanked=yanked)
             self._records.set(key, {**files, filename: asdict(record)})
-            self._records.incr(_GENERATION, default=0)
+            self._changed()
         return record
 
     def delete(self, index: str, project: str, filename: str) -> HostedFile:
@@ -213,7 +234,7 @@ class HostedStore:
                 self._records.set(key, files)
             else:
                 self._records.delete(key)
-            self._records.incr(_GENERATION, default=0)
+            self._changed()
             _generation, everything = self.load_all()
             used = {
                 sha
