@@ -82,6 +82,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> None:
         metavar="IP",
         help="the gateway IP to map the alias to (implies --reach gateway-ip)",
     )
+    reach.add_argument(
+        "--auth-secret",
+        metavar="ID",
+        help="the proxy needs a user (--auth-reads): read a netrc file from the BuildKit "
+        "secret ID (docker build --secret id=ID,src=FILE); never in the image or its history",
+    )
     user = p.add_argument_group("builds that run as a non-root USER")
     user.add_argument("--uid", type=int, help="the user's uid: owns the cache mount")
     user.add_argument("--gid", type=int, help="its gid (default: the uid)")
@@ -124,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             packages=tuple(args.packages),
             ident=_identity(args),
             sharing=args.sharing,
+            secret=args.auth_secret,
         )
         text = render_snippet(step, target)
         writer = _dir_writer(Path(args.out)) if args.out else _stdout_writer
@@ -147,6 +154,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--proxy-url names the proxy itself: drop --reach/--gateway-ip")
     if args.gateway_ip is not None and args.reach not in ("auto", Reach.GATEWAY_IP):
         raise ConfigError(f"--gateway-ip goes with --reach gateway-ip, not --reach {args.reach}")
+    if args.auth_secret is not None and args.rewrite is not None:
+        raise ConfigError("--auth-secret goes with generated lines, not --rewrite")
     if args.write and args.rewrite is None:
         raise ConfigError("--write goes with --rewrite PATH")
     if args.rewrite is not None and (args.packages or args.requirements or args.tool or args.out):

@@ -295,6 +295,9 @@ class Step:
     packages: tuple[str, ...] = ()
     ident: Identity = Identity()
     sharing: str | None = None
+    # An index that needs a user (cacheproxy serve --auth-reads): the BuildKit secret id
+    # of a netrc file with its credentials (see secret_mount).
+    secret: str | None = None
 
 
 class _Template(Template):
@@ -330,8 +333,15 @@ def render_snippet(step: Step, target: Target) -> str:
         raise ConfigError("give -r FILE or packages, not both")
     if step.requirements is not None:
         _check_context_path(step.requirements)
+    values = _values(step, target)
+    if step.secret is not None:
+        _add_secret(values, step, target)
+    return _template(f"{step.tool}.Dockerfile").substitute(values)
+
+
+def _values(step: Step, target: Target) -> dict[str, str]:
     ident = step.ident
-    values = {
+    return {
         "reach": _render_reach(target),
         "pip_mount": cache_mount("pip", ident, step.sharing),
         "uv_mount": cache_mount("uv", ident, step.sharing),
@@ -344,7 +354,50 @@ def render_snippet(step: Step, target: Target) -> str:
         "args": _install_args(step),
         "index_url": target.index_url,
     }
-    return _template(f"{step.tool}.Dockerfile").substitute(values)
+
+
+# -- an index that needs a user: a secret mount -------------------------------------------
+
+# A BuildKit secret id: what `docker build --secret id=...` accepts.
+_SECRET_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def secret_mount(secret_id: str, ident: Identity) -> str:
+    """The ``--mount=...`` value of the netrc secret: under /run/secrets/, only for this
+    step, never in a layer or in ``docker history`` (BuildKit secret mounts). Owned by the
+    step's user, since the default (root, 0400) is unreadable to any other uid."""
+    parts = ["type=secret", f"id={secret_id}", "required=true"]
+    if not ident.root:
+        parts += [f"uid={ident.uid}", f"gid={ident.uid if ident.gid is None else ident.gid}"]
+    return ",".join(parts)
+
+
+def _add_secret(values: dict[str, str], step: Step, target: Target) -> None:
+    """Give the install step the credentials of ``step.secret`` (a netrc file).
+
+    pip and poetry's export (requests: utils.get_netrc_auth) and uv read the file named by
+    NETRC; the variable holds a path, not a secret, so it may be in the RUN text.
+
+    Raises:
+        ConfigError: a bad id, or a tool that does not read netrc.
+    """
+    secret_id = step.secret or ""
+    if not secret_id or not set(secret_id) <= _SECRET_ID_CHARS:
+        raise ConfigError(f"a secret id is letters, digits, '.', '_' or '-', not {secret_id!r}")
+    if step.tool is Tool.PDM:
+        raise ConfigError("--auth-secret works with pip, uv and poetry (pdm does not read netrc)")
+    netrc = f"NETRC=/run/secrets/{secret_id}"
+    mount = secret_mount(secret_id, step.ident)
+    for kind in ("pip", "uv"):
+        values[f"{kind}_mount"] += f" --mount={mount}"
+        values[f"{kind}_env"] = f"{netrc} {values[f'{kind}_env']}"
+    host = target.host
+    values["reach"] += (
+        f"# The index needs a user: the credentials come from the BuildKit secret {secret_id!r},\n"
+        f"# a netrc file, mounted for this step only (never in a layer or `docker history`):\n"
+        f"#   ~/.cacheproxy-netrc (chmod 600): machine {host} login USER password PASSWORD\n"
+        f"#   docker build --secret id={secret_id},src=$HOME/.cacheproxy-netrc ...\n"
+    )
 
 
 def _check_context_path(path: str) -> None:
