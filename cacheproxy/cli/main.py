@@ -215,6 +215,7 @@ def serve(settings: Settings) -> int:
             if index is settings.indexes[0]
             else "no project (no route names it)",
         )
+    team_cli.warn_plain_passwords(settings)
     if settings.workers > 1:
         return run_workers(settings, socks, lambda sock: _run(settings, sock, max_connections))
     _run(settings, socks[0], max_connections)

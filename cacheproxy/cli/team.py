@@ -24,6 +24,7 @@ from cacheproxy.errors import ConfigError
 from cacheproxy.proxy.hosted import Hosted, NoSuchFile
 from cacheproxy.proxy.users import write_user
 from cacheproxy.settings import DEFAULT_MAX_UPLOAD, Settings, build_settings
+from cacheproxy.urls import is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,16 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--tls-key", metavar="PEM", help="the certificate's private key [CACHEPROXY_TLS_KEY]"
     )
+
+
+def warn_plain_passwords(settings: Settings) -> None:
+    """Basic credentials over plain HTTP off loopback can be read by anyone on the path."""
+    plain = settings.users_file is not None and settings.tls_cert is None
+    if plain and not is_loopback_host(settings.host):
+        logger.warning(
+            "--users without --tls-cert on %s: passwords cross the network in the clear",
+            settings.host,
+        )
 
 
 # -- TLS ------------------------------------------------------------------------------------

@@ -377,20 +377,17 @@ def test_version_comes_from_our_distribution() -> None:
 
 # Option and setting names that would mean a limitation was lifted: then the README's
 # "Limitations" section must change with it.
-_LIFTED = re.compile(
-    r"tls|ssl|cert|auth|password|user|upstreams|extra.index|"
-    r"upload|allow|deny|block|replica|redis|s3",
-    re.I,
-)
+_LIFTED = re.compile(r"upstreams|extra.index|allow|deny|block|replica|redis|s3|group", re.I)
 
 
 def test_readme_limitations_hold(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.partition("\n## Limitations\n")[2].partition("\n## ")[0]
-    for claim in ("never merged", "Read-only", "No TLS", "One host per cache", "allow/deny"):
+    claims = ("never merged", "legacy upload API only", "One flat list of users")
+    for claim in (*claims, "One host per cache", "allow/deny"):
         assert claim in section
-    # One upstream, no TLS, auth or allow/deny settings (the release-age gate's
-    # --min-age-unknown allow|deny is about upload times, not a list of projects).
+    # One upstream, no allow/deny settings (the release-age gate's --min-age-unknown
+    # allow|deny is about upload times, not a list of projects), no tokens or groups.
     assert "upstream" in {f.name for f in fields(Settings)}
     assert not [f.name for f in fields(Settings) if _LIFTED.search(f.name)]
     parser = build_parser()
@@ -398,11 +395,13 @@ def test_readme_limitations_hold(tmp_path: Path) -> None:
     options = [o for a in sub.choices["serve"]._actions for o in a.option_strings]
     assert "--upstream" in options
     assert not [o for o in options if _LIFTED.search(o)]
-    # Read-only: nothing but GET/HEAD outside /-/admin/; the simple API and PyPI's JSON API.
+    # Nothing but GET/HEAD outside /-/admin/ and the legacy upload endpoint; the simple API
+    # and PyPI's JSON API.
     app = create_app(Settings(cache_dir=tmp_path, upstream=URL("http://127.0.0.1:1/simple/")))
     routes = [(r.method, r.resource.canonical) for r in app.router.routes() if r.resource]
     assert routes
-    assert all(m in ("GET", "HEAD") or path.startswith("/-/admin/") for m, path in routes)
+    writes = {path for m, path in routes if m not in ("GET", "HEAD")}
+    assert {p for p in writes if not p.startswith("/-/admin/")} == {"/index/{index}/"}
     assert {path for _, path in routes if path.startswith("/pypi")} == {
         "/pypi/{project}/json",
         "/pypi/{project}/{version}/json",
