@@ -17,7 +17,10 @@ from fakeindex import FakeIndex
 from hostedutil import PASSWORD, Client, basic, upload, write_users
 
 from cacheproxy.cli.main import main
+from cacheproxy.errors import ConfigError
 from cacheproxy.proxy import users as users_module
+from cacheproxy.settings import build_settings
+from cacheproxy.web.keys import settings_key
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -352,3 +355,60 @@ async def test_an_upload_to_one_worker_is_seen_by_the_next_request_to_another(
     resp = await b.get("/simple/teampkg/")  # at once: no wait for a periodic reload
     assert resp.status == 200
     assert resp.headers["X-Cache"] == "HOSTED"
+
+
+async def test_admin_route_yanks_and_deletes(
+    make_proxy: ProxyFactory, users_file: Path, team: TeamDists, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "t" * 20
+    client = await make_proxy(hosted=("team",), users_file=users_file, admin_token=token)
+    assert (await upload(client, "team", team.wheel))[0] == 200
+    caplog.set_level(logging.INFO, logger="cacheproxy.audit")
+    path = f"/-/admin/hosted/team/yank/{team.wheel.name}?reason=bad"
+    assert (await client.post(path)).status == 401
+    admin = {"Authorization": f"Bearer {token}"}
+    assert (await client.post(path, headers=admin)).status == 200
+    html = await (await client.get("/simple/teampkg/")).text()
+    assert 'data-yanked="bad"' in html
+    gone = f"/-/admin/hosted/team/delete/{team.wheel.name}"
+    assert (await client.post(gone, headers=admin)).status == 200
+    assert (await client.post(gone, headers=admin)).status == 404
+    assert (await client.get("/index/team/simple/teampkg/")).status == 404
+    assert stored_files(cache_dir=client.app[settings_key].cache_dir) == []
+    audit = [r.getMessage() for r in caplog.records if r.name == "cacheproxy.audit"]
+    assert any("admin token from 127.0.0.1" in m and "deleted" in m for m in audit)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "hosted", "uploaders"),
+    [
+        ({"hosted": ["team", "ops=bob,carol"]}, {}, ("team", "ops"), {"ops": ("bob", "carol")}),
+        ({}, {"CACHEPROXY_HOSTED": "team ops=bob"}, ("team", "ops"), {"ops": ("bob",)}),
+    ],
+)
+def test_hosted_settings(
+    flags: dict[str, object],
+    environ: dict[str, str],
+    hosted: tuple[str, ...],
+    uploaders: dict[str, tuple[str, ...]],
+    tmp_path: Path,
+) -> None:
+    base = {"cache_dir": str(tmp_path), "upstream": "http://127.0.0.1:1/simple/"}
+    settings = build_settings({**base, **flags}, environ)
+    assert settings.hosted == hosted
+    assert settings.uploaders == uploaders
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"hosted": ["Team"]}, "hosted index name"),
+        ({"hosted": ["team", "team"]}, "named twice"),
+        ({"auth_reads": True}, "--auth-reads needs --users"),
+        ({"tls_cert": "c.pem"}, "go together"),
+    ],
+)
+def test_bad_team_settings(flags: dict[str, object], message: str, tmp_path: Path) -> None:
+    base = {"cache_dir": str(tmp_path), "upstream": "http://127.0.0.1:1/simple/"}
+    with pytest.raises(ConfigError, match=message):
+        build_settings({**base, **flags}, {})

@@ -11,6 +11,7 @@ URLs, for a hosted index NAME::
 :func:`hosted_project_response` first), with links to the same file URLs.
 """
 
+import hmac
 import logging
 import os
 from collections.abc import Mapping
@@ -20,11 +21,11 @@ from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 from packaging.utils import canonicalize_name
 
-from cacheproxy.proxy.hosted import Hosted, Rendered, Upload, UploadRefused
+from cacheproxy.proxy.hosted import Hosted, NoSuchFile, Rendered, Upload, UploadRefused
 from cacheproxy.proxy.uploads import MAX_FIELD_BYTES, MAX_FIELDS_BYTES
 from cacheproxy.simple.layout import METADATA_SUFFIX
 from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
-from cacheproxy.web.auth import authenticate
+from cacheproxy.web.auth import authenticate, client_address
 from cacheproxy.web.keys import proxy_key, settings_key
 from cacheproxy.web.ranges import RangeNotSatisfiable, if_range_matches, parse_range
 from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error
@@ -260,6 +261,38 @@ async def _read_field(part: BodyPartReader, used: int) -> bytes:
     return b"".join(chunks)
 
 
+# -- yank, unyank, delete over HTTP (the admin token) ---------------------------------------
+
+
+async def admin_hosted(request: web.Request) -> web.Response:
+    """POST /-/admin/hosted/<index>/<yank|unyank|delete>/<file>[?reason=...]: as the
+    ``cacheproxy hosted`` commands, with the admin token; audited in the log."""
+    token = request.app[settings_key].admin_token
+    if token is None:
+        return text_error(404, "admin endpoints are off (set CACHEPROXY_ADMIN_TOKEN)")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return text_error(401, "admin token required", {"WWW-Authenticate": "Bearer"})
+    found = _hosted(request)
+    if isinstance(found, web.Response):
+        return found
+    hosted, index = found
+    action, filename = request.match_info["action"], request.match_info["filename"]
+    actor = f"admin token from {client_address(request)}"
+    try:
+        if action == "delete":
+            await hosted.delete(index, filename, actor)
+        elif action in ("yank", "unyank"):
+            reason = request.query.get("reason", "")
+            yanked: bool | str = False if action == "unyank" else (reason or True)
+            await hosted.set_yanked(index, filename, yanked, actor)
+        else:
+            return text_error(404, f"no such action {action[:50]!r}: yank, unyank or delete")
+    except NoSuchFile:
+        return text_error(404, f"no such file on index {index}: {filename[:200]}")
+    return web.json_response({"index": index, "file": filename, "done": action})
+
+
 def _either(hosted: Handler, upstream: Handler) -> Handler:
     """A view under /index/NAME/ that hosted and upstream indexes both have: NAME is one
     or the other, never both (settings.py refuses it)."""
@@ -277,6 +310,7 @@ def setup_hosted_routes(
 ) -> None:
     """The hosted indexes' routes. ``index_views``: the upstream indexes' views of the
     same paths (index_handlers.INDEX_VIEWS), for a NAME that is not hosted."""
+    app.router.add_post("/-/admin/hosted/{index}/{action}/{filename}", admin_hosted)
     app.router.add_post("/index/{index}/", upload)
     app.router.add_get("/index/{index}/files/{filename}", hosted_file)
     views = index_views or {}

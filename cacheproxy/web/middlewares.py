@@ -37,6 +37,8 @@ def _route(path: str) -> str:
         return "list"
     if path.startswith("/simple/"):
         return "page"
+    if path.startswith("/index/"):  # hosted indexes (web/hosted_handlers.py)
+        return "hosted"
     if path.startswith("/-/"):
         return "ops"
     return "other"
