@@ -412,3 +412,57 @@ def test_bad_team_settings(flags: dict[str, object], message: str, tmp_path: Pat
     base = {"cache_dir": str(tmp_path), "upstream": "http://127.0.0.1:1/simple/"}
     with pytest.raises(ConfigError, match=message):
         build_settings({**base, **flags}, {})
+
+
+async def test_an_upload_cut_off_midway_stores_nothing(
+    hosted: Client, team: TeamDists, cache_dir: Path
+) -> None:
+    big = build_wheel(cache_dir.parent / "cut", "teampkg", "3.0", pad_bytes=2 * 1024 * 1024)
+    data = big.read_bytes()
+    boundary = "cutcutcut"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+        f'filename="{big.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    auth = basic("alice")["Authorization"]
+    assert hosted.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", hosted.server.port)
+    writer.write(
+        (
+            f"POST /index/team/ HTTP/1.1\r\nHost: proxy\r\nAuthorization: {auth}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(head) + len(data) + 100}\r\n\r\n"
+        ).encode()
+        + head
+        + data[: len(data) // 2]
+    )
+    await writer.drain()
+    for _ in range(100):  # the proxy is receiving into its temporary
+        if temporaries(cache_dir):
+            break
+        await asyncio.sleep(0.02)
+    assert temporaries(cache_dir)
+    writer.close()  # the client goes away mid-file
+    for _ in range(100):
+        if not temporaries(cache_dir):
+            break
+        await asyncio.sleep(0.02)
+    assert temporaries(cache_dir) == []
+    assert stored_files(cache_dir) == []
+    del reader
+
+
+async def test_two_workers_racing_one_filename_store_one(
+    make_proxy: ProxyFactory, users_file: Path, team: TeamDists, cache_dir: Path
+) -> None:
+    a = await make_proxy(workers=2, hosted=("team",), users_file=users_file)
+    b = await make_proxy(workers=2, hosted=("team",), users_file=users_file)
+    results = await asyncio.gather(upload(a, "team", team.wheel), upload(b, "team", team.other))
+    assert sorted(status for status, _ in results) == [200, 400]
+    page = await (await b.get("/index/team/simple/teampkg/", headers=JSON)).json(content_type=None)
+    winner = team.wheel if results[0][0] == 200 else team.other
+    assert [f["hashes"]["sha256"] for f in page["files"]] == [
+        hashlib.sha256(winner.read_bytes()).hexdigest()
+    ]
+    assert temporaries(cache_dir) == []

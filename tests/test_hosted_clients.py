@@ -121,3 +121,23 @@ async def test_pip_gets_the_hosted_project_not_the_public_one(
     assert installed(target) == {"alpha"}  # upstream's alpha 1.0 would pull in beta
     assert (target / "alpha" / "__init__.py").read_text().strip() == '__version__ = "0.5"'
     assert [r for r in fake.requests if "alpha" in r.path] == []
+
+
+async def test_auth_reads_pip_and_uv_with_credentials_in_the_url(
+    aiohttp_server: AiohttpServer, fake: FakeIndex, cache_dir: Path, tmp_path: Path
+) -> None:
+    users = write_users(tmp_path / "users", "alice")
+    settings = make_settings(cache_dir, fake.index_url, users_file=users, auth_reads=True)
+    server = await aiohttp_server(create_app(settings))
+    plain = str(server.make_url("/simple/"))
+    out = await run(pip_cmd(plain, tmp_path / "none", "gamma"), tmp_path, ok=False)
+    assert "No matching distribution found for gamma" in out  # pip saw a 401 (non-interactive)
+    with_user = plain.replace("://", f"://alice:{PASSWORD}@")
+    await run(pip_cmd(with_user, tmp_path / "pip", "alpha"), tmp_path)
+    assert installed(tmp_path / "pip") == {"alpha", "beta"}
+    cmd = [
+        uv_binary(), "pip", "install", "--no-cache", "--index-url", with_user,
+        "--python", sys.executable, "--target", str(tmp_path / "uv"), "gamma",
+    ]  # fmt: skip
+    await run(cmd, tmp_path)
+    assert installed(tmp_path / "uv") == {"gamma"}
