@@ -466,3 +466,24 @@ async def test_two_workers_racing_one_filename_store_one(
         hashlib.sha256(winner.read_bytes()).hexdigest()
     ]
     assert temporaries(cache_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--users", "{tmp}/missing"], "cannot read users file"),
+        (["--users", "{tmp}/bad"], "not name:<bcrypt hash>"),
+        (["--tls-cert", "{tmp}/bad", "--tls-key", "{tmp}/bad"], "cannot load TLS certificate"),
+    ],
+)
+def test_serve_refuses_a_bad_users_file_or_certificate(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad").write_text("alice:plaintext\n")
+    argv = ["serve", "--cache-dir", str(tmp_path / "cache"), "--port", "1"]
+    argv += ["--upstream", "http://127.0.0.1:9/simple/"]
+    argv += [a.format(tmp=tmp_path) for a in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1

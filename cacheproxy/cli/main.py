@@ -176,9 +176,9 @@ def serve(settings: Settings) -> int:
             prepare_cache(settings)  # clean and check once, before any worker runs
         else:
             Storage.open_sync(settings.cache_dir, clean=False).close_sync()  # usable?
-        team_cli.ssl_context(settings)  # a bad certificate stops start-up here, once
+        team_cli.check_startup(settings)  # a bad certificate or users file: here, once
         socks = bind(settings.host, settings.port, settings.workers)
-    except ConfigError as e:  # an unusable cache directory or certificate
+    except ConfigError as e:  # an unusable cache directory, certificate or users file
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return exitcodes.USAGE
     except InstanceBusy as e:

@@ -22,7 +22,7 @@ from cacheproxy.cli import exitcodes
 from cacheproxy.cli.log import configure_logging
 from cacheproxy.errors import ConfigError
 from cacheproxy.proxy.hosted import Hosted, NoSuchFile
-from cacheproxy.proxy.users import write_user
+from cacheproxy.proxy.users import Users, write_user
 from cacheproxy.settings import DEFAULT_MAX_UPLOAD, Settings, build_settings
 from cacheproxy.urls import is_loopback_host
 
@@ -65,6 +65,18 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--tls-key", metavar="PEM", help="the certificate's private key [CACHEPROXY_TLS_KEY]"
     )
+
+
+def check_startup(settings: Settings) -> None:
+    """Load the certificate and the users file once before serving, so a bad one is one
+    line and exit 2 rather than a failure inside every worker.
+
+    Raises:
+        ConfigError: either cannot be loaded.
+    """
+    ssl_context(settings)
+    if settings.users_file is not None:
+        Users(settings.users_file)
 
 
 def warn_plain_passwords(settings: Settings) -> None:
