@@ -99,7 +99,12 @@ async def test_uv_publish_then_uv_installs(team_server: TestServer, tmp_path: Pa
     dists = tmp_path / "dists"
     wheel = build_wheel(dists, "uvpkg", "2.0", requires=["gamma"])
     sdist = build_sdist(dists, "uvpkg", "2.0")
-    await run(uv_publish(str(team_server.make_url("/index/team/")), wheel, sdist), tmp_path)
+    publish = uv_publish(str(team_server.make_url("/index/team/")), wheel, sdist)
+    await run(publish, tmp_path)
+    # uv's --check-url reads the hosted index's own simple page to skip what is there.
+    check = ["--check-url", str(team_server.make_url("/index/team/simple/"))]
+    out = await run([*publish, *check], tmp_path)
+    assert "already exists" in out.lower() or "skipping" in out.lower(), out
     target = tmp_path / "target"
     cmd: list[Any] = [
         uv_binary(), "pip", "install", "--no-cache", "--index-url",
