@@ -487,3 +487,22 @@ def test_serve_refuses_a_bad_users_file_or_certificate(
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1
+
+
+async def test_a_burst_with_new_credentials_costs_one_bcrypt_check(
+    make_proxy: ProxyFactory, users_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[str] = []
+    real = users_module.check_password
+
+    def counting(hashed: bytes, password: str) -> bool:
+        checks.append(password)
+        return real(hashed, password)
+
+    monkeypatch.setattr(users_module, "check_password", counting)
+    client = await make_proxy(users_file=users_file, auth_reads=True)
+    statuses = await asyncio.gather(
+        *(client.get("/-/stats", headers=basic("alice")) for _ in range(20))
+    )
+    assert {r.status for r in statuses} == {200}
+    assert checks == [PASSWORD]

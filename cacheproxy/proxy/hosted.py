@@ -10,7 +10,8 @@ over a private name by publishing it publicly: "dependency confusion").
 All records are kept in memory as one snapshot, reloaded when another process (a worker,
 ``cacheproxy hosted yank``) changed them: every change replaces a marker file, which each
 page request stats (no thread hop), so an upload to one worker is seen by the next
-request to any worker; the record count is also read every SNAPSHOT_SECONDS.
+request to any worker; the change counter in the records is also read every
+SNAPSHOT_SECONDS, in case a marker was missed.
 """
 
 import asyncio
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 audit = logging.getLogger("cacheproxy.audit")
 
 SNAPSHOT_SECONDS = 1.0
-FILES_PATH = "files/"  # under /index/<name>/
 # Received bytes are written in batches of this size, in a thread (off the event loop).
 _WRITE_BATCH = 1024 * 1024
 

@@ -119,6 +119,7 @@ class Users:
         self._key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, float] = OrderedDict()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}
         self._load()
 
     def _load(self) -> None:
@@ -187,7 +188,14 @@ class Users:
         expiry = self._verified.get(mac)
         if expiry is not None and now < expiry:
             return True
-        if await asyncio.to_thread(check_password, hashed, password):
+        # One bcrypt check per pair at a time: uv opens dozens of connections at once, all
+        # with the same new credentials, and each check is a fraction of a CPU second.
+        check = self._checking.get(mac)
+        if check is None:
+            check = asyncio.ensure_future(asyncio.to_thread(check_password, hashed, password))
+            self._checking[mac] = check
+            check.add_done_callback(lambda _f: self._checking.pop(mac, None))
+        if await asyncio.shield(check):
             self._verified[mac] = now + REMEMBER_SECONDS
             self._verified.move_to_end(mac)
             while len(self._verified) > REMEMBER_ENTRIES:
