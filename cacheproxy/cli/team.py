@@ -24,6 +24,7 @@ from cacheproxy.errors import ConfigError
 from cacheproxy.proxy.hosted import Hosted, NoSuchFile
 from cacheproxy.proxy.users import Users, write_user
 from cacheproxy.settings import DEFAULT_MAX_UPLOAD, Settings, build_settings
+from cacheproxy.store.hosted import HostedStore
 from cacheproxy.urls import is_loopback_host
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,8 @@ def run_hosted(args: argparse.Namespace) -> int:
         settings = build_settings({"cache_dir": args.cache_dir}, os.environ)
         if not settings.cache_dir.is_dir():
             raise ConfigError(f"no cache directory at {settings.cache_dir}")
-        hosted = Hosted.open_sync(settings.cache_dir, (args.index,), settings.max_upload_size)
+        store = HostedStore.open_sync(settings.cache_dir)
+        hosted = Hosted.load_sync(store, (args.index,), settings.max_upload_size)
     except ConfigError as e:
         print(f"cacheproxy: error: {e}", file=sys.stderr)
         return exitcodes.USAGE

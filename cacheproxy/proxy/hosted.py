@@ -171,8 +171,9 @@ class Hosted:
         self._rendered: dict[tuple[str, str, str], tuple[object, Rendered]] = {}
 
     @classmethod
-    def open_sync(cls, root: Path, names: tuple[str, ...], max_upload: int) -> "Hosted":
-        store = HostedStore.open_sync(root)
+    def load_sync(cls, store: HostedStore, names: tuple[str, ...], max_upload: int) -> "Hosted":
+        """The service over an open store (opened by service.py or the command line),
+        with its records read."""
         hosted = cls(store, names, max_upload)
         hosted._load_sync()
         return hosted

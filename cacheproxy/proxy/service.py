@@ -23,6 +23,7 @@ from cacheproxy.proxy.users import Users
 from cacheproxy.settings import Settings
 from cacheproxy.simple.gate import Gate
 from cacheproxy.store.evict import evict
+from cacheproxy.store.hosted import HostedStore
 from cacheproxy.store.local import Storage
 from cacheproxy.store.pins import Pins
 from cacheproxy.store.repair import log_repair
@@ -161,7 +162,8 @@ class Proxy:
 
 def _open_team(settings: Settings) -> tuple[Hosted, Users | None]:
     """The hosted indexes and the users file (ConfigError when either is unusable)."""
-    hosted = Hosted.open_sync(settings.cache_dir, settings.hosted, settings.max_upload_size)
+    store = HostedStore.open_sync(settings.cache_dir)
+    hosted = Hosted.load_sync(store, settings.hosted, settings.max_upload_size)
     try:
         users = Users(settings.users_file) if settings.users_file is not None else None
     except BaseException:
