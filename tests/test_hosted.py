@@ -314,11 +314,18 @@ async def test_yank_unyank_delete(
     await _reload(hosted)
     assert list(await files()) == [team.wheel.name]
     assert (await hosted.get(f"/index/team/files/{team.newer.name}")).status == 404
+    # The name stays used: only the same bytes may come back under it (clients cache files).
+    other = build_wheel(cache_dir.parent / "other-newer", "teampkg", "1.1", pad_bytes=5)
+    status, text = await upload(hosted, "team", other)
+    assert status == 400
+    assert "already been used" in text
     assert await asyncio.to_thread(main, ["hosted", "delete", "team", team.newer.name, *argv]) == 1
     audit = [r.getMessage() for r in caplog.records if r.name == "cacheproxy.audit"]
     assert any("yanked" in m and team.newer.name in m for m in audit)
     assert any("deleted" in m and team.newer.name in m for m in audit)
     assert len(stored_files(cache_dir)) == 2  # the 1.0 wheel and its METADATA
+    assert (await upload(hosted, "team", team.newer))[0] == 200  # the same bytes: back
+    assert len(stored_files(cache_dir)) == 4
 
 
 async def _reload(client: Client) -> None:

@@ -33,7 +33,14 @@ from cacheproxy.simple.layout import project_of
 from cacheproxy.simple.models import DistFile, ProjectList, ProjectPage
 from cacheproxy.simple.render import render_html, render_json, render_list_html, render_list_json
 from cacheproxy.store.disk_writer import write_all
-from cacheproxy.store.hosted import FileExists, HostedFile, HostedStore, NoSuchFile, Snapshot
+from cacheproxy.store.hosted import (
+    FileExists,
+    HostedFile,
+    HostedStore,
+    NameUsed,
+    NoSuchFile,
+    Snapshot,
+)
 
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("cacheproxy.audit")
@@ -297,6 +304,12 @@ class Hosted:
             except FileExists:
                 raise UploadRefused(
                     400, f"File already exists: {received.filename} (with other contents)"
+                ) from None
+            except NameUsed:
+                raise UploadRefused(
+                    400,
+                    f"This filename has already been used: {received.filename} was deleted "
+                    "and may come back only with the same contents; use a new version",
                 ) from None
         finally:
             received.path.unlink(missing_ok=True)

@@ -61,6 +61,10 @@ class FileExists(Exception):
     """The index already has a file of that name with other bytes."""
 
 
+class NameUsed(Exception):
+    """A deleted file had this name: it may come back only with the same bytes."""
+
+
 class NoSuchFile(Exception):
     """The index has no file of that name."""
 
@@ -159,6 +163,7 @@ class HostedStore:
 
         Raises:
             FileExists: ``index`` has a file of that name with other bytes.
+            NameUsed: a deleted file had that name and other bytes.
         """
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -174,6 +179,11 @@ class HostedStore:
                     if old["sha256"] != record.sha256:
                         raise FileExists(record.filename)
                     return False
+                # A file never changes at its URL (clients cache it for a year): a deleted
+                # name may only come back with the bytes it had, as on PyPI.
+                was = self._records.get(("deleted", index, record.filename))
+                if was is not None and was != record.sha256:
+                    raise NameUsed(record.filename)
                 self._put_blob(record.sha256, tmp)
                 if metadata is not None and record.metadata_sha256 is not None:
                     self._put_bytes(record.metadata_sha256, metadata)
@@ -230,6 +240,7 @@ class HostedStore:
             if filename not in files:
                 raise NoSuchFile(filename)
             record = HostedFile.from_dict(files.pop(filename))
+            self._records.set(("deleted", index, filename), record.sha256)
             if files:
                 self._records.set(key, files)
             else:
