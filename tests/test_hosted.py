@@ -513,3 +513,16 @@ async def test_a_burst_with_new_credentials_costs_one_bcrypt_check(
     )
     assert {r.status for r in statuses} == {200}
     assert checks == [PASSWORD]
+
+
+async def test_json_api_of_a_hosted_name_is_not_upstreams(
+    hosted: Client, team: TeamDists, fake: FakeIndex
+) -> None:
+    assert (await hosted.get("/pypi/alpha/json")).status == 200  # upstream's, before
+    assert (await upload(hosted, "team", team.shadow))[0] == 200
+    fake.clear_log()
+    for path in ("/pypi/alpha/json", "/pypi/alpha/9.0/json"):
+        resp = await hosted.get(path)
+        assert resp.status == 404
+        assert "hosted index team" in await resp.text()
+    assert fake.requests == []

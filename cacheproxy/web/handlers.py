@@ -196,6 +196,11 @@ async def json_api(request: web.Request) -> web.StreamResponse:
     if name != raw:  # one URL (and one cache entry) per project, as for pages
         where = f"../{name}/json" if version is None else f"../../{name}/{version}/json"
         return _redirect(request, where)
+    hosted = request.app[proxy_key].hosted
+    if hosted.names and (index := await hosted.find(name)) is not None:
+        # Shadowed like its page (proxy/hosted.py): upstream's JSON for this name is never
+        # fetched, or a tool reading it would see the public project.
+        return text_error(404, f"{name} is on hosted index {index}, served by /simple/ only")
     # From the index the project is routed to, as its pages (cacheproxy/indexes.py).
     pages = request.app[proxy_key].indexes.for_project(name).pages
     key = pages.key(json_api_key(name, version))
