@@ -526,3 +526,15 @@ async def test_json_api_of_a_hosted_name_is_not_upstreams(
         assert resp.status == 404
         assert "hosted index team" in await resp.text()
     assert fake.requests == []
+
+
+async def test_the_first_hosted_index_with_the_project_serves_it(
+    hosted: Client, team: TeamDists
+) -> None:
+    # --hosted team --hosted ops: a project on both comes from team, as listed first.
+    assert (await upload(hosted, "ops", team.newer, user="bob"))[0] == 200
+    page = await (await hosted.get("/simple/teampkg/", headers=JSON)).json(content_type=None)
+    assert [f["url"] for f in page["files"]] == [f"../../index/ops/files/{team.newer.name}"]
+    assert (await upload(hosted, "team", team.wheel))[0] == 200
+    page = await (await hosted.get("/simple/teampkg/", headers=JSON)).json(content_type=None)
+    assert [f["url"] for f in page["files"]] == [f"../../index/team/files/{team.wheel.name}"]
