@@ -8,7 +8,10 @@ URLs, for a hosted index NAME::
     GET  /index/NAME/files/<filename>   a file, and ``<filename>.metadata`` (PEP 658)
 
 ``/simple/<project>/`` serves a hosted project too (handlers.project_page asks
-:func:`hosted_project_response` first), with links to the same file URLs.
+:func:`hosted_project_response` first, before any routing to an upstream index), with
+links to the same file URLs. Upstream indexes viewed alone would share ``/index/NAME/``:
+then a NAME is either hosted or upstream, never both, and these handlers pass a NAME that
+is not hosted on to that view instead of answering 404.
 """
 
 import hmac
