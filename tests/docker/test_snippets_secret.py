@@ -7,25 +7,42 @@ against a proxy with ``--auth-reads``.
 """
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from clients import installed
 from conftest import client_env, make_settings, uv_binary
 from fakeindex import FakeIndex
 from hostedutil import PASSWORD, write_users
 from pytest_aiohttp import AiohttpServer
-from test_clients import installed
-from test_snippets import TARGETS, _golden
 
 from cacheproxy.cli.main import main
-from cacheproxy.docker.snippets import Identity, Step, Tool, render_snippet
+from cacheproxy.docker.snippets import Identity, Reach, Step, Tool, make_target, render_snippet
 from cacheproxy.docker.syntax import escape_char, split_instructions
 from cacheproxy.errors import ConfigError
 from cacheproxy.web.app import create_app
 
 SECRET = "cacheproxy-netrc"
+# The golden files live beside test_snippets.py's, regenerated the same way.
+GOLDEN = Path(__file__).parent / "dockerfiles" / "snippets"
+UPDATE = bool(os.environ.get("CACHEPROXY_UPDATE_GOLDEN"))
+TARGETS = {
+    "gateway-ip": make_target(
+        Reach.GATEWAY_IP, gateway="172.17.0.1", gateway_note="from the local Docker engine"
+    ),
+    "url": make_target(Reach.URL, proxy_url="https://pypi-cache.example.com/simple/"),
+}
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with CACHEPROXY_UPDATE_GOLDEN=1"
+    assert text == path.read_text()
 
 
 @pytest.mark.parametrize("tool", [Tool.PIP, Tool.UV, Tool.POETRY])

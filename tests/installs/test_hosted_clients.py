@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from clients import installed, pip_cmd
 from conftest import client_env, make_settings, uv_binary
 from distbuild import build_sdist, build_wheel
 from fakeindex import FakeIndex
 from hostedutil import PASSWORD, write_users
 from pytest_aiohttp import AiohttpServer
-from test_clients import installed, pip_cmd
 
 from cacheproxy.web.app import create_app
 

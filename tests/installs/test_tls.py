@@ -12,12 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
+from clients import installed, pip_cmd
 from conftest import client_env
 from distbuild import build_wheel
 from fakeindex import FakeIndex
 from hostedutil import PASSWORD, write_users
-from test_cli import free_port
-from test_clients import installed, pip_cmd
+from processes import free_port
 
 pytestmark = pytest.mark.clients
 
