@@ -11,16 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ProxyFactory, temporaries
+from aiohttp import web
+from conftest import ProxyFactory, make_settings, temporaries
 from distbuild import build_sdist, build_wheel, wheel_metadata
 from fakeindex import FakeIndex
 from hostedutil import PASSWORD, Client, basic, upload, write_users
+from pytest_aiohttp import AiohttpClient
 
 from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError
 from cacheproxy.proxy import users as users_module
 from cacheproxy.settings import build_settings
+from cacheproxy.web.app import metrics_ctx, proxy_ctx
+from cacheproxy.web.hosted_handlers import setup_hosted_routes
 from cacheproxy.web.keys import settings_key
+from cacheproxy.web.middlewares import serve_middleware
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -538,3 +543,21 @@ async def test_the_first_hosted_index_with_the_project_serves_it(
     assert (await upload(hosted, "team", team.wheel))[0] == 200
     page = await (await hosted.get("/simple/teampkg/", headers=JSON)).json(content_type=None)
     assert [f["url"] for f in page["files"]] == [f"../../index/team/files/{team.wheel.name}"]
+
+
+async def test_index_views_hook_sends_a_name_that_is_not_hosted_on(
+    aiohttp_client: AiohttpClient, fake: FakeIndex, cache_dir: Path, users_file: Path
+) -> None:
+    """setup_hosted_routes(app, index_views): the hook several upstream indexes plug into."""
+
+    async def upstream_view(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=f"upstream {request.match_info['index']}\n")
+
+    settings = make_settings(cache_dir, fake.index_url, hosted=("team",), users_file=users_file)
+    app = web.Application(middlewares=[serve_middleware])
+    app[settings_key] = settings
+    app.cleanup_ctx.extend([metrics_ctx, proxy_ctx])
+    setup_hosted_routes(app, {"/index/{index}/simple/": upstream_view})
+    client = await aiohttp_client(app)
+    assert await (await client.get("/index/mirror/simple/")).text() == "upstream mirror\n"
+    assert (await client.get("/index/team/simple/")).headers["X-Cache"] == "HOSTED"
