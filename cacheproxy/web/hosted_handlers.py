@@ -9,9 +9,9 @@ URLs, for a hosted index NAME::
 
 ``/simple/<project>/`` serves a hosted project too (handlers.project_page asks
 :func:`hosted_project_response` first, before any routing to an upstream index), with
-links to the same file URLs. Views of single upstream indexes, once there are several,
-belong under ``/index/NAME/`` too: a NAME is then either hosted or upstream, never both,
-and :func:`_hosted` is the one place that turns a NAME that is not hosted into a 404.
+links to the same file URLs. The views of single upstream indexes (index_handlers.py)
+share ``/index/NAME/simple/``: a NAME is either hosted or upstream, never both
+(settings.py refuses it), and :func:`setup_hosted_routes` sends each request to its kind.
 """
 
 import hmac
