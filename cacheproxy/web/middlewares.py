@@ -37,8 +37,8 @@ def _route(path: str) -> str:
         return "list"
     if path.startswith("/simple/"):
         return "page"
-    if path.startswith("/index/"):  # hosted indexes (web/hosted_handlers.py)
-        return "hosted"
+    if path.startswith("/index/"):  # one index's own views: hosted or upstream
+        return "index"
     if path.startswith("/-/"):
         return "ops"
     return "other"
