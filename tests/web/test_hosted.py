@@ -561,3 +561,19 @@ async def test_index_views_hook_sends_a_name_that_is_not_hosted_on(
     client = await aiohttp_client(app)
     assert await (await client.get("/index/mirror/simple/")).text() == "upstream mirror\n"
     assert (await client.get("/index/team/simple/")).headers["X-Cache"] == "HOSTED"
+
+
+async def test_hosted_files_are_not_held_by_the_release_age_gate(
+    make_proxy: ProxyFactory, users_file: Path, team: TeamDists
+) -> None:
+    # The team's own uploads are minutes old by definition: a cooldown meant for public
+    # releases does not hold them (simple/gate.py is applied to upstream pages only).
+    proxy = await make_proxy(hosted=("team",), users_file=users_file, min_age=2000 * 86400.0)
+    assert (await upload(proxy, "team", team.wheel))[0] == 200
+    page = await (await proxy.get("/simple/teampkg/", headers=JSON)).json(content_type=None)
+    assert [f["filename"] for f in page["files"]] == [team.wheel.name]
+    link = f"/simple/teampkg/{page['files'][0]['url']}"
+    assert (await proxy.get(link)).status == 200
+    # An upstream project under the same gate is held: the fake index's files are from 2024.
+    upstream = await (await proxy.get("/simple/gamma/", headers=JSON)).json(content_type=None)
+    assert upstream["files"] == []
