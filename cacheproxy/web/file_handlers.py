@@ -27,7 +27,7 @@ from cacheproxy.simple.layout import METADATA_SUFFIX, PREFIX, BadPath, file_key
 from cacheproxy.web.index_counts import count_index
 from cacheproxy.web.keys import proxy_key, settings_key
 from cacheproxy.web.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
-from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
+from cacheproxy.web.responses import send_stored, text_error, upstream_error
 
 logger = logging.getLogger(__name__)
 
@@ -101,28 +101,8 @@ async def _package_file(request: web.Request, key: str) -> web.StreamResponse:
 
 
 def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
-    size = os.fstat(fobj.fileno()).st_size
-    etag = _file_etag(resolved, size)
-    headers = _file_headers(resolved, etag, "HIT")
-    if etag_matches(request.headers.get("If-None-Match"), etag):
-        fobj.close()
-        return web.Response(status=304, headers=headers)
-    try:
-        byte_range = (
-            parse_range(request.headers.get("Range"), size)
-            if if_range_matches(request.headers.get("If-Range"), etag)
-            else None
-        )
-    except RangeNotSatisfiable:
-        fobj.close()
-        headers["Content-Range"] = f"bytes */{size}"
-        return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
-    if byte_range is None:
-        return SendfileResponse(fobj, offset=0, count=size, headers=headers)
-    headers["Content-Range"] = byte_range.content_range(size)
-    return SendfileResponse(
-        fobj, offset=byte_range.start, count=byte_range.length, status=206, headers=headers
-    )
+    etag = _file_etag(resolved, os.fstat(fobj.fileno()).st_size)
+    return send_stored(request, fobj, etag, _file_headers(resolved, None, "HIT"))
 
 
 async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamResponse:

@@ -16,7 +16,6 @@ share ``/index/NAME/simple/``: a NAME is either hosted or upstream, never both
 
 import hmac
 import logging
-import os
 from collections.abc import Mapping
 from typing import IO
 
@@ -30,8 +29,7 @@ from cacheproxy.simple.layout import METADATA_SUFFIX
 from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.web.auth import authenticate, client_address
 from cacheproxy.web.keys import proxy_key, settings_key
-from cacheproxy.web.ranges import RangeNotSatisfiable, if_range_matches, parse_range
-from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error
+from cacheproxy.web.responses import etag_matches, send_stored, text_error
 
 logger = logging.getLogger(__name__)
 
@@ -139,34 +137,14 @@ async def hosted_file(request: web.Request) -> web.StreamResponse:
 def _send_file(
     request: web.Request, fobj: IO[bytes], etag: str, private: bool
 ) -> web.StreamResponse:
-    size = os.fstat(fobj.fileno()).st_size
     headers = {
         "Content-Type": "application/octet-stream",
         "Accept-Ranges": "bytes",
         # A file never changes at its URL (an index refuses a second upload of a name).
         "Cache-Control": f"max-age=31536000, immutable, {'private' if private else 'public'}",
-        "ETag": etag,
         "X-Cache": "HOSTED",
     }
-    if etag_matches(request.headers.get("If-None-Match"), etag):
-        fobj.close()
-        return web.Response(status=304, headers=headers)
-    try:
-        byte_range = (
-            parse_range(request.headers.get("Range"), size)
-            if if_range_matches(request.headers.get("If-Range"), etag)
-            else None
-        )
-    except RangeNotSatisfiable:
-        fobj.close()
-        headers["Content-Range"] = f"bytes */{size}"
-        return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
-    if byte_range is None:
-        return SendfileResponse(fobj, offset=0, count=size, headers=headers)
-    headers["Content-Range"] = byte_range.content_range(size)
-    return SendfileResponse(
-        fobj, offset=byte_range.start, count=byte_range.length, status=206, headers=headers
-    )
+    return send_stored(request, fobj, etag, headers)
 
 
 # -- upload ---------------------------------------------------------------------------

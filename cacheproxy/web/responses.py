@@ -15,6 +15,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body
 
 from cacheproxy.errors import IndexParseError, UpstreamError, UpstreamStatusError
+from cacheproxy.web.ranges import RangeNotSatisfiable, if_range_matches, parse_range
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,36 @@ class SendfileResponse(web.StreamResponse):
             await writer.write(chunk)
             pos += len(chunk)
             left -= len(chunk)
+
+
+def send_stored(
+    request: web.Request, fobj: IO[bytes], etag: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A stored file (open in ``fobj``, closed by the response) by sendfile: a 304 for its
+    ETag, a 206 for a single satisfiable Range whose If-Range matches (RFC 9110 §14.2,
+    §13.1.5), a 416 for an unsatisfiable one, else the whole file. ``headers`` are the
+    file's own (they get ``ETag``)."""
+    size = os.fstat(fobj.fileno()).st_size
+    headers["ETag"] = etag
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        fobj.close()
+        return web.Response(status=304, headers=headers)
+    try:
+        byte_range = (
+            parse_range(request.headers.get("Range"), size)
+            if if_range_matches(request.headers.get("If-Range"), etag)
+            else None
+        )
+    except RangeNotSatisfiable:
+        fobj.close()
+        headers["Content-Range"] = f"bytes */{size}"
+        return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
+    if byte_range is None:
+        return SendfileResponse(fobj, offset=0, count=size, headers=headers)
+    headers["Content-Range"] = byte_range.content_range(size)
+    return SendfileResponse(
+        fobj, offset=byte_range.start, count=byte_range.length, status=206, headers=headers
+    )
 
 
 def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
