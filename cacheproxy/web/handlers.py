@@ -5,17 +5,13 @@ a sendfile. Domain errors become a status and a one-line text body (never a trac
 """
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import IO, Any
-from urllib.parse import quote
 
 from aiohttp import web
-from packaging.utils import NormalizedName, canonicalize_name
 
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
@@ -23,24 +19,21 @@ from cacheproxy.figures.status_page import render_status_page
 from cacheproxy.proxy.json_api import VERSION_RE, json_api_key, with_origin
 from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult, Pages
 from cacheproxy.simple.layout import PREFIX
-from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
+from cacheproxy.simple.negotiate import accepts_gzip
 from cacheproxy.web.file_handlers import package_file
 from cacheproxy.web.hosted_handlers import hosted_project_response
 from cacheproxy.web.index_counts import count_index
 from cacheproxy.web.keys import metrics_key, proxy_key, settings_key
-from cacheproxy.web.responses import SendfileResponse, etag_matches, text_error, upstream_error
+from cacheproxy.web.names import add_slash, bad_name, page_name, project_name, redirect
+from cacheproxy.web.responses import (
+    SendfileResponse,
+    etag_matches,
+    representation,
+    text_error,
+    upstream_error,
+)
 
 logger = logging.getLogger(__name__)
-
-# PEP 508 names; anything else cannot be a project (and must not reach upstream).
-_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-
-
-@functools.lru_cache(maxsize=4096)
-def _project_name(raw: str) -> NormalizedName | None:
-    """The normalised name (PEP 503), or None if ``raw`` cannot be a project; once per
-    distinct spelling, since every page request needs it."""
-    return canonicalize_name(raw) if _NAME_RE.match(raw) else None
 
 
 def _wants_revalidation(request: web.Request) -> bool:
@@ -65,7 +58,7 @@ def _index_headers(result: PageResult, etag: str, gz: bool) -> dict[str, str]:
     return headers
 
 
-async def _serve_page(
+async def serve_page(
     request: web.Request,
     key: str,
     get: Callable[[bool], Awaitable[PageResult]],
@@ -89,16 +82,10 @@ async def _serve_page(
             return _offline_miss(e)
         except (UpstreamError, IndexParseError) as e:
             return upstream_error(e)
-        # Form decoding turns the "+" of "…v1+json" into a space; media types have no
-        # spaces. request.query builds a MultiDict: only worth it with a query string.
-        fmt = None
-        if request.query_string:
-            fmt = request.query.get("format", "").replace(" ", "+") or None
-        media = choose_media_type(request.headers.get("Accept"), fmt)
-        if media is None:
-            offered = ", ".join(m.content_type for m in OFFERS)
-            return text_error(406, f"not acceptable; this index serves {offered}")
-        gz = accepts_gzip(request.headers.get("Accept-Encoding"))
+        chosen = representation(request)
+        if isinstance(chosen, web.Response):
+            return chosen
+        media, gz = chosen
         body = result.record.bodies[f"{media.kind}.gz" if gz else media.kind]
         headers = _index_headers(result, body.etag, gz)
         if etag_matches(request.headers.get("If-None-Match"), body.etag):
@@ -125,7 +112,7 @@ def _offline_miss(e: OfflineMiss) -> web.Response:
 async def simple_index(request: web.Request) -> web.StreamResponse:
     # The routed view's list: the default index's, less what routes send elsewhere.
     pages = request.app[proxy_key].indexes.routed_list
-    return await _serve_page(
+    return await serve_page(
         request,
         pages.key(ROOT_KEY),
         lambda client_revalidate: pages.project_list(client_revalidate=client_revalidate),
@@ -136,30 +123,13 @@ async def simple_index(request: web.Request) -> web.StreamResponse:
 
 async def project_redirect(request: web.Request) -> web.StreamResponse:
     """``/simple/<name>`` (no slash) → ``/simple/<normalised>/`` (PEP 503)."""
-    raw = request.match_info["project"]
-    if not _NAME_RE.match(raw):
-        return text_error(400, f"not a valid project name: {raw[:100]!r}")
-    return _redirect(request, f"{canonicalize_name(raw)}/")
-
-
-def _redirect(request: web.Request, location: str) -> web.Response:
-    # Relative Location, so a proxy behind a path prefix or any Host keeps working.
-    # The query as the client sent it, still percent-encoded: the decoded one can hold
-    # CR/LF, which aiohttp refuses in a header (no answer, a traceback). quote() keeps the
-    # escapes ("%" is safe) and encodes anything else not allowed in a URI (RFC 3986 3.4).
-    if query := request.rel_url.raw_query_string:
-        location += "?" + quote(query, safe="!$&'()*+,;=:@/?%")
-    return web.Response(status=301, headers={"Location": location})
+    return add_slash(request)
 
 
 async def project_page(request: web.Request) -> web.StreamResponse:
-    raw = request.match_info["project"]
-    name = _project_name(raw)
-    if name is None:
-        return text_error(400, f"not a valid project name: {raw[:100]!r}")
-    if name != raw:
-        # PEP 503: one URL (and one cache entry) per project.
-        return _redirect(request, f"../{name}/")
+    name = page_name(request)
+    if isinstance(name, web.Response):
+        return name
     proxy = request.app[proxy_key]
     # A hosted project shadows every upstream index's of that name, routed or not
     # (proxy/hosted.py); no await at all without --hosted.
@@ -172,7 +142,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     index = proxy.indexes.for_project(name)
     pages = index.pages
     missing = f"no such project: {name}" + ("" if index.default else f" on index {index.name}")
-    response = await _serve_page(
+    response = await serve_page(
         request,
         pages.key(name),
         lambda client_revalidate: pages.project(name, client_revalidate=client_revalidate),
@@ -188,14 +158,14 @@ async def json_api(request: web.Request) -> web.StreamResponse:
     through the cache (proxy/json_api.py), its file URLs on this proxy."""
     raw = request.match_info["project"]
     version = request.match_info.get("version")
-    name = _project_name(raw)
+    name = project_name(raw)
     if name is None:
-        return text_error(400, f"not a valid project name: {raw[:100]!r}")
+        return bad_name(raw)
     if version is not None and not VERSION_RE.match(version):
         return text_error(400, f"not a valid version: {version[:100]!r}")
     if name != raw:  # one URL (and one cache entry) per project, as for pages
         where = f"../{name}/json" if version is None else f"../../{name}/{version}/json"
-        return _redirect(request, where)
+        return redirect(request, where)
     hosted = request.app[proxy_key].hosted
     if hosted.names and (index := await hosted.find(name)) is not None:
         # Shadowed like its page (proxy/hosted.py): upstream's JSON for this name is never
@@ -319,9 +289,9 @@ async def admin_invalidate(request: web.Request) -> web.Response:
     raw = request.match_info.get("project")
     if raw is None:
         return web.json_response({"invalidated": await proxy.invalidate(None)})
-    if not _NAME_RE.match(raw):
-        return text_error(400, f"not a valid project name: {raw[:100]!r}")
-    name = canonicalize_name(raw)
+    name = project_name(raw)
+    if name is None:
+        return bad_name(raw)
     return web.json_response({"invalidated": await proxy.invalidate(name), "project": name})
 
 

@@ -26,10 +26,10 @@ from packaging.utils import canonicalize_name
 from cacheproxy.proxy.hosted import Hosted, NoSuchFile, Rendered, Upload, UploadRefused
 from cacheproxy.proxy.uploads import MAX_FIELD_BYTES, MAX_FIELDS_BYTES
 from cacheproxy.simple.layout import METADATA_SUFFIX
-from cacheproxy.simple.negotiate import OFFERS, accepts_gzip, choose_media_type
 from cacheproxy.web.auth import authenticate, client_address
 from cacheproxy.web.keys import proxy_key, settings_key
-from cacheproxy.web.responses import etag_matches, send_stored, text_error
+from cacheproxy.web.names import add_slash, page_name
+from cacheproxy.web.responses import etag_matches, representation, send_stored, text_error
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,10 @@ def _hosted(request: web.Request) -> tuple[Hosted, str] | web.Response:
 
 def send_rendered(request: web.Request, rendered: Rendered) -> web.Response:
     """A hosted page in the representation the client asked for (PEP 691 negotiation)."""
-    fmt = request.query.get("format", "").replace(" ", "+") or None
-    media = choose_media_type(request.headers.get("Accept"), fmt)
-    if media is None:
-        offered = ", ".join(m.content_type for m in OFFERS)
-        return text_error(406, f"not acceptable; this index serves {offered}")
-    gz = accepts_gzip(request.headers.get("Accept-Encoding"))
+    chosen = representation(request)
+    if isinstance(chosen, web.Response):
+        return chosen
+    media, gz = chosen
     data, etag = rendered.bodies[f"{media.kind}.gz" if gz else media.kind]
     headers = {
         "ETag": etag,
@@ -101,11 +99,11 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     if isinstance(found, web.Response):
         return found
     hosted, index = found
-    raw = request.match_info["project"]
-    name = canonicalize_name(raw)
-    if name != raw or not request.path.endswith("/"):
-        location = f"../{name}/" if request.path.endswith("/") else f"{name}/"
-        return web.Response(status=301, headers={"Location": location})
+    if not request.path.endswith("/"):
+        return add_slash(request)
+    name = page_name(request)
+    if isinstance(name, web.Response):
+        return name
     rendered = await hosted.page(index, name, HOSTED_VIEW_FILES)
     if rendered is None:
         return text_error(404, f"no such project on index {index}: {name}")

@@ -11,14 +11,14 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from packaging.utils import canonicalize_name
 
 from cacheproxy.proxy.pages import ROOT_KEY
 from cacheproxy.proxy.routing import Index
 from cacheproxy.web.file_handlers import package_file
-from cacheproxy.web.handlers import _NAME_RE, _project_name, _redirect, _serve_page
+from cacheproxy.web.handlers import serve_page
 from cacheproxy.web.index_counts import count_index
 from cacheproxy.web.keys import proxy_key
+from cacheproxy.web.names import add_slash, page_name
 from cacheproxy.web.responses import text_error
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ async def index_list(request: web.Request) -> web.StreamResponse:
     if index is None:
         return _no_index(request)
     pages = index.pages
-    response = await _serve_page(
+    response = await serve_page(
         request,
         pages.key(ROOT_KEY),
         lambda client_revalidate: pages.project_list(client_revalidate=client_revalidate),
@@ -51,24 +51,18 @@ async def index_list(request: web.Request) -> web.StreamResponse:
 
 async def index_project_redirect(request: web.Request) -> web.StreamResponse:
     """``/index/<name>/simple/<project>`` (no slash) → the normalised page (PEP 503)."""
-    raw = request.match_info["project"]
-    if not _NAME_RE.match(raw):
-        return text_error(400, f"not a valid project name: {raw[:100]!r}")
-    return _redirect(request, f"{canonicalize_name(raw)}/")
+    return add_slash(request)
 
 
 async def index_project(request: web.Request) -> web.StreamResponse:
     index = _index(request)
     if index is None:
         return _no_index(request)
-    raw = request.match_info["project"]
-    name = _project_name(raw)
-    if name is None:
-        return text_error(400, f"not a valid project name: {raw[:100]!r}")
-    if name != raw:
-        return _redirect(request, f"../{name}/")
+    name = page_name(request)
+    if isinstance(name, web.Response):
+        return name
     pages = index.pages
-    response = await _serve_page(
+    response = await serve_page(
         request,
         pages.key(name),
         lambda client_revalidate: pages.project(name, client_revalidate=client_revalidate),

@@ -15,6 +15,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body
 
 from cacheproxy.errors import IndexParseError, UpstreamError, UpstreamStatusError
+from cacheproxy.simple.negotiate import OFFERS, MediaType, accepts_gzip, choose_media_type
 from cacheproxy.web.ranges import RangeNotSatisfiable, if_range_matches, parse_range
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,21 @@ def send_stored(
     return SendfileResponse(
         fobj, offset=byte_range.start, count=byte_range.length, status=206, headers=headers
     )
+
+
+def representation(request: web.Request) -> tuple[MediaType, bool] | web.Response:
+    """The page representation a client asked for: its media type (PEP 691 negotiation,
+    ``?format=`` first) and whether it takes gzip; or the 406 to answer instead."""
+    # Form decoding turns the "+" of "…v1+json" into a space; media types have no spaces.
+    # request.query builds a MultiDict: only worth it when there is a query string.
+    fmt = None
+    if request.query_string:
+        fmt = request.query.get("format", "").replace(" ", "+") or None
+    media = choose_media_type(request.headers.get("Accept"), fmt)
+    if media is None:
+        offered = ", ".join(m.content_type for m in OFFERS)
+        return text_error(406, f"not acceptable; this index serves {offered}")
+    return media, accepts_gzip(request.headers.get("Accept-Encoding"))
 
 
 def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

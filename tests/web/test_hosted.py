@@ -577,3 +577,15 @@ async def test_hosted_files_are_not_held_by_the_release_age_gate(
     # An upstream project under the same gate is held: the fake index's files are from 2024.
     upstream = await (await proxy.get("/simple/gamma/", headers=JSON)).json(content_type=None)
     assert upstream["files"] == []
+
+
+async def test_hosted_page_names_are_checked_like_every_page(hosted: Client) -> None:
+    # One rule for names on every page route (web/names.py): what cannot be a project is a
+    # 400, another spelling a 301 that keeps the query percent-encoded.
+    bad = await hosted.get("/index/team/simple/no%20such!name/", allow_redirects=False)
+    assert bad.status == 400
+    moved = await hosted.get(
+        "/index/team/simple/TeamPkg/?x=%0d%0aSet-Cookie:%20a", allow_redirects=False
+    )
+    assert moved.status == 301
+    assert moved.headers["Location"].lower() == "../teampkg/?x=%0d%0aset-cookie:%20a"
