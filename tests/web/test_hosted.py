@@ -64,6 +64,20 @@ async def hosted(make_proxy: ProxyFactory, users_file: Path) -> Client:
     )
 
 
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords bcrypt is asked to check, in order (the expensive step)."""
+    seen: list[str] = []
+    real = users_module.check_password
+
+    def counting(hashed: bytes, password: str) -> bool:
+        seen.append(password)
+        return real(hashed, password)
+
+    monkeypatch.setattr(users_module, "check_password", counting)
+    return seen
+
+
 def stored_files(cache_dir: Path) -> list[Path]:
     return [p for p in (cache_dir / "hosted" / "files").rglob("*") if p.is_file()]
 
@@ -257,16 +271,8 @@ async def test_auth_reads(make_proxy: ProxyFactory, users_file: Path) -> None:
 
 
 async def test_verified_credentials_are_remembered(
-    make_proxy: ProxyFactory, users_file: Path, monkeypatch: pytest.MonkeyPatch
+    make_proxy: ProxyFactory, users_file: Path, checks: list[str]
 ) -> None:
-    checks: list[str] = []
-    real = users_module.check_password
-
-    def counting(hashed: bytes, password: str) -> bool:
-        checks.append(password)
-        return real(hashed, password)
-
-    monkeypatch.setattr(users_module, "check_password", counting)
     client = await make_proxy(users_file=users_file, auth_reads=True)
     for _ in range(5):
         assert (await client.get("/-/stats", headers=basic("alice"))).status == 200
@@ -502,16 +508,8 @@ def test_serve_refuses_a_bad_users_file_or_certificate(
 
 
 async def test_a_burst_with_new_credentials_costs_one_bcrypt_check(
-    make_proxy: ProxyFactory, users_file: Path, monkeypatch: pytest.MonkeyPatch
+    make_proxy: ProxyFactory, users_file: Path, checks: list[str]
 ) -> None:
-    checks: list[str] = []
-    real = users_module.check_password
-
-    def counting(hashed: bytes, password: str) -> bool:
-        checks.append(password)
-        return real(hashed, password)
-
-    monkeypatch.setattr(users_module, "check_password", counting)
     client = await make_proxy(users_file=users_file, auth_reads=True)
     statuses = await asyncio.gather(
         *(client.get("/-/stats", headers=basic("alice")) for _ in range(20))
