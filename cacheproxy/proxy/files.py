@@ -203,7 +203,10 @@ class Files:
         """
         if self._extractor is None or dist.sha256 is None:
             raise NotFound(f"{filename}: metadata extraction is off")
-        sha = await asyncio.to_thread(self._storage.extracted_metadata, dist.sha256)
+        # A page rendered after the read names its hash already: no record lookup then.
+        sha = dist.metadata_sha256 or await asyncio.to_thread(
+            self._storage.extracted_metadata, dist.sha256
+        )
         if sha is None or (sha and not self._storage.blob_path(sha).exists()):
             sha = await self._extractor.extract(self._spec(dist_key, dist))
         if not sha:
