@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from seaweed import SeaweedFS, running
 
-from cacheproxy.store.objectstore import Location, ObjectStore
+from cacheproxy.store.objectstore import ObjectStore
+from cacheproxy.urls import Location
 
 MB = 1024 * 1024
 

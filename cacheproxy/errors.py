@@ -7,6 +7,7 @@ CacheProxyError
 ├── HeldBack                    the release-age gate holds this file back (403)
 ├── IntegrityError              downloaded bytes differ from the index's size or hash
 ├── StorageFailed               the cache cannot store a file (disk full, I/O error)
+├── SharedStoreError            the object store replicas share failed or is unreachable
 └── UpstreamError               upstream could not give us an answer
     ├── UpstreamUnavailable     connect/DNS failure or timeout (502, 504 for timeouts)
     ├── UpstreamStatusError     upstream answered with an unexpected status (502)
@@ -40,6 +41,14 @@ class IntegrityError(CacheProxyError):
 
 class StorageFailed(CacheProxyError):
     """Writing to the cache failed; the file is served from upstream without storing it."""
+
+
+class SharedStoreError(CacheProxyError):
+    """The object store shared by replicas failed (store/objectstore.py); one line."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class UpstreamError(CacheProxyError):

@@ -20,7 +20,7 @@ from cacheproxy import indexes as multi
 from cacheproxy.errors import ConfigError
 from cacheproxy.indexes import DEFAULT_INDEX_NAME, IndexConfig, Route
 from cacheproxy.units import BadTimestamp, parse_duration, parse_size, parse_timestamp
-from cacheproxy.urls import is_loopback_host, redact_url
+from cacheproxy.urls import Location, is_loopback_host, redact_url
 
 DEFAULT_HOST = "127.0.0.1"
 # 8503, after PEP 503: no common service uses it (unlike 3141 devpi, 3142 apt-cacher, 5000).
@@ -101,6 +101,11 @@ class Settings:
     # that pick one per project (indexes.py). Empty: ``upstream`` alone, named "pypi".
     indexes: tuple[IndexConfig, ...] = ()
     routes: tuple[Route, ...] = ()
+    # Replicas sharing one cache (store/tiered.py): ``s3://BUCKET[/PREFIX]`` on an
+    # S3-compatible store, with cache_dir as this replica's local tier. None: local disk.
+    storage: Location | None = None
+    # Who this replica is in the store's leases (host name and process id by default).
+    replica_id: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -398,6 +403,10 @@ def _build(
             "(is pip configured to use cacheproxy? pass --upstream)"
         )
     tuning.update(_network_limits(flags, environ))
+    if storage_raw := pick("storage"):
+        tuning["storage"] = parse_storage(str(storage_raw))
+    if replica_raw := pick("replica_id"):
+        tuning["replica_id"] = str(replica_raw).strip()
     config_team = multi.config_team(flags, environ)
 
     def pick_team(name: str) -> object | None:
@@ -455,6 +464,17 @@ def _build(
         offline=offline,
         **tuning,
     )
+
+
+def parse_storage(raw: str) -> Location | None:
+    """``--storage``: ``local`` (the default) or ``s3://BUCKET[/PREFIX]``."""
+    text = raw.strip()
+    if text in ("", "local"):
+        return None
+    try:
+        return Location.parse(text)
+    except ConfigError as e:
+        raise ConfigError(f"storage: {e}") from None
 
 
 def parse_internal_host(raw: str) -> str:

@@ -5,8 +5,12 @@ metrics. Everything that shows a URL to a person goes through :func:`redact_url`
 """
 
 import ipaddress
+import re
+from dataclasses import dataclass
 
 from yarl import URL
+
+from cacheproxy.errors import ConfigError
 
 
 def redact_url(url: str | URL) -> str:
@@ -47,3 +51,43 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
+
+
+# AWS bucket naming rules (3-63 characters, lower case, digits, dots and hyphens).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A bucket and a key prefix in it (no leading or trailing slash; may be empty)."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> "Location":
+        """Read ``s3://BUCKET[/PREFIX]``; a ConfigError names what is wrong."""
+        scheme, sep, rest = url.partition("://")
+        if scheme != "s3" or not sep:
+            raise ConfigError(f"object store location {url!r} must look like s3://BUCKET[/PREFIX]")
+        bucket, _, prefix = rest.partition("/")
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise ConfigError(f"object store location {url!r}: {bucket!r} is not a bucket name")
+        if any(c in prefix for c in "?#\\") or any(
+            part in {".", ".."} for part in prefix.split("/")
+        ):
+            raise ConfigError(f"object store location {url!r}: the prefix {prefix!r} is invalid")
+        return cls(bucket, "/".join(part for part in prefix.split("/") if part))
+
+    def key(self, name: str) -> str:
+        """The object key of ``name``, a path relative to the prefix."""
+        if not name or name.startswith("/") or name.endswith("/"):
+            raise ValueError(f"invalid object name {name!r}")
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def name(self, key: str) -> str:
+        """The inverse of :meth:`key`."""
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"

@@ -1,9 +1,10 @@
 """Fixtures: real small distributions, a populated fake upstream, and the real proxy."""
 
+import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from distbuild import build_sdist, build_wheel
 from fakeindex import FakeIndex
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+from seaweed import EngineUnavailable, SeaweedFS, running
 from yarl import URL
 
 from cacheproxy.settings import Settings
@@ -147,3 +149,14 @@ def temporaries(cache_dir: Path) -> list[Path]:
     if not tmp.exists():
         return []
     return [p for p in tmp.iterdir() if p.name != "locks" and not p.name.startswith("page-")]
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real SeaweedFS on loopback, started once per session by the first test asking."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running(tmp_path_factory.mktemp("seaweedfs")))
+        except EngineUnavailable as exc:
+            pytest.skip(f"SeaweedFS cannot start here: {exc}")
+        yield server

@@ -26,6 +26,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +224,27 @@ def _launched(weed: Path, data: Path) -> Iterator[SeaweedFS]:
             yield store
         finally:
             _stop(process, grpc_ports)
+
+
+def aws_environment(monkeypatch: "pytest.MonkeyPatch", tmp_path: Path, env: dict[str, str]) -> None:
+    """Only ``env`` configures the client: no profile, no files, no instance metadata."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def isolated_environment(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment for a subprocess that must see only ``env`` as its AWS settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return {
+        **base,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **env,
+    }

@@ -1,6 +1,7 @@
 """The command line: ``cacheproxy serve``. ``main(argv) -> int`` is the only entry point."""
 
 import argparse
+import importlib.util
 import logging
 import os
 import socket
@@ -134,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="size limit of stored files, e.g. 50GB or 20%% of the disk [CACHEPROXY_MAX_SIZE]",
     )
     serve.add_argument(
+        "--storage",
+        help="local, or s3://BUCKET[/PREFIX]: a cache shared by replicas on S3-compatible "
+        "storage (credentials, region and endpoint from the AWS_* variables; --cache-dir "
+        "is then this replica's local tier) [CACHEPROXY_STORAGE, local]",
+    )
+    serve.add_argument(
         "--workers",
         help="processes serving the port and sharing the cache [CACHEPROXY_WORKERS, 1]",
     )
@@ -177,6 +184,11 @@ def serve(settings: Settings) -> int:
         else:
             Storage.open_sync(settings.cache_dir, clean=False).close_sync()  # usable?
         team_cli.check_startup(settings)  # a bad certificate or users file: here, once
+        if settings.storage is not None and importlib.util.find_spec("aiobotocore") is None:
+            raise ConfigError(
+                "--storage s3://... needs the s3 extra: install this checkout with "
+                "pip install '.[s3]'"
+            )
         socks = bind(settings.host, settings.port, settings.workers)
     except ConfigError as e:  # an unusable cache directory, certificate or users file
         print(f"cacheproxy: error: {e}", file=sys.stderr)
@@ -279,6 +291,7 @@ def serve_flags(args: argparse.Namespace) -> dict[str, object]:
         "retries",
         "workers",
         "max_size",
+        "storage",
         "log_level",
         "log_format",
         "internal_hosts",

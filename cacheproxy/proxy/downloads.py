@@ -26,10 +26,16 @@ from typing import Any
 
 import aiohttp
 
-from cacheproxy.errors import CacheProxyError, IntegrityError, StorageFailed, UpstreamError
+from cacheproxy.errors import (
+    CacheProxyError,
+    IntegrityError,
+    SharedStoreError,
+    StorageFailed,
+    UpstreamError,
+)
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.upstream import Upstream
-from cacheproxy.store.api import Store
+from cacheproxy.store.api import SharedFiles, Store, StoredCopy, UploadRight
 from cacheproxy.store.disk_writer import DiskWriter
 from cacheproxy.store.filelock import FileLock
 from cacheproxy.urls import redact_url
@@ -102,6 +108,9 @@ class Download:
         self._writer: DiskWriter | None = None  # the owner's; None for a follower
         self.sha256: str | None = None  # of the verified bytes, once stored by the owner
         self.size: int | None = spec.size
+        # Replicas (store/tiered.py): the shared store holds the file; copy it from there.
+        self.from_store: SharedFiles | None = None
+        self.store_bytes = 0  # of `received`, the bytes that came from the shared store
         loop = asyncio.get_running_loop()
         # Resolved when upstream has answered 200 (size known) or failed before any byte.
         self.started: asyncio.Future[None] = loop.create_future()
@@ -188,7 +197,8 @@ class Download:
         self._fd = -1  # the writer owns (and closes) it now
         resumes = 0
         try:
-            while True:
+            copied = self.from_store is not None and await self._copy_from_store(writer)
+            while not copied:
                 try:
                     await self._transfer(upstream, writer, shown)
                     break
@@ -246,6 +256,44 @@ class Download:
         if self._writer is not None:
             self.written = self._writer.done
         self._notify()
+
+    async def _copy_from_store(self, writer: DiskWriter) -> bool:
+        """Copy the file from the shared store; False when that failed part way (the rest
+        then comes from upstream, with a Range from where the store stopped: the hash
+        checks the whole, whichever tier each byte came from)."""
+        spec = self.spec
+        assert self.from_store is not None
+        assert spec.sha256 is not None
+        try:
+            async with self.from_store.open_file(spec.sha256) as (size, chunks):
+                if spec.size is not None and size != spec.size:
+                    raise IntegrityError(
+                        f"{spec.filename} in the object store: {size} bytes, not {spec.size}"
+                    )
+                self.size = size
+                if not self.started.done():
+                    self.started.set_result(None)
+                async for chunk in chunks:
+                    self.received += len(chunk)
+                    self.store_bytes += len(chunk)
+                    if self.received > size:
+                        raise IntegrityError(f"{spec.filename} in the object store: too long")
+                    if writer.error is not None:
+                        raise StorageFailed(
+                            f"cannot store {spec.filename}: {writer.error.strerror or writer.error}"
+                        )
+                    writer.put(chunk)
+                    await writer.wait_for_room()
+        except SharedStoreError as e:
+            logger.warning(
+                "copying %s from the object store stopped at byte %d (%s); "
+                "the rest comes from upstream",
+                spec.filename,
+                self.received,
+                e,
+            )
+            return False
+        return True
 
     async def _transfer(self, upstream: Upstream, writer: DiskWriter, shown: str) -> None:
         """One upstream request: the whole file, or the rest of it from ``received``."""
@@ -416,11 +464,23 @@ class Downloads:
 
     async def _run(self, download: Download, lock: FileLock) -> None:
         started = time.monotonic()
+        right: UploadRight | None = None
         try:
             upstream = download.spec.upstream or self._upstream
+            right = await self._claim(download)
             await download.run(upstream, self._storage, self._retries)
+            if right is not None and download.succeeded:
+                await right.publish(download.spec.final)
         finally:
-            self._metrics.add("upstream_bytes", value=download.written)
+            if right is not None:
+                await right.release()
+            await self._after_store_copy(download)
+            from_upstream = max(download.written - download.store_bytes, 0)
+            self._metrics.add("upstream_bytes", value=from_upstream)
+            self._metrics.add("tier_bytes", "upstream", value=from_upstream)
+            self._metrics.add(
+                "tier_bytes", "store", value=min(download.store_bytes, download.written)
+            )
             self._metrics.add("upstream_download_seconds", value=time.monotonic() - started)
             if download.succeeded:
                 self._metrics.add("cache_files")
@@ -437,6 +497,28 @@ class Downloads:
             # On success the file is in place: the lock file can go. After a failure it
             # stays (empty), so no second lock file can ever exist next to a held one.
             lock.release(remove=download.succeeded)
+
+    async def _claim(self, download: Download) -> UploadRight | None:
+        """With a shared store (replicas), where the file comes from: the store (then
+        ``download.from_store`` is set) or upstream, under the returned right to put it in
+        the store for every replica. None: upstream, for this replica only."""
+        shared, sha256 = self._storage.shared, download.spec.sha256
+        if shared is None or sha256 is None:
+            return None
+        claim = await shared.claim_file(sha256)
+        if isinstance(claim, StoredCopy):
+            download.from_store = shared
+            return None
+        return claim
+
+    async def _after_store_copy(self, download: Download) -> None:
+        """A copy from the store that did not hash to its name: remove it there, so the
+        next request downloads the file from upstream."""
+        failure = download.finished.exception() if download.finished.done() else None
+        shared, sha256 = download.from_store, download.spec.sha256
+        if isinstance(failure, IntegrityError) and shared is not None and sha256 is not None:
+            with contextlib.suppress(SharedStoreError):
+                await shared.drop_damaged_file(sha256)
 
     async def _follow(self, download: Download) -> None:
         """Track a download another worker runs: its temporary's size is our progress;

@@ -6,6 +6,8 @@ never touches the store or upstream directly.
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +64,7 @@ class Proxy:
         # starting them (cli.serve); a worker doing it would delete its siblings' downloads.
         single = settings.workers == 1 and not settings.shared_dir
         team = await asyncio.to_thread(_open_team, settings)
-        storage = await Storage.open(settings.cache_dir, clean=single)
+        storage = await _open_storage(settings, clean=single)
         gate = Gate.from_settings(settings)
         indexes = Indexes.open(settings, storage, metrics, Pins(storage.root), gate)
         upstream, pages = indexes.default.upstream, indexes.default.pages
@@ -158,6 +160,19 @@ class Proxy:
             for key, _record in self.storage.page_records()
             if key == api_key or key.startswith(f"{api_key}/")
         ]
+
+
+async def _open_storage(settings: Settings, *, clean: bool) -> Storage:
+    """The cache directory, alone or as the local tier of a store shared by replicas."""
+    if settings.storage is None:
+        return await Storage.open(settings.cache_dir, clean=clean)
+    # Imported here: the object-store client is an optional extra (cacheproxy[s3]).
+    from cacheproxy.store.tiered import TieredStore
+
+    holder = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    return await TieredStore.open_tiered(
+        settings.cache_dir, settings.storage, holder, ttl=settings.index_ttl, clean=clean
+    )
 
 
 def _open_team(settings: Settings) -> tuple[Hosted, Users | None]:

@@ -9,8 +9,10 @@ elected (a lease in the bucket instead of a lock file). Nothing in ``proxy/`` or
 names an implementation except ``proxy/service.py``, which opens one.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -18,8 +20,44 @@ from cacheproxy.store.body_cache import BodyCache
 from cacheproxy.store.records import Body, FileMap, FileRecord, PageRecord
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """The file is in the shared store (``size`` bytes): copy it from there."""
+
+    size: int
+
+
+class UploadRight(Protocol):
+    """This replica downloads the file from upstream for every replica (it holds the
+    lease): :meth:`publish` the verified file, then :meth:`release`, always."""
+
+    async def publish(self, path: Path) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class SharedFiles(Protocol):
+    """Verified files shared by the replicas of a team deployment (store/shared.py).
+
+    Its calls raise :class:`cacheproxy.errors.SharedStoreError` when the store fails.
+    """
+
+    async def claim_file(self, sha256: str) -> StoredCopy | UploadRight | None:
+        """Where to get file ``sha256``: the store, upstream for everyone, or (None)
+        upstream without the store (it is down, or another replica's download is slow)."""
+
+    def open_file(
+        self, sha256: str
+    ) -> AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]: ...
+
+    async def drop_damaged_file(self, sha256: str) -> None: ...
+
+
 class Store(Protocol):
     """Records, page bodies and verified files, as the proxy uses them."""
+
+    # The files replicas share (None: this store is one machine's own).
+    shared: SharedFiles | None
 
     # Small page bodies kept in memory (body_cache.py); the proxy fills it on a miss.
     bodies: BodyCache

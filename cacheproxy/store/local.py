@@ -45,6 +45,7 @@ from typing import IO, Any, TypeVar
 import diskcache
 
 from cacheproxy.errors import ConfigError
+from cacheproxy.store.api import SharedFiles
 from cacheproxy.store.body_cache import BodyCache
 from cacheproxy.store.disk_writer import write_all
 from cacheproxy.store.records import (
@@ -207,6 +208,8 @@ class Storage:
         # sha256 -> verified size of the stored file (None: stored before sizes were kept).
         self._sizes: OrderedDict[str, int | None] = OrderedDict()
         self.max_negative = MAX_NEGATIVE_RECORDS
+        # One machine's cache: no files shared with other replicas (see store/tiered.py).
+        self.shared: SharedFiles | None = None
 
     @staticmethod
     def instance_lock_path(root: Path) -> Path:
@@ -304,6 +307,11 @@ class Storage:
                 unpacked = _unpack_map(self._index.get(key))
                 if unpacked is not None:
                     yield key[1], unpacked[1]
+
+    def local_files(self, key: str) -> FileMap | None:
+        """The file records stored with page ``key`` (synchronous), None when none are."""
+        unpacked = _unpack_map(self._index.get(("files", key)))
+        return unpacked[1] if unpacked is not None else None
 
     def recorded_size(self, sha256: str) -> int | None:
         """The size a stored file had when it was verified and committed (synchronous)."""

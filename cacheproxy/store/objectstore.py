@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from cacheproxy.errors import CacheProxyError, ConfigError
+from cacheproxy.errors import SharedStoreError
+from cacheproxy.urls import Location
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -73,52 +73,9 @@ CHUNK = 1024 * 1024
 # with a redirect hint naming the right one. Used only when no setting names a region.
 FALLBACK_REGION = "us-east-1"
 
-# AWS bucket naming rules (3-63 characters, lower case, digits, dots and hyphens).
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
-
-class ObjectStoreError(CacheProxyError):
+class ObjectStoreError(SharedStoreError):
     """The object store failed or could not be reached; the message is one line."""
-
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-
-
-@dataclass(frozen=True)
-class Location:
-    """A bucket and a key prefix in it (no leading or trailing slash; may be empty)."""
-
-    bucket: str
-    prefix: str = ""
-
-    @classmethod
-    def parse(cls, url: str) -> "Location":
-        """Read ``s3://BUCKET[/PREFIX]``; a ConfigError names what is wrong."""
-        scheme, sep, rest = url.partition("://")
-        if scheme != "s3" or not sep:
-            raise ConfigError(f"object store location {url!r} must look like s3://BUCKET[/PREFIX]")
-        bucket, _, prefix = rest.partition("/")
-        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-            raise ConfigError(f"object store location {url!r}: {bucket!r} is not a bucket name")
-        if any(c in prefix for c in "?#\\") or any(
-            part in {".", ".."} for part in prefix.split("/")
-        ):
-            raise ConfigError(f"object store location {url!r}: the prefix {prefix!r} is invalid")
-        return cls(bucket, "/".join(part for part in prefix.split("/") if part))
-
-    def key(self, name: str) -> str:
-        """The object key of ``name``, a path relative to the prefix."""
-        if not name or name.startswith("/") or name.endswith("/"):
-            raise ValueError(f"invalid object name {name!r}")
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def name(self, key: str) -> str:
-        """The inverse of :meth:`key`."""
-        return key[len(self.prefix) + 1 :] if self.prefix else key
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
 @dataclass(frozen=True)
@@ -138,6 +95,7 @@ class ObjectInfo:
     name: str
     etag: str
     size: int
+    modified: float = 0.0  # last write, seconds since the epoch (0 when not reported)
 
 
 @dataclass(frozen=True)
@@ -258,10 +216,12 @@ class ObjectStore:
             raise _fail(op, key, exc) from exc
 
     def _info(self, key: str, response: Any) -> ObjectInfo:
+        modified = response.get("LastModified")
         return ObjectInfo(
             self.location.name(key),
             str(response.get("ETag", "")),
             int(response.get("ContentLength", response.get("Size", 0))),
+            modified.timestamp() if modified is not None else 0.0,
         )
 
     async def head(self, name: str) -> ObjectInfo | None:
@@ -296,6 +256,36 @@ class ObjectStore:
         if len(data) != info.size:
             raise ObjectStoreError(f"object store get {key}: {len(data)} of {info.size} bytes")
         return ObjectBytes(data, info)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, name: str) -> AsyncIterator[tuple[ObjectInfo, AsyncIterator[bytes]]]:
+        """The object's info and its bytes as they arrive, each chunk bounded by the read
+        timeout; ObjectStoreError (never None) when it is missing or a read fails.
+
+        For a reader that writes the bytes somewhere itself (a download's temporary, which
+        clients follow while it grows: proxy/downloads.py) and checks them there.
+        """
+        key = self.location.key(name)
+        try:
+            async with asyncio.timeout(self.timeouts.call):
+                response = await self._client.get_object(Bucket=self.location.bucket, Key=key)
+        except _FAILURES as exc:
+            raise _fail("get", key, exc) from exc
+        info = self._info(key, response)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    async with asyncio.timeout(self.timeouts.read):
+                        chunk = await body.read(CHUNK)
+                    if not chunk:
+                        return
+                    yield chunk
+            except _FAILURES as exc:
+                raise _fail("get", key, exc) from exc
+
+        async with response["Body"] as body:
+            yield info, chunks()
 
     async def get_to_file(self, name: str, dest: Path) -> ObjectInfo | None:
         """Stream the object into ``dest`` (created or truncated); None when it is missing.

@@ -8,56 +8,33 @@ only when a test here asks for it; each test works under its own key prefix.
 import asyncio
 import contextlib
 import hashlib
-import os
 import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
 import seaweed
-from seaweed import EngineUnavailable, SeaweedFS, running
+from seaweed import EngineUnavailable, SeaweedFS, aws_environment, running
 
 from cacheproxy.errors import ConfigError
 from cacheproxy.store.leases import Lease, Leases, LeaseState
 from cacheproxy.store.objectstore import (
     MIN_PART_SIZE,
-    Location,
     ObjectStore,
     ObjectStoreError,
     Timeouts,
 )
+from cacheproxy.urls import Location
 
 RACERS = 20
 # SeaweedFS answers contended conditional writes to one key after up to a few seconds (it
 # waits on a per-key lock), so each race runs a couple of rounds, not dozens.
 ROUNDS = 2
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    with contextlib.ExitStack() as stack:
-        try:
-            server = stack.enter_context(running(tmp_path_factory.mktemp("seaweedfs")))
-        except EngineUnavailable as exc:
-            pytest.skip(f"SeaweedFS cannot start here: {exc}")
-        yield server
-
-
-def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str]) -> None:
-    """Only ``env`` configures the client: no profile, no files, no instance metadata."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -1,0 +1,274 @@
+"""A replica's store: the local cache directory as a tier in front of a shared bucket.
+
+Everything is served from the local tier (:class:`cacheproxy.store.local.Storage`, which
+this extends), so hits cost what they cost on one machine: sendfile from local paths. The
+bucket (:mod:`cacheproxy.store.shared`) is read where the local tier has nothing or only
+a stale copy, and written after the local tier:
+
+* pages: a record missing or past its TTL locally is looked up in the store, and a later
+  one there is copied in (bodies checked against their names) instead of asking upstream.
+  Stale everywhere, one replica takes the page's lease and asks upstream; the others wait
+  a moment for its record. Every page this replica fetches is written back.
+* files: :attr:`shared` tells a download where to get a file (proxy/downloads.py): from
+  the store, or from upstream for every replica under a lease, then put in the store.
+
+When the store fails, requests go on from the local tier and upstream (``Health``), and
+``/-/ready`` says the store is down until a probe gets through again.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cacheproxy.errors import SharedStoreError
+from cacheproxy.store.leases import Lease
+from cacheproxy.store.local import Storage
+from cacheproxy.store.objectstore import ObjectStore, Timeouts
+from cacheproxy.store.records import DamagedBody, FileMap, PageRecord, name_bodies
+from cacheproxy.store.shared import MAX_PAGE_WAIT, PAGE_LEASE_TTL, POLL, SharedStore
+from cacheproxy.urls import Location
+
+logger = logging.getLogger(__name__)
+
+PROBE_EVERY = 5.0  # seconds between readiness probes of the store
+CLOSE_WAIT = 10.0  # seconds a closing replica gives its writes to the store
+# A store that does not answer must not hold requests long: a replica serves from its
+# local tier and upstream meanwhile (a whole-call bound; large files are streamed, each
+# read bounded by `read`).
+STORE_TIMEOUTS = Timeouts(connect=3.0, read=15.0, call=30.0, attempts=2)
+
+
+class TieredStore(Storage):
+    """The local tier (all of :class:`Storage`) with a shared store behind it."""
+
+    store: SharedStore
+    ttl: float
+    clock: Callable[[], float]
+    _probe: "asyncio.Task[None]"
+    _client: contextlib.AsyncExitStack
+
+    def __init__(self, root: Path, index: Any) -> None:
+        super().__init__(root, index)
+        self._page_leases: dict[str, Lease] = {}  # pages this replica asks upstream for
+        self._no_wait: dict[str, float] = {}  # pages not to wait for another replica on
+        self._looking: dict[str, asyncio.Future[PageRecord | None]] = {}
+        self._publishing: dict[str, asyncio.Task[None]] = {}  # the last write of each page
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    @classmethod
+    async def open_tiered(
+        cls,
+        root: Path,
+        location: Location,
+        holder: str,
+        *,
+        ttl: float,
+        clean: bool = True,
+        clock: Callable[[], float] = time.time,
+        timeouts: Timeouts = STORE_TIMEOUTS,
+    ) -> "TieredStore":
+        """The local tier at ``root`` in front of ``location``; a page is fresh for ``ttl``.
+
+        No request is made yet: a replica starts (and serves its local tier) while the
+        store is down, and says so on ``/-/ready``.
+        """
+        stack = contextlib.AsyncExitStack()
+        objects = await stack.enter_async_context(ObjectStore.connect(location, timeouts=timeouts))
+        try:
+            tiered = await asyncio.to_thread(cls.open_sync, root, clean=clean)
+        except BaseException:
+            await stack.aclose()
+            raise
+        assert isinstance(tiered, TieredStore)
+        tiered._client = stack
+        tiered.store = SharedStore(objects, holder, clock=clock)
+        tiered.shared = tiered.store
+        tiered.ttl = ttl
+        tiered.clock = clock
+        tiered._probe = asyncio.create_task(tiered._probe_forever(), name="object store probe")
+        return tiered
+
+    async def _probe_forever(self) -> None:
+        while True:
+            with contextlib.suppress(SharedStoreError):
+                await self.store.probe()
+            await asyncio.sleep(PROBE_EVERY)
+
+    async def close(self) -> None:
+        self._probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._probe
+        pending = [*self._publishing.values(), *self._tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=CLOSE_WAIT)
+        for lease in list(self._page_leases.values()):
+            await self.store.release(self.store.page_leases, lease)
+        await self._client.aclose()
+        await super().close()
+
+    def check_writable(self) -> None:
+        """The local tier takes writes and the store answered its last request."""
+        super().check_writable()
+        if (problem := self.store.health.problem) is not None:
+            raise OSError(problem)
+
+    # -- pages ---------------------------------------------------------------------------
+
+    def _fresh(self, record: PageRecord) -> bool:
+        return self.clock() - record.fetched_at < self.ttl
+
+    async def get_page(self, key: str) -> PageRecord | None:
+        local = await super().get_page(key)
+        if local is not None and (local.status != 200 or self._fresh(local)):
+            return local
+        if not self.store.health.usable():
+            return local
+        # One look per page at a time: concurrent requests share it.
+        looking = self._looking.get(key)
+        if looking is None:
+            looking = asyncio.ensure_future(self._from_store(key, local))
+            self._looking[key] = looking
+            looking.add_done_callback(lambda _f: self._looking.pop(key, None))
+        return await asyncio.shield(looking)
+
+    async def _from_store(self, key: str, local: PageRecord | None) -> PageRecord | None:
+        try:
+            return await self._from_store_or_lease(key, local)
+        except SharedStoreError:
+            return local
+
+    async def _from_store_or_lease(self, key: str, local: PageRecord | None) -> PageRecord | None:
+        page = await self.store.read_record(key)
+        newer = page is not None and (local is None or page.record.fetched_at > local.fetched_at)
+        if page is not None and newer and await self._install(key, page.record, page):
+            local = page.record
+            if self._fresh(local):
+                return local
+        if self._no_wait.get(key, 0.0) > self.clock():
+            return local  # waited for another replica in vain lately: ask upstream here
+        lease = await self.store.lease_page(key)
+        if lease is not None:
+            self._page_leases[key] = lease  # released once our fetch is written back
+            return local
+        # Another replica is asking upstream: wait a moment for its record.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_PAGE_WAIT
+        seen = local.fetched_at if local is not None else None
+        while loop.time() < deadline:
+            await asyncio.sleep(POLL)
+            page = await self.store.read_record(key)
+            if page is not None and (seen is None or page.record.fetched_at > seen):
+                if await self._install(key, page.record, page):
+                    return page.record
+                break
+        self._no_wait[key] = self.clock() + PAGE_LEASE_TTL
+        return local
+
+    async def _install(self, key: str, record: PageRecord, page: Any) -> bool:
+        """Copy a page from the store into the local tier; False when it is incomplete."""
+        content = await self.store.read_page(page)
+        if content is None:
+            return False
+        blobs, files, strays = content
+        await super().put_prepared(key, record, blobs, files, strays)
+        return True
+
+    async def put_page(
+        self,
+        key: str,
+        record: PageRecord,
+        bodies: Mapping[str, bytes] | None = None,
+        files: FileMap | None = None,
+        strays: Iterable[str] = (),
+        expire: float | None = None,
+    ) -> PageRecord:
+        full = await super().put_page(key, record, bodies, files, strays, expire)
+        if full.status == 200:
+            _named, blobs = name_bodies(bodies or {})
+            self._publish(key, full, blobs, files, tuple(strays))
+        else:
+            self._done_fetching(key)
+        return full
+
+    async def put_prepared(
+        self,
+        key: str,
+        record: PageRecord,
+        blobs: Mapping[str, bytes],
+        files: FileMap | None = None,
+        strays: tuple[str, ...] = (),
+    ) -> None:
+        await super().put_prepared(key, record, blobs, files, strays)
+        if record.status == 200:
+            self._publish(key, record, blobs, files, strays)
+        else:
+            self._done_fetching(key)
+
+    def _publish(
+        self,
+        key: str,
+        record: PageRecord,
+        blobs: Mapping[str, bytes],
+        files: FileMap | None,
+        strays: tuple[str, ...],
+    ) -> None:
+        """Write the page to the store in the background, after any earlier write of it."""
+        previous = self._publishing.get(key)
+        task = asyncio.create_task(
+            self._write_back(key, record, blobs, files, strays, previous),
+            name=f"share page {key or '/'}",
+        )
+        self._publishing[key] = task
+
+        def forget(done: "asyncio.Task[None]") -> None:
+            if self._publishing.get(key) is done:
+                del self._publishing[key]
+
+        task.add_done_callback(forget)
+
+    async def _write_back(
+        self,
+        key: str,
+        record: PageRecord,
+        blobs: Mapping[str, bytes],
+        files: FileMap | None,
+        strays: tuple[str, ...],
+        previous: "asyncio.Task[None] | None",
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            if not self.store.health.usable():
+                return
+            if blobs or files is not None or not record.bodies:
+                await self.store.write_page(key, record, blobs, files, strays)
+            elif await self.store.write_record(key, record, None) == "missing":
+                # A refresh (304) of a page the store does not have (it was down when the
+                # page was first fetched): write the whole page from the local tier.
+                blobs, files = await asyncio.to_thread(self._local_content, key, record)
+                await self.store.write_page(key, record, blobs, files, ())
+        except (SharedStoreError, FileNotFoundError, DamagedBody) as exc:
+            logger.warning("page %s not shared: %s", key or "/", exc)
+        finally:
+            self._done_fetching(key)
+
+    def _local_content(
+        self, key: str, record: PageRecord
+    ) -> tuple[dict[str, bytes], FileMap | None]:
+        blobs = {body.name: self._read_checked(body) for body in record.bodies.values()}
+        return blobs, self.local_files(key)
+
+    def _done_fetching(self, key: str) -> None:
+        lease = self._page_leases.pop(key, None)
+        self._no_wait.pop(key, None)
+        if lease is not None:
+            self._spawn(self.store.release(self.store.page_leases, lease))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
