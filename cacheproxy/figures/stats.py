@@ -107,6 +107,8 @@ def collect_stats(
         },
         "hit_ratio": round(hits / served, 4) if served else None,
         "bytes": {"from_cache": int(from_cache), "from_upstream": int(sent.get(("upstream",), 0))},
+        # File bytes by tier: local disk, the store replicas share, upstream (metrics.py).
+        "tiers": {tier: int(n) for (tier,), n in sorted(snap.series("tier_bytes").items())},
         "time_saved_seconds": round(saved, 1),
         "cache": {
             "size_bytes": int(snap.total("cache_bytes")),
@@ -182,6 +184,15 @@ class _SharedCollector(Collector):
         for (source,), n in sorted(snap.series("metadata_extracted").items()):
             extracted.add_metric([source], n)
         yield extracted
+        tiers = CounterMetricFamily(
+            "cacheproxy_file_bytes",
+            "File bytes by tier: local (sent from this replica's disk), store (copied from "
+            "the object store replicas share), upstream (downloaded from the index).",
+            labels=["tier"],
+        )
+        for (tier,), n in sorted(snap.series("tier_bytes").items()):
+            tiers.add_metric([tier], n)
+        yield tiers
         yield from index_families(snap)
         for name, series, doc in (
             ("cacheproxy_upstream_bytes", "upstream_bytes", "File bytes fetched from upstream."),

@@ -5,21 +5,26 @@ the same bucket prefix; the fake index's request log proves what reached upstrea
 """
 
 import asyncio
+import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Dists, make_settings
 from fakeindex import FakeIndex
+from processes import free_port
 from pytest_aiohttp import AiohttpClient
 from seaweed import SeaweedFS, aws_environment
 from yarl import URL
 
+from cacheproxy.store.leases import LeaseState
 from cacheproxy.store.objectstore import ObjectStore
 from cacheproxy.store.shared import file_object, record_object
 from cacheproxy.urls import Location
@@ -59,9 +64,14 @@ def replica(
 
 async def shared_now(client: Client) -> None:
     """Wait until the replica's writes to the store have landed."""
-    storage = client.app[proxy_key].storage
+    proxy = client.app[proxy_key]
+    storage = proxy.storage
     for _ in range(200):
-        pending = [*storage._publishing.values(), *storage._tasks]  # type: ignore[attr-defined]
+        pending = [
+            *storage._publishing.values(),  # type: ignore[attr-defined]
+            *storage._tasks,  # type: ignore[attr-defined]
+            *proxy.downloads._tasks,
+        ]
         if not pending:
             return
         await asyncio.wait(pending, timeout=5)
@@ -109,3 +119,154 @@ async def test_a_new_replica_serves_pages_and_files_from_the_store_without_upstr
     assert wheel.headers["X-Cache"] == "HIT"  # from the store: upstream was not asked
     assert await wheel.read() == body
     assert fake.requests == []
+
+
+async def test_replicas_fetch_a_page_from_upstream_once_per_ttl(
+    replica: Replica, fake: FakeIndex
+) -> None:
+    first, second, third = await replica(), await replica(), await replica()
+    assert (await first.get("/simple/beta/")).status == 200
+    await shared_now(first)
+    for other in (second, third):
+        resp = await other.get("/simple/beta/")
+        assert resp.status == 200
+        assert resp.headers["X-Cache"] == "HIT"
+    assert len(fake.page_gets("beta")) == 1
+
+
+async def test_stale_everywhere_one_replica_revalidates_for_all(
+    replica: Replica, fake: FakeIndex
+) -> None:
+    # A short TTL: every request finds the page stale, and asks upstream, unless another
+    # replica is doing it right now (the page's lease) or just did.
+    replicas = [await replica(index_ttl=1.5) for _ in range(3)]
+    assert (await replicas[0].get("/simple/beta/")).status == 200
+    await shared_now(replicas[0])
+    await asyncio.sleep(1.6)  # stale everywhere
+    fake.clear_log()
+    fake.delay_pages(0.3)  # one revalidation is in flight while the others look
+    answers = await asyncio.gather(*(r.get("/simple/beta/") for r in replicas))
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert len(fake.page_gets("beta")) == 1
+
+
+async def test_one_upstream_download_per_file_across_replicas(
+    replica: Replica, fake: FakeIndex, dists: Dists, objects: ObjectStore
+) -> None:
+    replicas = [await replica() for _ in range(3)]
+    link = await file_link(replicas[0], "big", dists.big.name)
+    for r in replicas[1:]:
+        await file_link(r, "big", dists.big.name)  # each replica has read the page
+    fake.clear_log()
+    release = fake.hold_files({dists.big.name})
+    gets = [asyncio.ensure_future(r.get(link)) for r in replicas for _ in range(3)]
+    await asyncio.sleep(1.0)  # every replica has asked: one holds the lease, two wait
+    release.set()
+    expected = dists.big.read_bytes()
+    for resp in await asyncio.gather(*gets):
+        assert resp.status == 200
+        assert await resp.read() == expected
+    assert len(fake.file_gets(dists.big.name)) == 1
+    assert await objects.head(file_object(hashlib.sha256(expected).hexdigest())) is not None
+    assert [o async for o in objects.list_objects("leases/files/")] == []  # all released
+
+
+async def test_a_damaged_copy_in_the_store_is_never_served_and_is_replaced(
+    replica: Replica, fake: FakeIndex, dists: Dists, objects: ObjectStore
+) -> None:
+    good = dists.beta1.read_bytes()
+    name = file_object(hashlib.sha256(good).hexdigest())
+    await objects.put(name, good[:-1] + bytes([good[-1] ^ 1]))  # same size, wrong bytes
+    first = await replica()
+    link = await file_link(first, "beta", dists.beta1.name)
+    resp = await first.get(link)
+    # The bytes are streamed as they are copied; the last one is held back until the hash
+    # checks out, so the client gets a broken transfer, never a "complete" wrong file.
+    with contextlib.suppress(aiohttp.ClientPayloadError):
+        assert await resp.read() != good[:-1] + bytes([good[-1] ^ 1])
+    again = await first.get(link)
+    assert again.status == 200
+    assert await again.read() == good
+    await shared_now(first)
+    stored = await objects.get(name)
+    assert stored is not None
+    assert stored.data == good
+
+
+async def test_a_dead_replicas_lease_expires_and_another_downloads_the_file(
+    replica: Replica, fake: FakeIndex, dists: Dists, objects: ObjectStore
+) -> None:
+    data = dists.gamma.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    # A replica that took the lease and died: it never renews or releases.
+    dead = LeaseState("dead-replica", "token", time.time() + 1.0, 0)
+    assert await objects.put_create_only(f"leases/files/{digest}", dead.encode())
+    first = await replica()
+    link = await file_link(first, "gamma", dists.gamma.name)
+    started = time.monotonic()
+    resp = await first.get(link)
+    assert resp.status == 200
+    assert await resp.read() == data
+    # It waited for the dead lease (its expiry plus the allowed clock skew), not longer.
+    assert 1.0 <= time.monotonic() - started < 8.0
+    assert len(fake.file_gets(dists.gamma.name)) == 1
+    await shared_now(first)
+    assert await objects.head(file_object(digest)) is not None
+
+
+async def test_with_the_store_down_a_replica_serves_its_local_tier_and_relays_misses(
+    aiohttp_client: AiohttpClient,
+    fake: FakeIndex,
+    dists: Dists,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An endpoint where nothing listens: every store request fails at once.
+    aws_environment(
+        monkeypatch,
+        tmp_path,
+        {
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
+        },
+    )
+    settings = make_settings(tmp_path / "local", fake.index_url, storage=Location("down"))
+    client = await aiohttp_client(create_app(settings))
+    page = await client.get("/simple/alpha/")
+    assert page.status == 200
+    link = await file_link(client, "alpha", dists.alpha.name)
+    wheel = await client.get(link)
+    assert wheel.status == 200
+    assert await wheel.read() == dists.alpha.read_bytes()
+    ready = await client.get("/-/ready")
+    assert ready.status == 503
+    assert "object store" in await ready.text()
+    # What the local tier holds is still served with upstream down too.
+    fake.down()
+    fake.clear_log()
+    again = await client.get(link)
+    assert again.status == 200
+    assert again.headers["X-Cache"] == "HIT"
+    assert await again.read() == dists.alpha.read_bytes()
+
+
+async def test_metrics_say_which_tier_the_bytes_came_from(
+    replica: Replica, fake: FakeIndex, dists: Dists
+) -> None:
+    size = dists.alpha.stat().st_size
+    first = await replica()
+    link = await file_link(first, "alpha", dists.alpha.name)
+    assert (await (await first.get(link)).read()) == dists.alpha.read_bytes()  # upstream
+    assert (await (await first.get(link)).read()) == dists.alpha.read_bytes()  # local
+    await shared_now(first)
+    second = await replica()
+    await file_link(second, "alpha", dists.alpha.name)
+    assert (await (await second.get(link)).read()) == dists.alpha.read_bytes()  # store
+    tiers = [(await (await r.get("/-/stats")).json())["tiers"] for r in (first, second)]
+    assert tiers[0] == {"local": size, "upstream": size, "store": 0}
+    assert tiers[1]["store"] == size
+    assert tiers[1]["upstream"] == 0
+    text = await (await second.get("/-/metrics")).text()
+    assert f'cacheproxy_file_bytes_total{{tier="store"}} {float(size)}' in text
