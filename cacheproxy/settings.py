@@ -106,6 +106,9 @@ class Settings:
     storage: Location | None = None
     # Who this replica is in the store's leases (host name and process id by default).
     replica_id: str | None = None
+    # A replica downloading a file for all renews its lease every third of this; a dead
+    # one's lease is taken over this long (plus 2 s of allowed clock skew) after.
+    lease_ttl: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -115,6 +118,8 @@ class Settings:
                 "upstream must be an http(s) URL of a simple index, "
                 f"not {redact_url(self.upstream)!r}"
             )
+        if not 1 <= self.lease_ttl <= 600:
+            raise ConfigError(f"lease_ttl must be between 1 and 600 seconds, not {self.lease_ttl}")
         for name in ("index_ttl", "negative_ttl", "revalidate_floor", "failure_backoff"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
@@ -407,6 +412,8 @@ def _build(
         tuning["storage"] = parse_storage(str(storage_raw))
     if replica_raw := pick("replica_id"):
         tuning["replica_id"] = str(replica_raw).strip()
+    if (lease_raw := pick("lease_ttl")) is not None:
+        tuning["lease_ttl"] = parse_number("lease-ttl", str(lease_raw))
     config_team = multi.config_team(flags, environ)
 
     def pick_team(name: str) -> object | None:

@@ -171,7 +171,12 @@ async def _open_storage(settings: Settings, *, clean: bool) -> Storage:
 
     holder = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
     return await TieredStore.open_tiered(
-        settings.cache_dir, settings.storage, holder, ttl=settings.index_ttl, clean=clean
+        settings.cache_dir,
+        settings.storage,
+        holder,
+        ttl=settings.index_ttl,
+        clean=clean,
+        lease_ttl=settings.lease_ttl,
     )
 
 

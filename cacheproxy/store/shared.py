@@ -279,9 +279,10 @@ class SharedStore:
 
     async def claim_file(self, sha256: str) -> StoredCopy | UploadRight | None:
         """Where this replica gets file ``sha256`` from: the store (:class:`StoredCopy`),
-        or upstream under a lease it holds (:class:`FileLease`), after waiting for another
-        replica's download of it if one runs; None: from upstream without the store (it
-        is down, or another replica's download takes longer than :attr:`max_file_wait`)."""
+        or upstream for every replica (:class:`FileLease`: under the file's lease, after
+        waiting for another replica's download of it if one runs, or without the lease when
+        that takes longer than :attr:`max_file_wait`); None: from upstream, without the
+        store (it is down)."""
         if not self.health.usable():
             return None
         lease_name = f"files/{sha256}"
@@ -308,7 +309,9 @@ class SharedStore:
                         sha256,
                         self.max_file_wait,
                     )
-                    return None
+                    # No lease, but the verified file still goes to the store: objects are
+                    # named by their hash and created only once, so two writers agree.
+                    return FileLease(self, sha256, None)
                 await asyncio.sleep(POLL)
         except ObjectStoreError:
             return None
@@ -333,10 +336,10 @@ class FileLease:
     """This replica downloads the file from upstream for everyone: the lease is renewed
     until :meth:`publish` uploads the verified file, or :meth:`release` gives up."""
 
-    def __init__(self, shared: SharedStore, sha256: str, lease: Lease) -> None:
+    def __init__(self, shared: SharedStore, sha256: str, lease: Lease | None) -> None:
         self._shared = shared
         self.sha256 = sha256
-        self._lease: Lease | None = lease
+        self._lease = lease  # None: publish without one (waiting for another took too long)
         self._renewing = asyncio.create_task(self._renew(), name=f"lease {sha256[:12]}")
 
     async def _renew(self) -> None:

@@ -29,7 +29,13 @@ from cacheproxy.store.leases import Lease
 from cacheproxy.store.local import Storage
 from cacheproxy.store.objectstore import ObjectStore, Timeouts
 from cacheproxy.store.records import DamagedBody, FileMap, PageRecord, name_bodies
-from cacheproxy.store.shared import MAX_PAGE_WAIT, PAGE_LEASE_TTL, POLL, SharedStore
+from cacheproxy.store.shared import (
+    FILE_LEASE_TTL,
+    MAX_PAGE_WAIT,
+    PAGE_LEASE_TTL,
+    POLL,
+    SharedStore,
+)
 from cacheproxy.urls import Location
 
 logger = logging.getLogger(__name__)
@@ -70,6 +76,7 @@ class TieredStore(Storage):
         clean: bool = True,
         clock: Callable[[], float] = time.time,
         timeouts: Timeouts = STORE_TIMEOUTS,
+        lease_ttl: float = FILE_LEASE_TTL,
     ) -> "TieredStore":
         """The local tier at ``root`` in front of ``location``; a page is fresh for ``ttl``.
 
@@ -85,7 +92,7 @@ class TieredStore(Storage):
             raise
         assert isinstance(tiered, TieredStore)
         tiered._client = stack
-        tiered.store = SharedStore(objects, holder, clock=clock)
+        tiered.store = SharedStore(objects, holder, clock=clock, file_lease_ttl=lease_ttl)
         tiered.shared = tiered.store
         tiered.ttl = ttl
         tiered.clock = clock
