@@ -326,6 +326,18 @@ class Download:
                 await writer.wait_for_room()
 
 
+async def _verified_bytes(download: Download, fd: int) -> AsyncIterator[bytes]:
+    """The download's bytes as they reach its temporary (read through ``fd``, which this
+    closes), ending only once the whole file is verified (its last byte is held back until
+    then, see :meth:`Download.spans`)."""
+    try:
+        async for offset, length in download.spans():
+            for data in read_span(fd, offset, length):
+                yield data
+    finally:
+        os.close(fd)
+
+
 def _as_error(e: BaseException, shown: str) -> CacheProxyError:
     if isinstance(e, asyncio.CancelledError):
         return UpstreamError(f"download of {shown} was cancelled")
@@ -465,13 +477,22 @@ class Downloads:
     async def _run(self, download: Download, lock: FileLock) -> None:
         started = time.monotonic()
         right: UploadRight | None = None
+        sharing: asyncio.Task[None] | None = None
         try:
             upstream = download.spec.upstream or self._upstream
             right = await self._claim(download)
+            if right is not None:
+                # Parts go up while the bytes arrive; the object appears after the check.
+                reader = download.open_reader()  # now, while the temporary surely exists
+                sharing = asyncio.create_task(right.publish(_verified_bytes(download, reader)))
             await download.run(upstream, self._storage, self._retries)
-            if right is not None and download.succeeded:
-                await right.publish(download.spec.final)
+            if sharing is not None:
+                await sharing
         finally:
+            if sharing is not None and not sharing.done():
+                sharing.cancel()  # we are being cancelled: the upload is aborted
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sharing
             if right is not None:
                 await right.release()
             await self._after_store_copy(download)

@@ -29,9 +29,12 @@ class StoredCopy:
 
 class UploadRight(Protocol):
     """This replica downloads the file from upstream for every replica (it holds the
-    lease): :meth:`publish` the verified file, then :meth:`release`, always."""
+    lease): :meth:`publish` its bytes, then :meth:`release`, always."""
 
-    async def publish(self, path: Path) -> None: ...
+    async def publish(self, chunks: AsyncIterator[bytes]) -> None:
+        """Put the file in the store as its bytes arrive; ``chunks`` ends only once the
+        whole file is verified, and raises otherwise (then nothing is stored). A store
+        failure is logged, not raised: the local copy still serves."""
 
     async def release(self) -> None: ...
 

@@ -445,61 +445,106 @@ class ObjectStore:
     async def _multipart(
         self, name: str, path: Path, *, create_only: bool, part_size: int
     ) -> str | None:
+        async def parts() -> AsyncIterator[bytes]:
+            with path.open("rb") as source:
+                while chunk := await asyncio.to_thread(source.read, part_size):
+                    yield chunk
+
+        return await self.put_stream(name, parts(), create_only=create_only, part_size=part_size)
+
+    async def put_stream(
+        self,
+        name: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        create_only: bool = True,
+        part_size: int = PART_SIZE,
+    ) -> str | None:
+        """Upload bytes as they come (a download still running): parts go up as they fill,
+        and the object is created only when ``chunks`` ends; if it raises (the download
+        failed its check), the upload is aborted and nothing is ever visible.
+
+        Up to ``part_size`` bytes in all go up in one request at the end. The new entity
+        tag, or None when ``create_only`` and the object exists (see :meth:`put_file`).
+        """
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part size {part_size} is below S3's minimum {MIN_PART_SIZE}")
         key = self.location.key(name)
         bucket = self.location.bucket
-        created = await self._call(
-            "upload", key, self._client.create_multipart_upload(Bucket=bucket, Key=key)
-        )
-        upload_id = created["UploadId"]
+        pending = bytearray()
+        upload_id: str | None = None
+        parts: list[CompletedPartTypeDef] = []
         try:
-            parts = await self._upload_parts(key, upload_id, path, part_size)
-            try:
-                async with asyncio.timeout(self.timeouts.call):
-                    if create_only:
-                        done = await self._client.complete_multipart_upload(
-                            Bucket=bucket,
-                            Key=key,
-                            UploadId=upload_id,
-                            MultipartUpload={"Parts": parts},
-                            IfNoneMatch="*",
+            async for chunk in chunks:
+                pending += chunk
+                while len(pending) > part_size:  # the last part is sent at the end
+                    if upload_id is None:
+                        created = await self._call(
+                            "upload",
+                            key,
+                            self._client.create_multipart_upload(Bucket=bucket, Key=key),
                         )
-                    else:
-                        done = await self._client.complete_multipart_upload(
-                            Bucket=bucket,
-                            Key=key,
-                            UploadId=upload_id,
-                            MultipartUpload={"Parts": parts},
-                        )
-            except ClientError as exc:
-                if create_only and _is_precondition(exc):
-                    await self._abort(key, upload_id)
-                    return None
-                raise
+                        upload_id = created["UploadId"]
+                    part = bytes(pending[:part_size])
+                    del pending[:part_size]
+                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
+            if upload_id is None:
+                data = bytes(pending)
+                return await (
+                    self.put_create_only(name, data) if create_only else self.put(name, data)
+                )
+            if pending:
+                parts.append(
+                    await self._upload_part(key, upload_id, len(parts) + 1, bytes(pending))
+                )
+            return await self._complete(key, upload_id, parts, create_only=create_only)
         except BaseException as exc:
-            await self._abort(key, upload_id)
+            if upload_id is not None:
+                await self._abort(key, upload_id)
             if isinstance(exc, _FAILURES):
                 raise _fail("upload", key, exc) from exc
             raise
-        return done["ETag"]
 
-    async def _upload_parts(
-        self, key: str, upload_id: str, path: Path, part_size: int
-    ) -> "list[CompletedPartTypeDef]":
-        parts: list[CompletedPartTypeDef] = []
-        with path.open("rb") as source:
-            number = 1
-            while chunk := await asyncio.to_thread(source.read, part_size):
-                async with asyncio.timeout(self.timeouts.call):
-                    response = await self._client.upload_part(
-                        Bucket=self.location.bucket,
+    async def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes
+    ) -> "CompletedPartTypeDef":
+        async with asyncio.timeout(self.timeouts.call):
+            response = await self._client.upload_part(
+                Bucket=self.location.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        return {"ETag": response["ETag"], "PartNumber": number}
+
+    async def _complete(
+        self, key: str, upload_id: str, parts: "list[CompletedPartTypeDef]", *, create_only: bool
+    ) -> str | None:
+        bucket = self.location.bucket
+        try:
+            async with asyncio.timeout(self.timeouts.call):
+                if create_only:
+                    done = await self._client.complete_multipart_upload(
+                        Bucket=bucket,
                         Key=key,
                         UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
+                        MultipartUpload={"Parts": parts},
+                        IfNoneMatch="*",
                     )
-                parts.append({"ETag": response["ETag"], "PartNumber": number})
-                number += 1
-        return parts
+                else:
+                    done = await self._client.complete_multipart_upload(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
+                    )
+        except ClientError as exc:
+            if create_only and _is_precondition(exc):
+                await self._abort(key, upload_id)
+                return None
+            raise
+        return done["ETag"]
 
     async def _abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload, even from a cancelled task; a failure is only logged.

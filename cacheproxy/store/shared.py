@@ -34,9 +34,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
+from cacheproxy.errors import CacheProxyError
 from cacheproxy.store.api import StoredCopy, UploadRight
 from cacheproxy.store.leases import Lease, Leases
 from cacheproxy.store.objectstore import ObjectStore, ObjectStoreError
@@ -316,9 +316,10 @@ class SharedStore:
         except ObjectStoreError:
             return None
 
-    async def publish_file(self, sha256: str, path: Path) -> None:
-        """Upload a verified local file under its hash (create-only: never overwrites)."""
-        await self.guarded("write", self.objects.put_file(file_object(sha256), path))
+    async def publish_file(self, sha256: str, chunks: AsyncIterator[bytes]) -> None:
+        """Upload a file under its hash as it downloads (create-only: never overwrites);
+        the object appears only when ``chunks`` ends, after the download was verified."""
+        await self.guarded("write", self.objects.put_stream(file_object(sha256), chunks))
 
     async def drop_damaged_file(self, sha256: str) -> None:
         """Remove a stored file whose bytes did not hash to its name."""
@@ -354,12 +355,15 @@ class FileLease:
                 logger.warning("lost the download lease of %s to another replica", self.sha256)
             self._lease = renewed
 
-    async def publish(self, path: Path) -> None:
-        """Upload the verified file; a failure is logged (the local copy still serves)."""
+    async def publish(self, chunks: AsyncIterator[bytes]) -> None:
+        """Upload the file as it is verified; a store failure is logged (the local copy
+        still serves); a failed download (``chunks`` raises) stores nothing."""
         try:
-            await self._shared.publish_file(self.sha256, path)
-        except (ObjectStoreError, FileNotFoundError) as exc:
+            await self._shared.publish_file(self.sha256, chunks)
+        except ObjectStoreError as exc:
             logger.error("cannot put %s in the object store: %s", self.sha256, exc)
+        except CacheProxyError:
+            pass  # the download failed: it was logged there, and nothing was stored
 
     async def release(self) -> None:
         self._renewing.cancel()

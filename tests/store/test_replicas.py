@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Dists, make_settings
+from distbuild import build_wheel
 from fakeindex import FakeIndex
 from processes import free_port
 from pytest_aiohttp import AiohttpClient
@@ -270,3 +271,35 @@ async def test_metrics_say_which_tier_the_bytes_came_from(
     assert tiers[1]["upstream"] == 0
     text = await (await second.get("/-/metrics")).text()
     assert f'cacheproxy_file_bytes_total{{tier="store"}} {float(size)}' in text
+
+
+async def test_a_download_that_fails_its_check_leaves_nothing_in_the_store(
+    replica: Replica,
+    fake: FakeIndex,
+    objects: ObjectStore,
+    location: Location,
+    tmp_path: Path,
+) -> None:
+    # Larger than one part: its parts go up while it downloads, and must never complete.
+    wheel = build_wheel(tmp_path / "dists", "parted", "1.0", pad_bytes=12 * 1024 * 1024)
+    published = fake.add_file("parted", wheel)
+    first = await replica()
+    link = await file_link(first, "parted", wheel.name)
+    fake.corrupt_files(times=1)
+    resp = await first.get(link)
+    with contextlib.suppress(aiohttp.ClientPayloadError):
+        assert await resp.read() != published.data
+    await shared_now(first)
+    assert await objects.head(file_object(published.sha256)) is None
+    assert [o async for o in objects.list_objects("leases/files/")] == []
+    uploads = await objects._client.list_multipart_uploads(
+        Bucket=location.bucket, Prefix=location.key("files") + "/"
+    )
+    assert uploads.get("Uploads", []) == []  # aborted, not left open
+    # The next request downloads it again, and that one is shared.
+    again = await first.get(link)
+    assert await again.read() == published.data
+    await shared_now(first)
+    stored = await objects.get(file_object(published.sha256))
+    assert stored is not None
+    assert stored.data == published.data
