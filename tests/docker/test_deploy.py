@@ -382,14 +382,14 @@ def test_version_comes_from_our_distribution() -> None:
 
 # Option and setting names that would mean a limitation was lifted: then the README's
 # "Limitations" section must change with it.
-_LIFTED = re.compile(r"upstreams|extra.index|allow|deny|block|replica|redis|s3|group", re.I)
+_LIFTED = re.compile(r"upstreams|extra.index|allow|deny|block|redis|group|hosted_store", re.I)
 
 
 def test_readme_limitations_hold(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.partition("\n## Limitations\n")[2].partition("\n## ")[0]
     claims = ("never merged", "legacy upload API only", "One flat list of users")
-    for claim in (*claims, "One host per cache", "allow/deny"):
+    for claim in (*claims, "own packages live on one replica", "allow/deny"):
         assert claim in section
     # One upstream, no allow/deny settings (the release-age gate's --min-age-unknown
     # allow|deny is about upload times, not a list of projects), no tokens or groups.
@@ -411,5 +411,10 @@ def test_readme_limitations_hold(tmp_path: Path) -> None:
         "/pypi/{project}/json",
         "/pypi/{project}/{version}/json",
     }
-    # One host: workers coordinate with flock, which does not reach across hosts.
+    # Without --storage, workers coordinate with flock, which does not reach across hosts;
+    # with it, hosted packages still live on the replica's own disk (nothing in hosted.py
+    # knows the object store).
     assert "fcntl.flock" in (ROOT / "cacheproxy" / "store" / "filelock.py").read_text()
+    hosted = (ROOT / "cacheproxy" / "store" / "hosted.py").read_text()
+    assert "objectstore" not in hosted
+    assert "shared" not in hosted
