@@ -258,6 +258,12 @@ class SharedStore:
                 return "written"
         return "newer"
 
+    async def drop_record(self, key: str) -> None:
+        """Remove the store's record of ``key`` (its bodies stay: other records may name
+        them, and a later fetch rewrites them create-only)."""
+        with contextlib.suppress(ObjectStoreError):
+            await self.guarded("delete", self.objects.delete(record_object(key)))
+
     async def lease_page(self, key: str) -> Lease | None:
         return await self.guarded("lease", self.page_leases.acquire(_page_lease(key)))
 

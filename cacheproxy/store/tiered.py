@@ -56,6 +56,7 @@ class TieredStore(Storage):
     clock: Callable[[], float]
     _probe: "asyncio.Task[None]"
     _client: contextlib.AsyncExitStack
+    _loop: asyncio.AbstractEventLoop
 
     def __init__(self, root: Path, index: Any) -> None:
         super().__init__(root, index)
@@ -64,6 +65,7 @@ class TieredStore(Storage):
         self._looking: dict[str, asyncio.Future[PageRecord | None]] = {}
         self._publishing: dict[str, asyncio.Task[None]] = {}  # the last write of each page
         self._tasks: set[asyncio.Future[None]] = set()
+        self._dropping: set[str] = set()  # pages being removed from the store
 
     @classmethod
     async def open_tiered(
@@ -96,6 +98,7 @@ class TieredStore(Storage):
         tiered.shared = tiered.store
         tiered.ttl = ttl
         tiered.clock = clock
+        tiered._loop = asyncio.get_running_loop()
         tiered._probe = asyncio.create_task(tiered._probe_forever(), name="object store probe")
         return tiered
 
@@ -125,6 +128,21 @@ class TieredStore(Storage):
 
     # -- pages ---------------------------------------------------------------------------
 
+    def drop_page(self, key: str) -> bool:
+        """Forget a page here and in the store (an admin's invalidation), so the next
+        request fetches it afresh; other replicas drop their copies within a TTL."""
+        dropped = super().drop_page(key)
+        self._dropping.add(key)  # until the store's copy is gone, it is not read
+        # Called from a thread (proxy/service.py): the store's client lives on the loop.
+        self._loop.call_soon_threadsafe(self._spawn, self._drop_shared(key))
+        return dropped
+
+    async def _drop_shared(self, key: str) -> None:
+        try:
+            await self.store.drop_record(key)
+        finally:
+            self._dropping.discard(key)
+
     def _fresh(self, record: PageRecord) -> bool:
         return self.clock() - record.fetched_at < self.ttl
 
@@ -132,7 +150,7 @@ class TieredStore(Storage):
         local = await super().get_page(key)
         if local is not None and (local.status != 200 or self._fresh(local)):
             return local
-        if not self.store.health.usable():
+        if not self.store.health.usable() or key in self._dropping:
             return local
         # One look per page at a time: concurrent requests share it.
         looking = self._looking.get(key)
@@ -159,6 +177,7 @@ class TieredStore(Storage):
             return local  # waited for another replica in vain lately: ask upstream here
         lease = await self.store.lease_page(key)
         if lease is not None:
+            _bounded(self._page_leases)
             self._page_leases[key] = lease  # released once our fetch is written back
             return local
         # Another replica is asking upstream: wait a moment for its record.
@@ -172,6 +191,7 @@ class TieredStore(Storage):
                 if await self._install(key, page.record, page):
                     return page.record
                 break
+        _bounded(self._no_wait)
         self._no_wait[key] = self.clock() + PAGE_LEASE_TTL
         return local
 
@@ -279,3 +299,13 @@ class TieredStore(Storage):
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+# Pages a replica tracks leases and waits for at once; beyond it the oldest are forgotten
+# (a lease expires in the store by itself; a forgotten wait only means one more fetch).
+_TRACKED = 10_000
+
+
+def _bounded(tracked: dict[str, Any]) -> None:
+    while len(tracked) >= _TRACKED:
+        del tracked[next(iter(tracked))]

@@ -303,3 +303,133 @@ async def test_a_download_that_fails_its_check_leaves_nothing_in_the_store(
     stored = await objects.get(file_object(published.sha256))
     assert stored is not None
     assert stored.data == published.data
+
+
+class Outage:
+    """A TCP relay in front of the store that can be cut: a real network fault."""
+
+    def __init__(self, target: str) -> None:
+        url = URL(target)
+        self._target = (url.host or "127.0.0.1", url.port or 80)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._links):
+            writer.transport.abort()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._links.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._links.difference_update((writer, up_writer))
+
+
+async def test_a_store_outage_and_its_end(
+    aiohttp_client: AiohttpClient,
+    fake: FakeIndex,
+    dists: Dists,
+    seaweedfs: SeaweedFS,
+    location: Location,
+    objects: ObjectStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outage = Outage(seaweedfs.endpoint)
+    await outage.up()
+    try:
+        await _outage_and_its_end(
+            outage, aiohttp_client, fake, dists, location, objects, tmp_path, monkeypatch
+        )
+    finally:
+        await outage.down()
+
+
+async def _outage_and_its_end(
+    outage: Outage,
+    aiohttp_client: AiohttpClient,
+    fake: FakeIndex,
+    dists: Dists,
+    location: Location,
+    objects: ObjectStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", outage.endpoint)
+    settings = make_settings(tmp_path / "local", fake.index_url, storage=location)
+    client = await aiohttp_client(create_app(settings))
+    alpha = await file_link(client, "alpha", dists.alpha.name)
+    assert await (await client.get(alpha)).read() == dists.alpha.read_bytes()
+    await shared_now(client)
+    assert (await client.get("/-/ready")).status == 200
+
+    await outage.down()
+    beta = await file_link(client, "beta", dists.beta1.name)  # a page miss: from upstream
+    resp = await client.get(beta)  # a file miss: upstream, kept locally
+    assert resp.status == 200
+    assert await resp.read() == dists.beta1.read_bytes()
+    hit = await client.get(alpha)  # the local tier still serves
+    assert hit.headers["X-Cache"] == "HIT"
+    assert await hit.read() == dists.alpha.read_bytes()
+    ready = await client.get("/-/ready")
+    assert ready.status == 503
+    assert "object store" in await ready.text()
+
+    await outage.up()
+    for _ in range(150):  # the next probe (every 5 s) finds it back
+        if (await client.get("/-/ready")).status == 200:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("/-/ready did not recover with the store")
+    gamma = await file_link(client, "gamma", dists.gamma.name)
+    assert await (await client.get(gamma)).read() == dists.gamma.read_bytes()
+    await shared_now(client)
+    # Only verified bytes in the store: every file object hashes to its name.
+    names = [o.name async for o in objects.list_objects("files/")]
+    assert file_object(hashlib.sha256(dists.gamma.read_bytes()).hexdigest()) in names
+    for name in names:
+        found = await objects.get(name)
+        assert found is not None
+        assert hashlib.sha256(found.data).hexdigest() == name.rsplit("/", 1)[1]
+
+
+async def test_invalidating_a_page_drops_the_stores_copy_too(
+    replica: Replica, fake: FakeIndex, objects: ObjectStore
+) -> None:
+    token = "replica-admin-token-123"
+    first = await replica(admin_token=token, index_ttl=3600)
+    assert (await first.get("/simple/alpha/")).status == 200
+    await shared_now(first)
+    key = first.app[proxy_key].pages.key("alpha")
+    assert await objects.head(record_object(key)) is not None
+    good = {"Authorization": f"Bearer {token}"}
+    resp = await first.post("/-/admin/invalidate/alpha", headers=good)
+    assert (await resp.json())["invalidated"] == 1
+    fake.clear_log()
+    again = await first.get("/simple/alpha/")
+    assert again.headers["X-Cache"] == "MISS"
+    assert "if-none-match" not in fake.page_gets("alpha")[0].headers  # fetched afresh
