@@ -208,6 +208,11 @@ class ObjectStore:
                 raise _fail("connect", str(location), exc) from exc
             yield cls(client, location, timeouts)
 
+    def with_timeouts(self, timeouts: Timeouts) -> "ObjectStore":
+        """The same client and location with other bounds on each call (its sockets keep
+        the connect and read timeouts the client was made with)."""
+        return ObjectStore(self._client, self.location, timeouts)
+
     async def _call(self, op: str, key: str, call: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self.timeouts.call):

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from cacheproxy.errors import CacheProxyError
 from cacheproxy.store.api import StoredCopy, UploadRight
 from cacheproxy.store.leases import Lease, Leases
-from cacheproxy.store.objectstore import ObjectStore, ObjectStoreError
+from cacheproxy.store.objectstore import ObjectStore, ObjectStoreError, Timeouts
 from cacheproxy.store.records import FileMap, FileRecord, PageRecord
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ LEASE_POLL = 1.0
 # a client that gets no byte for longer gives up (pip's default read timeout is 15 s).
 MAX_FILE_WAIT = 10.0
 MAX_PAGE_WAIT = 3.0
+# Calls a request waits on (records, page bodies, a file's first bytes, leases): a slow
+# store must not hold a client long, when upstream or the local tier can answer instead.
+QUICK = Timeouts(connect=2.0, read=3.0, call=5.0, attempts=2)
 
 
 def file_object(sha256: str) -> str:
@@ -146,11 +149,12 @@ class SharedStore:
         file_lease_ttl: float = FILE_LEASE_TTL,
         max_file_wait: float = MAX_FILE_WAIT,
     ) -> None:
-        self.objects = objects
+        self.objects = objects  # background writes: the store's own bounds
+        self.quick = objects.with_timeouts(QUICK)  # what a waiting request reads
         self.holder = holder
         self.health = Health()
-        self.file_leases = Leases(objects, holder, ttl=file_lease_ttl, clock=clock)
-        self.page_leases = Leases(objects, holder, ttl=PAGE_LEASE_TTL, clock=clock)
+        self.file_leases = Leases(self.quick, holder, ttl=file_lease_ttl, clock=clock)
+        self.page_leases = Leases(self.quick, holder, ttl=PAGE_LEASE_TTL, clock=clock)
         self.max_file_wait = max_file_wait
         self.clock = clock
 
@@ -166,12 +170,12 @@ class SharedStore:
 
     async def probe(self) -> None:
         """One request that needs the bucket and valid credentials (readiness)."""
-        await self.guarded("probe", self.objects.head("ready"))
+        await self.guarded("probe", self.quick.head("ready"))
 
     # -- pages ---------------------------------------------------------------------------
 
     async def read_record(self, key: str) -> SharedPage | None:
-        found = await self.guarded("read", self.objects.get(record_object(key)))
+        found = await self.guarded("read", self.quick.get(record_object(key)))
         if found is None:
             return None
         try:
@@ -190,7 +194,7 @@ class SharedStore:
         ``page``; None when one is missing or damaged (the page is then fetched again)."""
         blobs: dict[str, bytes] = {}
         for body in page.record.bodies.values():
-            found = await self.guarded("read", self.objects.get(f"{BODIES}/{body.name}"))
+            found = await self.guarded("read", self.quick.get(f"{BODIES}/{body.name}"))
             if (
                 found is None
                 or len(found.data) != body.size
@@ -201,7 +205,7 @@ class SharedStore:
             blobs[body.name] = found.data
         if page.files_name is None:
             return blobs, None, ()
-        found = await self.guarded("read", self.objects.get(f"{FILE_MAPS}/{page.files_name}"))
+        found = await self.guarded("read", self.quick.get(f"{FILE_MAPS}/{page.files_name}"))
         if found is None or hashlib.sha256(found.data).hexdigest() != page.files_name:
             logger.warning("file records %s in the store are missing or damaged", page.files_name)
             return None
@@ -274,13 +278,13 @@ class SharedStore:
     # -- files ---------------------------------------------------------------------------
 
     async def file_size(self, sha256: str) -> int | None:
-        info = await self.guarded("head", self.objects.head(file_object(sha256)))
+        info = await self.guarded("head", self.quick.head(file_object(sha256)))
         return info.size if info is not None else None
 
     @contextlib.asynccontextmanager
     async def open_file(self, sha256: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
         """The stored file's size and bytes as they arrive (ObjectStoreError on failure)."""
-        async with self.objects.stream(file_object(sha256)) as (info, chunks):
+        async with self.quick.stream(file_object(sha256)) as (info, chunks):
             yield info.size, chunks
 
     async def claim_file(self, sha256: str) -> StoredCopy | UploadRight | None:

@@ -67,6 +67,7 @@ async def shared_now(client: Client) -> None:
     """Wait until the replica's writes to the store have landed."""
     proxy = client.app[proxy_key]
     storage = proxy.storage
+    await proxy.indexes.flush()  # pages answered from memory reach the local tier first
     for _ in range(200):
         pending = [
             *storage._publishing.values(),  # type: ignore[attr-defined]
@@ -314,6 +315,7 @@ class Outage:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._stalled = False
 
     @property
     def endpoint(self) -> str:
@@ -330,8 +332,26 @@ class Outage:
             self._server = None
         for writer in list(self._links):
             writer.transport.abort()
+            writer.close()
+        await asyncio.sleep(0.1)  # the aborted sockets close in callbacks on the loop
+
+    async def stall(self) -> None:
+        """Accept connections and never answer: a store that hangs rather than fails."""
+        self._stalled = True
+        for writer in list(self._links):
+            writer.transport.abort()
+            writer.close()
+        await asyncio.sleep(0.1)  # the aborted sockets close in callbacks on the loop
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stalled:
+            self._links.add(writer)
+            with contextlib.suppress(ConnectionError, OSError):
+                while await reader.read(65536):
+                    pass
+            self._links.discard(writer)
+            writer.close()
+            return
         up_reader, up_writer = await asyncio.open_connection(*self._target)
         self._links.update((writer, up_writer))
 
@@ -433,3 +453,36 @@ async def test_invalidating_a_page_drops_the_stores_copy_too(
     again = await first.get("/simple/alpha/")
     assert again.headers["X-Cache"] == "MISS"
     assert "if-none-match" not in fake.page_gets("alpha")[0].headers  # fetched afresh
+
+
+async def test_a_store_that_hangs_delays_a_request_by_seconds_not_minutes(
+    aiohttp_client: AiohttpClient,
+    fake: FakeIndex,
+    dists: Dists,
+    seaweedfs: SeaweedFS,
+    location: Location,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outage = Outage(seaweedfs.endpoint)
+    await outage.up()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", outage.endpoint)
+        settings = make_settings(tmp_path / "local", fake.index_url, storage=location)
+        client = await aiohttp_client(create_app(settings))
+        assert (await client.get("/simple/alpha/")).status == 200
+        await outage.stall()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # A page this replica has not seen: the store is asked first, and does not answer.
+        link = await file_link(client, "beta", dists.beta1.name)
+        assert loop.time() - started < 10  # bounded by the request-path timeout (5 s)
+        started = loop.time()
+        resp = await client.get(link)  # the store is known down now: straight upstream
+        assert await resp.read() == dists.beta1.read_bytes()
+        assert loop.time() - started < 2
+        ready = await client.get("/-/ready")
+        assert ready.status == 503
+        assert "timed out" in await ready.text()
+    finally:
+        await outage.down()
