@@ -223,6 +223,15 @@ def _project_name() -> str:
     return str(_project()["name"])
 
 
+def test_dockerfile_installs_the_s3_extra() -> None:
+    # The replicas' manifests run --storage s3://..., which needs the s3 extra in the image.
+    build = _instructions()[: max(n for n, (k, _) in enumerate(_instructions()) if k == "FROM")]
+    assert ("ARG", "EXTRAS=s3") in build
+    (install,) = [v for k, v in build if k == "RUN" and "pip install" in v]
+    assert '".${EXTRAS:+[$EXTRAS]}"' in install
+    assert "s3" in _project()["optional-dependencies"]
+
+
 def _check_image_tag(image: str) -> None:
     # A moving tag runs whatever was built last under it; the project's version names a build.
     name, _, tag = image.rpartition(":")

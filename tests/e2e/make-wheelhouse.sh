@@ -1,8 +1,8 @@
 #!/bin/sh
-# Download the wheels that deploy/Dockerfile installs (cacheproxy's dependencies, and
-# setuptools for building it), for the e2e test that builds that image with no registry in
-# reach: the test publishes them on its fake upstream, and the image build installs them
-# through a running cacheproxy.
+# Download the wheels that deploy/Dockerfile installs (cacheproxy's dependencies, those of
+# its default EXTRAS=s3, and setuptools for building it), for the e2e test that builds that
+# image with no registry in reach: the test publishes them on its fake upstream, and the
+# image build installs them through a running cacheproxy.
 #
 # Usage: tests/e2e/make-wheelhouse.sh DIR [PYTHON_VERSION]   (default 3.11: Debian bookworm's)
 #        then: export CACHEPROXY_E2E_WHEELHOUSE=DIR
@@ -16,7 +16,8 @@ REQS=$(python3 - "$HERE/pyproject.toml" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     project = tomllib.load(f)
-print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
+extras = project["project"]["optional-dependencies"]["s3"]
+print("\n".join(project["project"]["dependencies"] + extras + project["build-system"]["requires"]))
 PY
 )
 mkdir -p "$DIR"
