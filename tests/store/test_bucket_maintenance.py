@@ -258,6 +258,20 @@ async def test_the_commands_on_a_store(
     assert verify.stderr == ""
     assert (await asyncio.to_thread(cacheproxy, env, "verify", *store)).returncode == 0
 
+    # In a replica, whose cache directory is its local tier: both are checked and counted.
+    env["CACHEPROXY_CACHE_DIR"] = str(tmp_path / "replica")
+    both = await asyncio.to_thread(cacheproxy, env, "verify", *store)
+    assert both.returncode == 0, both.stdout + both.stderr
+    local_line, store_line = both.stdout.splitlines()
+    assert local_line.startswith(f"verify: local tier {tmp_path / 'replica'}: verified 2 file(s)")
+    assert store_line.startswith("verify: verified 1 file(s)")
+    stats_both = await asyncio.to_thread(cacheproxy, env, "stats", *store, "--json")
+    assert stats_both.returncode == 0, stats_both.stderr
+    document = json.loads(stats_both.stdout)
+    assert document["cache_dir"] == str(tmp_path / "replica")
+    assert document["store"]["files"] == 1
+    env["CACHEPROXY_CACHE_DIR"] = str(tmp_path / "no-local-tier")
+
     # CACHEPROXY_STORAGE, as a replica's environment sets it.
     env["CACHEPROXY_STORAGE"] = str(location)
     stats = await asyncio.to_thread(cacheproxy, env, "stats", "--json")
