@@ -33,8 +33,10 @@ async def replicas(
     seaweedfs: SeaweedFS,
     location: Location,
     *extra: str,
+    first_workers: int = 1,
 ) -> AsyncIterator[list[tuple[str, asyncio.subprocess.Process]]]:
-    """``count`` replicas (each with an empty local tier), as (base URL, process)."""
+    """``count`` replicas (each with an empty local tier), as (base URL, process); the
+    first runs ``first_workers`` worker processes."""
     env = isolated_environment(tmp_path, seaweedfs.environment())
     started = []
     try:
@@ -44,7 +46,8 @@ async def replicas(
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cacheproxy", "serve", "--port", str(port),
                 "--cache-dir", str(tmp_path / f"replica-{n}"), "--upstream", fake.index_url,
-                "--storage", str(location), *extra,
+                "--storage", str(location), "--workers", str(first_workers if n == 0 else 1),
+                *extra,
                 env={**env, "CACHEPROXY_LEASE_TTL": str(LEASE_TTL),
                      "CACHEPROXY_REPLICA_ID": f"replica-{n}"},
                 stdout=asyncio.subprocess.DEVNULL, stderr=log,
@@ -110,7 +113,8 @@ async def test_sixteen_clients_on_three_replicas_cause_one_upstream_download(
     large: FakeFile,
 ) -> None:
     async with (
-        replicas(3, tmp_path, fake, seaweedfs, location) as running,
+        # Workers and replicas together: flock elects a worker, the lease a replica.
+        replicas(3, tmp_path, fake, seaweedfs, location, first_workers=2) as running,
         aiohttp.ClientSession() as session,
     ):
         for base, _proc in running:
