@@ -481,7 +481,11 @@ def parse_storage(raw: str) -> Location | None:
     try:
         return Location.parse(text)
     except ConfigError as e:
-        raise ConfigError(f"storage: {e}") from None
+        _location, sep, reason = str(e).partition(": ")
+        detail = f" ({reason})" if sep else ""
+        raise ConfigError(
+            f"storage must be local or s3://BUCKET[/PREFIX]{detail}, not {raw!r}"
+        ) from None
 
 
 def parse_internal_host(raw: str) -> str:

@@ -28,7 +28,7 @@ from cacheproxy.settings import (
     pip_config_files,
     pip_index_url,
 )
-from cacheproxy.urls import redact_url
+from cacheproxy.urls import Location, redact_url
 
 MIRROR = "https://mirror.example/simple/"
 
@@ -624,3 +624,62 @@ def test_secrets_never_reach_settings_errors_or_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         build_settings({"upstream": "http://u:s3cret@127.0.0.1:8503/"}, isolated(tmp_path))
     assert "s3cret" not in str(info.value)
+
+
+# ---- shared storage (replicas) ---------------------------------------------------------
+
+
+def test_storage_is_local_by_default_or_an_s3_location(tmp_path: Path) -> None:
+    assert build_settings({}, isolated(tmp_path)).storage is None
+    assert build_settings({"storage": "local"}, isolated(tmp_path)).storage is None
+    env = isolated(tmp_path, CACHEPROXY_STORAGE="s3://team-cache/pypi/")
+    assert build_settings({}, env).storage == Location("team-cache", "pypi")
+    flag = build_settings({"storage": "s3://other"}, env).storage
+    assert flag == Location("other", "")
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("/srv/cache", "must be local or s3://BUCKET[/PREFIX]"),
+        ("s3://Bad_Bucket", "is not a bucket name"),
+        ("s3://bucket/../x", "the prefix '../x' is invalid"),
+    ],
+)
+def test_a_bad_storage_names_its_source(tmp_path: Path, raw: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match="CACHEPROXY_STORAGE") as env_error:
+        build_settings({}, isolated(tmp_path, CACHEPROXY_STORAGE=raw))
+    assert problem in str(env_error.value)
+    with pytest.raises(ConfigError, match="--storage"):
+        build_settings({"storage": raw}, isolated(tmp_path))
+
+
+def test_lease_ttl_and_replica_id(tmp_path: Path) -> None:
+    env = isolated(tmp_path, CACHEPROXY_LEASE_TTL="30", CACHEPROXY_REPLICA_ID=" pod-a ")
+    settings = build_settings({}, env)
+    assert (settings.lease_ttl, settings.replica_id) == (30.0, "pod-a")
+    with pytest.raises(ConfigError, match=r"CACHEPROXY_LEASE_TTL=0\.5: must be between 1 and 600"):
+        build_settings({}, isolated(tmp_path, CACHEPROXY_LEASE_TTL="0.5"))
+
+
+def test_serve_with_storage_needs_the_s3_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cacheproxy.cli import main as cli
+
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(
+        cli.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "aiobotocore" else real(name, *a),
+    )
+    code = cli.main(
+        [
+            "serve", "--storage", "s3://team-cache", "--cache-dir", str(tmp_path / "c"),
+            "--upstream", "http://127.0.0.1:9/simple/", "--port", "1",
+        ]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "needs the s3 extra" in err
+    assert "Traceback" not in err
