@@ -665,15 +665,17 @@ def test_lease_ttl_and_replica_id(tmp_path: Path) -> None:
 def test_serve_with_storage_needs_the_s3_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cacheproxy.cli import main as cli
+    import importlib.util
 
-    real = cli.importlib.util.find_spec
+    from cacheproxy.cli.main import main
+
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        cli.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "aiobotocore" else real(name, *a),
     )
-    code = cli.main(
+    code = main(
         [
             "serve", "--storage", "s3://team-cache", "--cache-dir", str(tmp_path / "c"),
             "--upstream", "http://127.0.0.1:9/simple/", "--port", "1",
