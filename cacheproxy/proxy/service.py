@@ -137,20 +137,20 @@ class Proxy:
         """
         await self.indexes.flush()  # a page still being written would come back
         if project is None:
-            count = await asyncio.to_thread(self.storage.drop_all_pages)
+            count = await asyncio.to_thread(self.storage.invalidate_all)
             for pages in self.indexes.every_pages():
                 pages.forget_all()
             return count
         found = 0
         for index in self.indexes.all:  # the project's page of every index
             key = index.pages.key(project)
-            found += await asyncio.to_thread(self.storage.drop_page, key)
+            found += await asyncio.to_thread(self.storage.invalidate_page, key)
             index.pages.forget(key)  # other workers: within pages.MEMO_SECONDS
             # Its JSON API documents too (proxy/json_api.py keys), or pip-tools would see
             # the old releases until their TTL ends.
             api = index.pages.key(json_api_key(NormalizedName(project), None))
             for key in await asyncio.to_thread(self._keys_of, api):
-                await asyncio.to_thread(self.storage.drop_page, key)
+                await asyncio.to_thread(self.storage.invalidate_page, key)
                 index.pages.forget(key)
         return found
 

@@ -325,6 +325,13 @@ class Storage:
     def drop_all_pages(self) -> int:
         return sum(self.drop_page(key) for key, _record in list(self.page_records()))
 
+    def invalidate_page(self, key: str) -> bool:
+        """An admin's "fetch this page afresh" (synchronous): here, dropping the record."""
+        return self.drop_page(key)
+
+    def invalidate_all(self) -> int:
+        return sum(self.invalidate_page(key) for key, _record in list(self.page_records()))
+
     # -- records -------------------------------------------------------------------------
 
     async def get_page(self, key: str) -> PageRecord | None:

@@ -128,9 +128,10 @@ class TieredStore(Storage):
 
     # -- pages ---------------------------------------------------------------------------
 
-    def drop_page(self, key: str) -> bool:
+    def invalidate_page(self, key: str) -> bool:
         """Forget a page here and in the store (an admin's invalidation), so the next
-        request fetches it afresh; other replicas drop their copies within a TTL."""
+        request fetches it afresh; other replicas drop their copies within a TTL. (A page
+        dropped for a damaged local body keeps the store's copy: that one is checked.)"""
         dropped = super().drop_page(key)
         self._dropping.add(key)  # until the store's copy is gone, it is not read
         # Called from a thread (proxy/service.py): the store's client lives on the loop.
