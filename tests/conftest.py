@@ -14,12 +14,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from distbuild import build_sdist, build_wheel
 from fakeindex import FakeIndex
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from seaweed import EngineUnavailable, SeaweedFS, running
 from yarl import URL
 
 from cacheproxy.settings import Settings
 from cacheproxy.web.app import create_app
+
+# The property tests check what is generated, not how fast: on a loaded 2-core machine
+# generating a large page may take over a second, which is not a failure.
+hypothesis_settings.register_profile(
+    "cacheproxy", suppress_health_check=[HealthCheck.too_slow], deadline=None
+)
+hypothesis_settings.load_profile("cacheproxy")
 
 
 @dataclass(frozen=True)

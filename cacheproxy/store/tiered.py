@@ -65,7 +65,7 @@ class TieredStore(Storage):
         self._looking: dict[str, asyncio.Future[PageRecord | None]] = {}
         self._publishing: dict[str, asyncio.Task[None]] = {}  # the last write of each page
         self._tasks: set[asyncio.Future[None]] = set()
-        self._dropping: set[str] = set()  # pages being removed from the store
+        self._invalidated: dict[str, float] = {}  # page -> when an admin invalidated it
 
     @classmethod
     async def open_tiered(
@@ -133,16 +133,13 @@ class TieredStore(Storage):
         request fetches it afresh; other replicas drop their copies within a TTL. (A page
         dropped for a damaged local body keeps the store's copy: that one is checked.)"""
         dropped = super().drop_page(key)
-        self._dropping.add(key)  # until the store's copy is gone, it is not read
+        # Until a later fetch, no copy fetched before now is read back from the store,
+        # whether or not the delete below has landed (or failed).
+        _bounded(self._invalidated)
+        self._invalidated[key] = self.clock()
         # Called from a thread (proxy/service.py): the store's client lives on the loop.
-        self._loop.call_soon_threadsafe(self._spawn, self._drop_shared(key))
+        self._loop.call_soon_threadsafe(self._spawn, self.store.drop_record(key))
         return dropped
-
-    async def _drop_shared(self, key: str) -> None:
-        try:
-            await self.store.drop_record(key)
-        finally:
-            self._dropping.discard(key)
 
     def _fresh(self, record: PageRecord) -> bool:
         return self.clock() - record.fetched_at < self.ttl
@@ -151,7 +148,7 @@ class TieredStore(Storage):
         local = await super().get_page(key)
         if local is not None and (local.status != 200 or self._fresh(local)):
             return local
-        if not self.store.health.usable() or key in self._dropping:
+        if not self.store.health.usable():
             return local
         # One look per page at a time: concurrent requests share it.
         looking = self._looking.get(key)
@@ -169,6 +166,8 @@ class TieredStore(Storage):
 
     async def _from_store_or_lease(self, key: str, local: PageRecord | None) -> PageRecord | None:
         page = await self.store.read_record(key)
+        if page is not None and page.record.fetched_at <= self._invalidated.get(key, -1.0):
+            page = None  # invalidated here since (its delete may not have landed yet)
         newer = page is not None and (local is None or page.record.fetched_at > local.fetched_at)
         if page is not None and newer and await self._install(key, page.record, page):
             local = page.record
@@ -188,7 +187,13 @@ class TieredStore(Storage):
         while loop.time() < deadline:
             await asyncio.sleep(POLL)
             page = await self.store.read_record(key)
-            if page is not None and (seen is None or page.record.fetched_at > seen):
+            fetched = page.record.fetched_at if page is not None else None
+            if (
+                page is not None
+                and fetched is not None
+                and (seen is None or fetched > seen)
+                and fetched > self._invalidated.get(key, -1.0)
+            ):
                 if await self._install(key, page.record, page):
                     return page.record
                 break
