@@ -64,6 +64,9 @@ LEASE_POLL = 1.0
 # a client that gets no byte for longer gives up (pip's default read timeout is 15 s).
 MAX_FILE_WAIT = 10.0
 MAX_PAGE_WAIT = 3.0
+# Uploads at once per process: each holds up to one part (8 MiB) in memory; more wait,
+# reading their download's temporary later (nothing is buffered while they wait).
+MAX_UPLOADS = 4
 # Calls a request waits on (records, page bodies, a file's first bytes, leases): a slow
 # store must not hold a client long, when upstream or the local tier can answer instead.
 QUICK = Timeouts(connect=2.0, read=3.0, call=5.0, attempts=2)
@@ -156,6 +159,7 @@ class SharedStore:
         self.file_leases = Leases(self.quick, holder, ttl=file_lease_ttl, clock=clock)
         self.page_leases = Leases(self.quick, holder, ttl=PAGE_LEASE_TTL, clock=clock)
         self.max_file_wait = max_file_wait
+        self._uploads = asyncio.Semaphore(MAX_UPLOADS)
         self.clock = clock
 
     async def guarded(self, what: str, call: Awaitable[T]) -> T:
@@ -329,7 +333,8 @@ class SharedStore:
     async def publish_file(self, sha256: str, chunks: AsyncIterator[bytes]) -> None:
         """Upload a file under its hash as it downloads (create-only: never overwrites);
         the object appears only when ``chunks`` ends, after the download was verified."""
-        await self.guarded("write", self.objects.put_stream(file_object(sha256), chunks))
+        async with self._uploads:
+            await self.guarded("write", self.objects.put_stream(file_object(sha256), chunks))
 
     async def drop_damaged_file(self, sha256: str) -> None:
         """Remove a stored file whose bytes did not hash to its name."""
