@@ -8,7 +8,7 @@ cannot understand is dropped, never guessed.
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote
@@ -120,6 +120,22 @@ def _file_from_json(raw: object, base: URL) -> DistFile | None:
     )
 
 
+def _files_from_json(raw_files: list[Any], base: URL) -> Iterator[DistFile]:
+    """The usable entries of ``raw_files``, which is emptied on the way.
+
+    Each decoded entry (its dicts are larger than the DistFile made from it) is let go as
+    soon as it is converted, so a page of thousands of files does not hold both forms at
+    once (bench/memory.py).
+    """
+    for i, raw in enumerate(raw_files):
+        raw_files[i] = None
+        f = _file_from_json(raw, base)
+        del raw
+        if f is not None:
+            yield f
+    raw_files.clear()
+
+
 def _absolute(link: object, base: URL) -> str | None:
     """A link as an absolute URL (None when absent or unusable)."""
     if not isinstance(link, str) or not link.strip():
@@ -148,7 +164,7 @@ def _parse_json_page(body: bytes, base: URL, name: NormalizedName) -> ProjectPag
     raw_files = data.get("files")
     if not isinstance(raw_files, list):
         raise IndexParseError("JSON index page has no files list")
-    files = tuple(f for f in (_file_from_json(r, base) for r in raw_files) if f is not None)
+    files = tuple(_files_from_json(raw_files, base))
     versions = data.get("versions")
     return ProjectPage(
         name=name,

@@ -1,6 +1,9 @@
 """Rendering the model as PEP 691 JSON and PEP 503 HTML (PEP 700 fields), and round-trips."""
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
+from html import escape
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +17,9 @@ from yarl import URL
 from cacheproxy.simple.models import CoreMetadata, DistFile, ProjectList, ProjectPage
 from cacheproxy.simple.parse import JSON_TYPE, parse_project_page
 from cacheproxy.simple.render import (
+    _html_anchor,
+    _html_meta,
+    _json_file,
     json_api_version,
     render_html,
     render_json,
@@ -482,3 +488,83 @@ def test_html_metadata_attribute_prefers_sha256() -> None:
     html = render_html(page, lambda _f: "x").decode()
     assert 'data-core-metadata="sha256=bb"' in html
     assert 'data-dist-info-metadata="sha256=bb"' in html
+
+
+# ---- rendered piece by piece, the same bytes as the whole document ----------------------
+# render_json and render_html encode one file entry at a time, so a page of thousands of
+# files never exists as a list of dicts, a str and the bytes at once (bench/memory.py).
+# These are the whole-document renderings they replaced: the bytes must not change.
+
+
+def _whole_json(page: ProjectPage, link_for: Callable[[DistFile], str]) -> bytes:
+    version = json_api_version(page)
+    data: dict[str, Any] = {"meta": {"api-version": version, **page.meta}, "name": page.name}
+    if version != "1.0" and page.versions is not None:
+        data["versions"] = list(page.versions)
+    data["files"] = [_json_file(f, link_for(f)) for f in page.files]
+    data.update(page.extra)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _whole_html(page: ProjectPage, link_for: Callable[[DistFile], str]) -> bytes:
+    title = escape(page.name)
+    head = "\n    ".join([*_html_meta(page), f"<title>Links for {title}</title>"])
+    anchors = "\n    ".join(_html_anchor(f, link_for(f)) for f in page.files)
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n    "
+        f"{head}\n  </head>\n  <body>\n    <h1>Links for {title}</h1>\n    {anchors}\n"
+        "  </body>\n</html>\n"
+    ).encode("utf-8", "xmlcharrefreplace")
+
+
+# Any code point, lone surrogates included (json.loads makes them from "\ud800" escapes;
+# st.text never draws them).
+_any_texts = st.lists(
+    st.characters() | st.sampled_from(["\ud800", "\udfff", "\ud83d", "<", "&", '"']),
+    max_size=12,
+).map("".join)
+_page_extras = st.dictionaries(
+    st.sampled_from(["tracks", "alternate-locations", "project-status", "x-new"]) | _any_texts,
+    _json_values | st.lists(_any_texts, max_size=2),
+    max_size=3,
+)
+
+
+@given(
+    files=st.lists(_dist_files(), max_size=4).map(tuple),
+    versions=st.none() | st.lists(_any_texts, max_size=2).map(tuple),
+    version=st.sampled_from(["1.0", "1.1", "1.4"]),
+    meta=st.dictionaries(_any_texts, _json_values, max_size=2),
+    extra=_page_extras,
+    names=st.lists(_any_texts, min_size=4, max_size=4),
+)
+def test_pieces_render_the_bytes_of_the_whole_document(
+    files: tuple[DistFile, ...],
+    versions: tuple[str, ...] | None,
+    version: str,
+    meta: dict[str, Any],
+    extra: dict[str, Any],
+    names: list[str],
+) -> None:
+    # Lone surrogates and other odd text in every place a string goes into the page.
+    files = tuple(
+        replace(f, filename=f.filename + n, requires_python=n or None)
+        for f, n in zip(files, names, strict=False)
+    )
+    page = ProjectPage(NAME, files, version, versions, {**meta, "api-version": "x"}, extra)
+
+    def link_for(f: DistFile) -> str:
+        return "../../packages/ab/cd/" + f.filename + names[-1]
+
+    assert render_json(page, link_for) == _whole_json(page, link_for)
+    assert render_html(page, link_for) == _whole_html(page, link_for)
+
+
+@pytest.mark.parametrize("key", ["meta", "name", "versions", "files"])
+def test_an_extra_key_that_collides_renders_as_the_whole_document(key: str) -> None:
+    page = replace(PAGE, extra={key: ["from extra"], "x-other": 1})
+    assert render_json(page, upstream_link) == _whole_json(page, upstream_link)
+    empty = replace(PAGE, files=(), extra={})
+    assert render_json(empty, upstream_link) == _whole_json(empty, upstream_link)
+    assert render_html(empty, upstream_link) == _whole_html(empty, upstream_link)
