@@ -27,6 +27,7 @@ the next request fetches again.
 """
 
 import asyncio
+import ctypes
 import gzip
 import logging
 import math
@@ -34,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from packaging.utils import NormalizedName, canonicalize_name
 from yarl import URL
@@ -80,6 +81,8 @@ from cacheproxy.store.records import (
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 ROOT_KEY = ""  # the project list's key; no project normalises to ""
 # The root list is huge upstream and changes constantly but matters to nobody's install.
 ROOT_MIN_TTL = 3600.0
@@ -90,6 +93,27 @@ MEMO_ENTRIES = 4096
 FAILED_ENTRIES = 4096
 # Pages above this size are rendered in a worker thread so the event loop keeps serving.
 _THREAD_RENDER_BYTES = 256 * 1024
+
+
+def heap_trimmer() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS).
+
+    After a large page's parse and render, glibc keeps most of what they freed: freed
+    chunks amid live ones stay resident until trimmed, and each render thread has its own
+    arena. Trimming returns those pages (measured by bench/memory.py). It takes a few
+    milliseconds, so it runs in the render thread, never on the event loop.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the C library this process runs on
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def trim_heap() -> object:
+        return trim(0)
+
+    return trim_heap
 
 
 class PageChanged(Exception):
@@ -260,6 +284,8 @@ class Pages:
         # Pages answered but not yet written: key -> (record, bytes by body name).
         self._pending: dict[str, tuple[PageRecord, Mapping[str, bytes]]] = {}
         self._writes: dict[str, asyncio.Task[None]] = {}
+        self._large_renders = asyncio.Lock()
+        self._trim_heap = heap_trimmer()
         gate = gate if gate is not None else Gate()
         self.gate = gate
         # The gate's identity: a page filtered under another rule is filtered again.
@@ -598,15 +624,20 @@ class Pages:
             return rendered, record, blobs
 
         if len(resp.body) > _THREAD_RENDER_BYTES:
-            rendered, record, blobs = await asyncio.to_thread(work)
+            # One large page at a time per process: each one's parse and render briefly
+            # take several times its size (bench/memory.py), and forty pages missed at once
+            # would add them up. They hold the GIL, so running them together saved no time.
+            async with self._large_renders:
+                rendered, record, blobs = await asyncio.to_thread(self._trimmed, work)
         else:
             rendered, record, blobs = work()
         if rendered.files is not None:
             self._storage.remember_pending(key, rendered.files, rendered.strays, record)
         self._pending[key] = (record, blobs)
         self._remember(key, record)
-        for name, data in blobs.items():
-            self._storage.bodies.put(name, data)
+        # Not put in the store's in-memory body cache here: pip and uv each ask for one of
+        # the four representations, and a body enters that cache on its first hit
+        # (Storage.read_body), so the three nobody asks for never hold memory.
         previous = self._writes.get(key)
         new_page = bool(key[len(self._prefix) :]) and (old is None or old.status != 200)
         if new_page:
@@ -617,6 +648,14 @@ class Pages:
         )
         self._writes[key] = write
         return PageResult(record, "MISS", int(self._settings.index_ttl), data=blobs)
+
+    def _trimmed(self, work: Callable[[], T]) -> T:
+        """``work()``, then the C heap's free pages handed back to the system."""
+        try:
+            return work()
+        finally:
+            if self._trim_heap is not None:
+                self._trim_heap()
 
     async def _write(
         self,
