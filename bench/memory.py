@@ -388,6 +388,12 @@ class Figures:
     upstream_requests: int = 0
     misses: int = 0
 
+    def record(self, phase: str, peaks: Peaks, pids: Sequence[int], settle: float) -> None:
+        self.peaks[phase] = peaks.hwm
+        self.sum_peaks[phase] = peaks.sum_sampled
+        time.sleep(settle)
+        self.after[phase] = rss_now(pids)
+
 
 def one_run(
     upstream: Upstream, names: Sequence[str], work: Path, workers: int, settle: float
@@ -405,24 +411,21 @@ def one_run(
         time.sleep(settle)
         figures = Figures(roles, rss_now(pids))
         before = upstream.requests
-        with ThreadPoolExecutor(max(len(names), CLIENTS)) as burst:
-            with Peaks(pids) as cold:
-                caches = run_all(burst, proxy.url, names, REPRESENTATIONS[:1])
-                with ThreadPoolExecutor(CLIENTS) as pool:
-                    caches += run_all(pool, proxy.url, names, REPRESENTATIONS[1:])
+        caches: list[str] = []
+        # cold-uv: every page at once, as uv asks (pip asks the same, one at a time).
+        with ThreadPoolExecutor(max(len(names), CLIENTS)) as burst, Peaks(pids) as peaks:
+            caches += run_all(burst, proxy.url, names, REPRESENTATIONS[:1])
+        figures.record("cold-uv", peaks, pids, settle)
+        # cold-rest: the other three representations, 16 clients at once.
+        with ThreadPoolExecutor(CLIENTS) as pool, Peaks(pids) as peaks:
+            caches += run_all(pool, proxy.url, names, REPRESENTATIONS[1:])
+        figures.record("cold-rest", peaks, pids, settle)
         figures.misses = caches.count("MISS")
         figures.upstream_requests = upstream.requests - before
-        figures.peaks["cold"] = cold.hwm
-        figures.sum_peaks["cold"] = cold.sum_sampled
-        time.sleep(settle)
-        figures.after["cold"] = rss_now(pids)
-        with Peaks(pids) as warm, ThreadPoolExecutor(CLIENTS) as pool:
+        with ThreadPoolExecutor(CLIENTS) as pool, Peaks(pids) as peaks:
             for _ in range(WARM_ROUNDS):
                 run_all(pool, proxy.url, names, REPRESENTATIONS)
-        figures.peaks["warm"] = warm.hwm
-        figures.sum_peaks["warm"] = warm.sum_sampled
-        time.sleep(settle)
-        figures.after["warm"] = rss_now(pids)
+        figures.record("warm", peaks, pids, settle)
         return figures
     finally:
         proxy.stop()
@@ -432,44 +435,37 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:.1f}"
 
 
+PHASES = ("cold-uv", "cold-rest", "warm")
+
+
 def report(runs: list[Figures], log: Callable[[str], None]) -> None:
     log("")
-    log("| run | process | idle | cold peak | after cold | warm peak | after warm |")
-    log("|---|---|---|---|---|---|---|")
+    log("RSS in MiB; peak = VmHWM over the phase; after = VmRSS when the phase has settled")
+    log("")
+    head = " | ".join(f"{p} peak | after {p}" for p in PHASES)
+    log(f"| run | process | idle | {head} |")
+    log("|---|---|---|" + "---|---|" * len(PHASES))
     for i, f in enumerate(runs, 1):
         for pid, role in f.pids.items():
-            cells = [
-                _mib(f.idle[pid]),
-                _mib(f.peaks["cold"][pid]),
-                _mib(f.after["cold"][pid]),
-                _mib(f.peaks["warm"][pid]),
-                _mib(f.after["warm"][pid]),
-            ]
+            cells = [_mib(f.idle[pid])]
+            for p in PHASES:
+                cells += [_mib(f.peaks[p][pid]), _mib(f.after[p][pid])]
             log(f"| {i} | {role} | " + " | ".join(cells) + " |")
         if len(f.pids) > 1:
-            cells = [
-                _mib(sum(f.idle.values())),
-                _mib(f.sum_peaks["cold"]),
-                _mib(sum(f.after["cold"].values())),
-                _mib(f.sum_peaks["warm"]),
-                _mib(sum(f.after["warm"].values())),
-            ]
+            cells = [_mib(sum(f.idle.values()))]
+            for p in PHASES:
+                cells += [_mib(f.sum_peaks[p]), _mib(sum(f.after[p].values()))]
             log(f"| {i} | total (sampled sum) | " + " | ".join(cells) + " |")
     log("")
     for i, f in enumerate(runs, 1):
         log(f"run {i}: upstream page requests {f.upstream_requests}, cold misses {f.misses}")
-    workers = [p for p, role in runs[0].pids.items() if role != "supervisor"]
-    del workers
-    peak = [max(v for p, v in f.peaks["cold"].items() if f.pids[p] != "supervisor") for f in runs]
-    peak_warm = [
-        max(v for p, v in f.peaks["warm"].items() if f.pids[p] != "supervisor") for f in runs
-    ]
-    log(
-        "largest serving process, peak MiB: cold "
-        + ", ".join(_mib(v) for v in peak)
-        + f" (median {_mib(statistics.median(peak))}); warm "
-        + ", ".join(_mib(v) for v in peak_warm)
-    )
+    for p in PHASES:
+        peaks = [max(v for q, v in f.peaks[p].items() if f.pids[q] != "supervisor") for f in runs]
+        log(
+            f"{p}: peak of the largest serving process, MiB: "
+            + ", ".join(_mib(v) for v in peaks)
+            + f" (median {_mib(statistics.median(peaks))})"
+        )
 
 
 # --------------------------------------------------------------------------- stages
@@ -490,20 +486,26 @@ def stages(projects: dict[str, Project], upstream_url: str) -> None:
     for name in ("numpy", "botocore"):
         body = projects[name].bodies["json"]
         url = URL(f"{upstream_url}{name}/")
-        print(f"\n{name}: upstream JSON {len(body) / 1e6:.2f} MB, {len(projects[name].files)} files")
+        print(
+            f"\n{name}: upstream JSON {len(body) / 1e6:.2f} MB, {len(projects[name].files)} files"
+        )
         tracemalloc.start()
         tracemalloc.reset_peak()
         t = time.perf_counter()
         page = parse_project_page(body, JSON_TYPE, url, canonicalize_name(name))
         cur, peak = tracemalloc.get_traced_memory()
-        print(f"  parse          peak {peak / 2**20:6.1f} MiB, kept {cur / 2**20:6.1f} MiB"
-              f"  {time.perf_counter() - t:.3f} s")
+        print(
+            f"  parse          peak {peak / 2**20:6.1f} MiB, kept {cur / 2**20:6.1f} MiB"
+            f"  {time.perf_counter() - t:.3f} s"
+        )
         tracemalloc.reset_peak()
         t = time.perf_counter()
         rendered = render_project(page, lambda u: True)
         cur, peak = tracemalloc.get_traced_memory()
-        print(f"  render+gzip    peak {peak / 2**20:6.1f} MiB, kept {cur / 2**20:6.1f} MiB"
-              f"  {time.perf_counter() - t:.3f} s")
+        print(
+            f"  render+gzip    peak {peak / 2**20:6.1f} MiB, kept {cur / 2**20:6.1f} MiB"
+            f"  {time.perf_counter() - t:.3f} s"
+        )
         tracemalloc.reset_peak()
         named, blobs = name_bodies(rendered.bodies)
         cur, peak = tracemalloc.get_traced_memory()
