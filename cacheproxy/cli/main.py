@@ -25,6 +25,7 @@ from cacheproxy.cli.log import (
 )
 from cacheproxy.cli.workers import bind, prepare_cache, run_workers
 from cacheproxy.errors import ConfigError
+from cacheproxy.proxy.heap import limit_arenas
 from cacheproxy.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, build_settings
 from cacheproxy.simple.gate import Gate
 from cacheproxy.store.local import Storage
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, with_pid=settings.workers > 1, fmt=settings.log_format)
+    limit_arenas()  # before any thread or worker starts (proxy/heap.py says why)
     max_connections = connection_cap(raise_nofile_limit())  # before the workers fork
     try:
         # First: a second instance must not clean tmp/ under the running one.

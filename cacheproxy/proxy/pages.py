@@ -27,7 +27,6 @@ the next request fetches again.
 """
 
 import asyncio
-import ctypes
 import gzip
 import logging
 import math
@@ -42,6 +41,7 @@ from yarl import URL
 
 from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.metrics import Metrics
+from cacheproxy.proxy.heap import heap_trimmer
 from cacheproxy.proxy.json_api import (
     KEY_PREFIX,
     json_api_base,
@@ -93,27 +93,6 @@ MEMO_ENTRIES = 4096
 FAILED_ENTRIES = 4096
 # Pages above this size are rendered in a worker thread so the event loop keeps serving.
 _THREAD_RENDER_BYTES = 256 * 1024
-
-
-def heap_trimmer() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS).
-
-    After a large page's parse and render, glibc keeps most of what they freed: freed
-    chunks amid live ones stay resident until trimmed, and each render thread has its own
-    arena. Trimming returns those pages (measured by bench/memory.py). It takes a few
-    milliseconds, so it runs in the render thread, never on the event loop.
-    """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # the C library this process runs on
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-
-    def trim_heap() -> object:
-        return trim(0)
-
-    return trim_heap
 
 
 class PageChanged(Exception):

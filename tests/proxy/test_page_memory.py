@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 import cacheproxy.proxy.pages as pages_module
-from cacheproxy.proxy.pages import Rendered, heap_trimmer
+from cacheproxy.proxy.pages import Rendered
 from cacheproxy.web.keys import proxy_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -90,13 +90,6 @@ async def test_a_small_page_is_rendered_on_the_loop_without_a_trim(proxy: Client
     resp = await proxy.get("/simple/alpha/", headers={"Accept": JSON})
     assert resp.status == 200
     assert trims == []
-
-
-def test_heap_trimmer_calls_the_c_library_where_it_has_one() -> None:
-    trim = heap_trimmer()
-    if trim is None:  # musl, macOS: no malloc_trim, nothing to call
-        pytest.skip("this C library has no malloc_trim")
-    assert trim() in (0, 1)  # 1: memory was released
 
 
 async def test_a_miss_leaves_the_body_cache_to_hits(proxy: Client) -> None:
