@@ -24,8 +24,9 @@ Accept), gzipped when asked, with ETags. The proxy runs as a real process
 
 For every serving process it prints idle RSS, the peak of each phase (VmHWM, reset with
 ``/proc/PID/clear_refs`` before the phase, and the larger of that and a 20 ms sampler),
-and RSS two seconds after the phase. With ``--workers 2``, the supervisor is reported too;
-"total" sums the processes (each process's own pages: forked pages they share count twice).
+and RSS two seconds after the phase. With ``--workers 2``, the supervisor is reported too,
+and two totals: summed RSS (pages the forked processes share count once per process) and
+summed PSS (each shared page split among its sharers: what the group really holds).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import REPO, _status_kib, fetch, free_port
+from common import REPO, _pss_kib, _status_kib, fetch, free_port
 from proxy import Proxy
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -316,6 +317,7 @@ class Peaks:
         self.pids = list(pids)
         self.sampled = dict.fromkeys(self.pids, 0)
         self.sum_sampled = 0
+        self.pss_sampled = 0
         self.hwm: dict[int, int] = {}
         self.reset = True
         self._stop = threading.Event()
@@ -329,6 +331,9 @@ class Peaks:
                 self.sampled[pid] = max(self.sampled[pid], rss)
                 total += rss
             self.sum_sampled = max(self.sum_sampled, total)
+            if len(self.pids) > 1:  # forked pages shared by several count once here
+                pss = sum(_pss_kib(pid) for pid in self.pids)
+                self.pss_sampled = max(self.pss_sampled, pss)
             self._stop.wait(0.02)
 
     def __enter__(self) -> Peaks:
@@ -385,14 +390,19 @@ class Figures:
     peaks: dict[str, dict[int, int]] = field(default_factory=dict)  # phase -> pid -> KiB
     after: dict[str, dict[int, int]] = field(default_factory=dict)
     sum_peaks: dict[str, int] = field(default_factory=dict)
+    pss_peaks: dict[str, int] = field(default_factory=dict)
+    pss_idle: int = 0
+    pss_after: dict[str, int] = field(default_factory=dict)
     upstream_requests: int = 0
     misses: int = 0
 
     def record(self, phase: str, peaks: Peaks, pids: Sequence[int], settle: float) -> None:
         self.peaks[phase] = peaks.hwm
         self.sum_peaks[phase] = peaks.sum_sampled
+        self.pss_peaks[phase] = peaks.pss_sampled
         time.sleep(settle)
         self.after[phase] = rss_now(pids)
+        self.pss_after[phase] = sum(_pss_kib(pid) for pid in pids)
 
 
 def one_run(
@@ -410,6 +420,7 @@ def one_run(
         pids = list(roles)
         time.sleep(settle)
         figures = Figures(roles, rss_now(pids))
+        figures.pss_idle = sum(_pss_kib(pid) for pid in pids)
         before = upstream.requests
         caches: list[str] = []
         # cold-uv: every page at once, as uv asks (pip asks the same, one at a time).
@@ -455,7 +466,11 @@ def report(runs: list[Figures], log: Callable[[str], None]) -> None:
             cells = [_mib(sum(f.idle.values()))]
             for p in PHASES:
                 cells += [_mib(f.sum_peaks[p]), _mib(sum(f.after[p].values()))]
-            log(f"| {i} | total (sampled sum) | " + " | ".join(cells) + " |")
+            log(f"| {i} | total RSS (sampled sum) | " + " | ".join(cells) + " |")
+            cells = [_mib(f.pss_idle)]
+            for p in PHASES:
+                cells += [_mib(f.pss_peaks[p]), _mib(f.pss_after[p])]
+            log(f"| {i} | total PSS (sampled sum) | " + " | ".join(cells) + " |")
     log("")
     for i, f in enumerate(runs, 1):
         log(f"run {i}: upstream page requests {f.upstream_requests}, cold misses {f.misses}")
