@@ -54,7 +54,7 @@ def _json_file(f: DistFile, link: str) -> dict[str, Any]:
     return entry
 
 
-def _utf8(text: str) -> bytes:
+def _json_utf8(text: str) -> bytes:
     # UTF-8 rather than \u escapes keeps pages small. A lone surrogate (json.loads makes one
     # from an upstream "\ud800" escape) has no UTF-8 form: backslashreplace writes it back as
     # that same JSON escape, so the value still round-trips exactly.
@@ -62,7 +62,7 @@ def _utf8(text: str) -> bytes:
 
 
 def _json_bytes(data: object) -> bytes:
-    return _utf8(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    return _json_utf8(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
 
 
 def _html_bytes(text: str) -> bytes:
@@ -86,10 +86,10 @@ def render_json(page: ProjectPage, link_for: LinkFor) -> bytes:
     # one str plus the bytes (three copies of a 2 MB page; bench/memory.py). Joining the
     # entries' encodings gives the same bytes as encoding the whole document.
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    opening = _utf8(encode(head))[:-1] + b',"files":['
-    closing = b"]," + _utf8(encode(page.extra))[1:] if page.extra else b"]}"
+    opening = _json_utf8(encode(head))[:-1] + b',"files":['
+    closing = b"]," + _json_utf8(encode(page.extra))[1:] if page.extra else b"]}"
     return _joined(
-        opening, [_utf8(encode(_json_file(f, link_for(f)))) for f in page.files], b",", closing
+        opening, [_json_utf8(encode(_json_file(f, link_for(f)))) for f in page.files], b",", closing
     )
 
 
