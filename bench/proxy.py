@@ -92,6 +92,7 @@ class Proxy:
         index_ttl: int = 3600,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
+        python_args: list[str] | None = None,
     ) -> None:
         self.variant = variant
         self.workers = 2 if "workers2" in variant else 1
@@ -110,7 +111,8 @@ class Proxy:
             serve += ["--workers", str(self.workers)]
             self.native = True
         if not launcher:
-            cmd = [sys.executable, "-m", "cacheproxy", *serve]
+            # python_args: e.g. ``-m cProfile -o FILE`` (bench/hits.py --phases profile).
+            cmd = [sys.executable, *(python_args or []), "-m", "cacheproxy", *serve]
         else:
             cmd = [sys.executable, str(BENCH_DIR / "proxy_launcher.py"), *launcher, "--", *serve]
         self.cmd = cmd
