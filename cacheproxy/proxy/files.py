@@ -118,34 +118,17 @@ class Files:
             UpstreamError: the page that would list it could not be fetched.
         """
         filename = key.rsplit("/", 1)[-1]
+        if key.endswith(METADATA_SUFFIX):
+            # Its distribution's record first (in memory on a hit): a .metadata has no
+            # record of its own, and looking one up first cost every hit a read of the
+            # record store in a thread (bench/hits.py).
+            resolved = await self._metadata(key, filename)
+            if resolved is not None:
+                return resolved
         record = await self._record(key, filename)
         if record is not None:
             self._check_gate(filename, record)
             return Resolved(self._spec(key, record), filename, is_metadata=False)
-        if key.endswith(METADATA_SUFFIX):
-            dist_key = key[: -len(METADATA_SUFFIX)]
-            dist = await self._record(dist_key, filename[: -len(METADATA_SUFFIX)])
-            if dist is not None:
-                self._check_gate(filename[: -len(METADATA_SUFFIX)], dist)
-                # PEP 658: only what upstream advertised is served (never a 404 for an
-                # advertised file: clients would fail the install).
-                if not dist.metadata:
-                    raise NotFound(f"no metadata is advertised for {dist_key.rsplit('/', 1)[-1]}")
-                if dist.extracted:
-                    return await self._extracted(dist_key, dist, filename)
-                sha = dist.metadata_sha256
-                final = (
-                    self._storage.blob_path(sha) if sha else self._storage.unhashed_blob_path(key)
-                )
-                spec = FileSpec(
-                    url=metadata_url(dist.url),
-                    final=final,
-                    sha256=sha,
-                    size=None,
-                    filename=filename,
-                    upstream=self._upstream,
-                )
-                return Resolved(spec, filename, is_metadata=True)
         if key.endswith(PROVENANCE_SUFFIX):
             dist_key = key[: -len(PROVENANCE_SUFFIX)]
             dist_name = filename[: -len(PROVENANCE_SUFFIX)]
@@ -166,6 +149,36 @@ class Files:
                 )
                 return Resolved(spec, filename, is_metadata=True)
         raise NotFound(f"{filename} is not listed by the upstream index")
+
+    async def _metadata(self, key: str, filename: str) -> Resolved | None:
+        """The PEP 658 metadata ``key`` of a listed distribution; None: no such listed
+        distribution.
+
+        Raises:
+            NotFound: its distribution advertises no metadata.
+        """
+        dist_key = key[: -len(METADATA_SUFFIX)]
+        dist = await self._record(dist_key, filename[: -len(METADATA_SUFFIX)])
+        if dist is None:
+            return None
+        self._check_gate(filename[: -len(METADATA_SUFFIX)], dist)
+        # PEP 658: only what upstream advertised is served (never a 404 for an
+        # advertised file: clients would fail the install).
+        if not dist.metadata:
+            raise NotFound(f"no metadata is advertised for {dist_key.rsplit('/', 1)[-1]}")
+        if dist.extracted:
+            return await self._extracted(dist_key, dist, filename)
+        sha = dist.metadata_sha256
+        final = self._storage.blob_path(sha) if sha else self._storage.unhashed_blob_path(key)
+        spec = FileSpec(
+            url=metadata_url(dist.url),
+            final=final,
+            sha256=sha,
+            size=None,
+            filename=filename,
+            upstream=self._upstream,
+        )
+        return Resolved(spec, filename, is_metadata=True)
 
     async def _record(self, key: str, filename: str) -> FileRecord | None:
         project = project_of(filename)

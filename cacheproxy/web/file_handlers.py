@@ -101,8 +101,9 @@ async def _package_file(request: web.Request, key: str) -> web.StreamResponse:
 
 
 def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
-    etag = _file_etag(resolved, os.fstat(fobj.fileno()).st_size)
-    return send_stored(request, fobj, etag, _file_headers(resolved, None, "HIT"))
+    size = os.fstat(fobj.fileno()).st_size
+    etag = _file_etag(resolved, size)
+    return send_stored(request, fobj, etag, _file_headers(resolved, None, "HIT"), size)
 
 
 async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamResponse:

@@ -2,12 +2,19 @@
 
 aiohttp's FileResponse derives its own ETag from mtime and size and applies its own
 If-Range/If-None-Match rules; ours are content hashes decided by the handler, so this is
-the small part of FileResponse we need (prepare headers, then ``loop.sendfile``).
+the small part of FileResponse we need (prepare headers, then ``sendfile``).
+
+A hit's bytes go out by one ``sendfile(2)`` call made at once when the socket takes them
+all (:func:`sendfile_now`; a page body, a ``.metadata``, most wheels), and only the rest
+by ``loop.sendfile``, which registers the socket with the selector and waits for one loop
+turn even when nothing is left to send: two epoll_ctl calls, a pause and resume of
+reading and a loop turn per hit (bench/hits.py: +0.2 ms per small file over nginx).
 """
 
 import asyncio
 import logging
 import os
+from asyncio import constants as asyncio_constants
 from typing import IO
 
 from aiohttp import web
@@ -21,6 +28,35 @@ from cacheproxy.web.ranges import RangeNotSatisfiable, if_range_matches, parse_r
 logger = logging.getLogger(__name__)
 
 _FALLBACK_CHUNK = 256 * 1024
+# The transports loop.sendfile itself sends from with os.sendfile: plain sockets of the
+# selector loop (base_events.BaseEventLoop.sendfile reads the same attribute). TLS
+# transports and other loops' say otherwise, or nothing.
+_NATIVE = getattr(getattr(asyncio_constants, "_SendfileMode", None), "TRY_NATIVE", object())
+
+
+def sendfile_now(transport: asyncio.BaseTransport, fd: int, offset: int, count: int) -> int:
+    """Send what the socket takes at once of ``count`` bytes of ``fd`` from ``offset``, by
+    one ``sendfile(2)`` call with no trip through the event loop; the bytes sent.
+
+    0 when this transport is not one loop.sendfile would send natively from (TLS, another
+    loop), still has bytes of its own queued (they go first), or the call fails: the
+    caller's ``loop.sendfile`` then does it all, with its usual errors. Nothing else runs
+    on the loop during the call, so nothing can write between.
+    """
+    if (
+        getattr(transport, "_sendfile_compatible", None) is not _NATIVE
+        or not isinstance(transport, asyncio.WriteTransport)
+        or transport.is_closing()
+        or transport.get_write_buffer_size()
+    ):
+        return 0
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        return os.sendfile(sock.fileno(), fd, offset, count)
+    except OSError:  # EAGAIN, a peer gone, a file sendfile cannot read: loop.sendfile's
+        return 0
 
 
 class SendfileResponse(web.StreamResponse):
@@ -50,19 +86,21 @@ class SendfileResponse(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.sendfile(transport, self._fobj, self._offset, self._count)
-            except NotImplementedError:  # TLS or an exotic transport: copy in chunks
-                await self._copy(writer)
+            sent = sendfile_now(transport, self._fobj.fileno(), self._offset, self._count)
+            if sent < self._count:
+                offset, count = self._offset + sent, self._count - sent
+                try:
+                    await asyncio.get_running_loop().sendfile(transport, self._fobj, offset, count)
+                except NotImplementedError:  # TLS or an exotic transport: copy in chunks
+                    await self._copy(writer, offset, count)
             await super().write_eof()
             return writer
         finally:
             self._fobj.close()
 
-    async def _copy(self, writer: AbstractStreamWriter | None) -> None:
+    async def _copy(self, writer: AbstractStreamWriter | None, pos: int, left: int) -> None:
         assert writer is not None
-        fd, pos, left = self._fobj.fileno(), self._offset, self._count
+        fd = self._fobj.fileno()
         while left > 0:
             chunk = os.pread(fd, min(_FALLBACK_CHUNK, left), pos)
             if not chunk:
@@ -73,13 +111,18 @@ class SendfileResponse(web.StreamResponse):
 
 
 def send_stored(
-    request: web.Request, fobj: IO[bytes], etag: str, headers: dict[str, str]
+    request: web.Request,
+    fobj: IO[bytes],
+    etag: str,
+    headers: dict[str, str],
+    size: int | None = None,
 ) -> web.StreamResponse:
     """A stored file (open in ``fobj``, closed by the response) by sendfile: a 304 for its
     ETag, a 206 for a single satisfiable Range whose If-Range matches (RFC 9110 §14.2,
     §13.1.5), a 416 for an unsatisfiable one, else the whole file. ``headers`` are the
-    file's own (they get ``ETag``)."""
-    size = os.fstat(fobj.fileno()).st_size
+    file's own (they get ``ETag``); ``size``: the open file's, when the caller has it."""
+    if size is None:
+        size = os.fstat(fobj.fileno()).st_size
     headers["ETag"] = etag
     if etag_matches(request.headers.get("If-None-Match"), etag):
         fobj.close()
