@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -302,6 +303,42 @@ def profile(bench: Bench, n: int) -> dict[str, object]:
     return {"requests": requests, "profile": str(out)}
 
 
+def syscalls(bench: Bench, servers: dict[str, list[int]], duration: float) -> dict[str, object]:
+    """``strace -c -f`` on each server's processes while ``wrk`` (8 connections) fetches
+    the largest wheel: syscalls per MB moved, and bytes per sendfile call."""
+    assert bench.ds is not None
+    assert bench.base is not None
+    big = bench.ds.largest
+    urls = {"proxy": bench.main_proxy().url, "nginx": bench.base.url}
+    out: dict[str, object] = {}
+    for name, pids in servers.items():
+        report = bench.work / f"strace-{name}.txt"
+        cmd = ["strace", "-c", "-f", "-o", str(report)]
+        for pid in pids:
+            cmd += ["-p", str(pid)]
+        tracer = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        res = wrk(urls[name] + f"/packages/{big.rest}", 8, duration, script_dir=bench.work)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+        counts: dict[str, int] = {}
+        for line in report.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                counts[parts[-1]] = int(parts[3])
+        mb = res.bytes / 1e6
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
+        print(f"\n{name}: {mb:,.0f} MB in {res.seconds:.1f} s under strace ({res.mbps:,.0f} MB/s)")
+        print("| syscall | calls | per MB |")
+        print("|---|---|---|")
+        for call, n in top:
+            print(f"| {call} | {n:,} | {n / mb:.2f} |")
+        if counts.get("sendfile"):
+            print(f"bytes per sendfile call: {res.bytes / counts['sendfile'] / 1024:,.0f} KiB")
+        out[name] = {"mb": mb, "calls": counts}
+    return out
+
+
 class Proxpi:
     """proxpi on the same upstream, under gunicorn with threads (its documented way)."""
 
@@ -334,7 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=200, help="per kind, per server, per pair")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
     p.add_argument(
-        "--phases", default="latency,throughput,pip", help="and: profile (cProfile of hits)"
+        "--phases",
+        default="latency,throughput,pip",
+        help="and: syscalls (strace -c under wrk), profile (cProfile of hits)",
     )
     p.add_argument("--pip-pairs", type=int, default=None, help="default: --pairs")
     p.add_argument("--proxpi-python", default=None, help="a Python with proxpi and gunicorn")
@@ -372,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxpi = Proxpi(a.proxpi_python, bench.up.index_url, bench.work)
                 servers["proxpi"] = proxpi.url
             out["throughput"] = throughput(bench, servers, a.pairs, a.duration)
+        if "syscalls" in phases:
+            out["syscalls"] = syscalls(
+                bench, {"proxy": proxy.pids(), "nginx": bench.base.pids()[1:]}, a.duration
+            )
         if "profile" in phases:
             out["profile"] = profile(bench, a.requests)
         if "pip" in phases:
