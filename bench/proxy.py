@@ -118,8 +118,10 @@ class Proxy:
         self.cmd = cmd
         self.log_path = log_path or (work / f"proxy-{self.port}.log")
         log = open(self.log_path, "wb")
+        # Not the caller's directory: ``python -m`` puts it first on sys.path, and from the
+        # repository root that imported the work tree's cacheproxy/, not the snapshot.
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env or SNAPSHOT_ENV or None
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env or SNAPSHOT_ENV or None, cwd=work
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
