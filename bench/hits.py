@@ -340,6 +340,49 @@ def syscalls(bench: Bench, servers: dict[str, list[int]], duration: float) -> di
     return out
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) by thread name of process ``pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        kind = "loop" if task.name == str(pid) else "threads"
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out.setdefault(f"name:{name}", 0.0)
+    return out
+
+
+def cpu(bench: Bench, servers: dict[str, Proxy], pairs: int, duration: float) -> dict[str, object]:
+    """Where each proxy spends CPU while 8 ``wrk`` connections fetch the largest wheel:
+    seconds per GB on the event loop's thread and on all other threads."""
+    assert bench.ds is not None
+    path = f"/packages/{bench.ds.largest.rest}"
+    per_gb: dict[str, dict[str, list[float]]] = {s: {"loop": [], "threads": []} for s in servers}
+    for i in range(pairs):
+        names = list(servers) if i % 2 == 0 else list(servers)[::-1]
+        for name in names:
+            pid = servers[name].proc.pid
+            t0 = _thread_cpu(pid)
+            res = wrk(servers[name].url + path, 8, duration, script_dir=bench.work)
+            t1 = _thread_cpu(pid)
+            gb = res.bytes / 1e9
+            for kind in ("loop", "threads"):
+                per_gb[name][kind].append((t1.get(kind, 0.0) - t0.get(kind, 0.0)) / gb)
+    print("\nCPU seconds per GB sent, 8 clients on the largest wheel (median over runs)")
+    print("| server | event loop thread | other threads |")
+    print("|---|---|---|")
+    for name, d in per_gb.items():
+        print(
+            f"| {name} | {statistics.median(d['loop']):.3f} "
+            f"| {statistics.median(d['threads']):.3f} |"
+        )
+    return {"per_gb": per_gb}
+
+
 class Proxpi:
     """proxpi on the same upstream, under gunicorn with threads (its documented way)."""
 
@@ -374,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--phases",
         default="latency,throughput,pip",
-        help="and: syscalls (strace -c under wrk), profile (cProfile of hits)",
+        help="and: cpu (CPU per GB, loop thread vs others), syscalls (strace -c under wrk), "
+        "profile (cProfile of hits)",
     )
     p.add_argument(
         "--conns", default="8", help="wrk connections for throughput, comma-separated (8)"
@@ -441,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 servers["proxpi"] = proxpi.url
             for conns in a.conns:
                 out[f"throughput_{conns}"] = throughput(bench, servers, a.pairs, a.duration, conns)
+        if "cpu" in phases:
+            procs = {"proxy": proxy, **({"before": before} if before else {})}
+            out["cpu"] = cpu(bench, procs, a.pairs, a.duration)
         if "syscalls" in phases:
             out["syscalls"] = syscalls(
                 bench, {"proxy": proxy.pids(), "nginx": bench.base.pids()[1:]}, a.duration
