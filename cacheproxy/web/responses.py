@@ -12,7 +12,6 @@ reading and a loop turn per hit (bench/hits.py: +0.2 ms per small file over ngin
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 from asyncio import constants as asyncio_constants
@@ -60,82 +59,6 @@ def sendfile_now(transport: asyncio.BaseTransport, fd: int, offset: int, count: 
         return 0
 
 
-# The rest of a hit at least this large is sent by sendfile(2) calls in threads.
-THREADED_SENDFILE_MIN = 1024 * 1024
-
-
-def _send_some(sock_fd: int, fd: int, offset: int, count: int) -> int | None:
-    """One sendfile(2) on the non-blocking socket (in a thread): bytes sent; None: full."""
-    try:
-        return os.sendfile(sock_fd, fd, offset, count)
-    except (BlockingIOError, InterruptedError):
-        return None
-
-
-async def sendfile_in_threads(
-    transport: asyncio.BaseTransport, fd: int, offset: int, count: int
-) -> None:
-    """Send ``count`` bytes of ``fd`` from ``offset`` by sendfile(2) calls run in the loop's
-    default executor, waiting for the socket on the loop between them.
-
-    On loopback the sender's sendfile does the TCP work of both ends; from one loop thread
-    that is one core for every transfer, where nginx's two workers (and a threaded server)
-    use both (bench/hits.py, throughput at 8 clients). Each call is one non-blocking
-    sendfile, so a slow client never holds a thread; the socket is a dup, so a transport
-    closed meanwhile can never have its descriptor number reused under a call.
-
-    Raises:
-        ConnectionResetError: the file ended early or the client left.
-    """
-    loop = asyncio.get_running_loop()
-    sock = transport.get_extra_info("socket")
-    assert isinstance(transport, asyncio.Transport)
-    sock_fd = os.dup(sock.fileno())
-    reading = transport.is_reading()
-    if reading:
-        transport.pause_reading()  # as loop.sendfile: nothing else on this socket meanwhile
-    try:
-        while count > 0:
-            job = loop.run_in_executor(None, _send_some, sock_fd, fd, offset, count)
-            try:
-                sent = await asyncio.shield(job)
-            except asyncio.CancelledError:
-                await _finish(job)  # the call still uses fd: the caller closes it after
-                raise
-            if sent is None:
-                await _writable(loop, sock_fd)
-                continue
-            if sent == 0:
-                raise ConnectionResetError("file shrank while sending")
-            offset += sent
-            count -= sent
-    finally:
-        os.close(sock_fd)
-        if reading and not transport.is_closing():
-            transport.resume_reading()
-
-
-async def _finish(job: "asyncio.Future[int | None]") -> None:
-    """Wait out a sendfile call already running in a thread (it is short: non-blocking)."""
-    while not job.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([job])
-
-
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_writer(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_writer(fd)
-
-
 class SendfileResponse(web.StreamResponse):
     """Send ``count`` bytes of an open file from ``offset`` with zero copies in Python."""
 
@@ -166,10 +89,6 @@ class SendfileResponse(web.StreamResponse):
             sent = sendfile_now(transport, self._fobj.fileno(), self._offset, self._count)
             if sent < self._count:
                 offset, count = self._offset + sent, self._count - sent
-                if sent and count >= THREADED_SENDFILE_MIN:
-                    await sendfile_in_threads(transport, self._fobj.fileno(), offset, count)
-                    await super().write_eof()
-                    return writer
                 try:
                     await asyncio.get_running_loop().sendfile(transport, self._fobj, offset, count)
                 except NotImplementedError:  # TLS or an exotic transport: copy in chunks
