@@ -1,6 +1,7 @@
 """Hits against nginx, interleaved pair by pair (issue #16, parts 3 and 4).
 
     python bench/hits.py [--pairs 5] [--requests 200] [--phases latency,throughput,pip]
+                         [--conns 8,1] [--pip-pairs N] [--before-src DIR]
                          [--proxpi-python .proxpi-venv/bin/python]
 
 Sets up the data, the upstream and the warm proxy as ``bench/run.py`` does (the same
@@ -19,6 +20,12 @@ differences or ratios, because this machine's speed drifts by ~10% over minutes:
   same upstream joins each round.
 * ``pip``: warm ``pip install`` of the whole set through the proxy ÷ through nginx's
   static tree of the same pages.
+
+``--before-src DIR`` runs the ``cacheproxy/`` in DIR too, as ``before``, on a copy of the
+warm cache, in the same pairs. More phases, not in the default run: ``cpu`` (CPU seconds
+per GB on the loop thread and on other threads under 8 clients), ``syscalls`` (``strace
+-c`` of each server under 8 clients: calls per MB, bytes per sendfile) and ``profile``
+(the proxy under cProfile, serving the latency pattern and pip's sequence).
 
 The load average is printed at the start and end of each phase. Results (every sample)
 go to ``bench/results/hits-<time>.json``.
