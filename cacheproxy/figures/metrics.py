@@ -14,9 +14,9 @@ Series (label values are small fixed sets, never user input):
 * ``upstream``: (kind, outcome) requests to upstream; ``upstream_seconds``: latency
   histogram to the response headers, per kind
 * ``upstream_bytes`` / ``upstream_download_seconds``: file bytes fetched and time taken
-* ``tier_bytes``: (tier,) file bytes by where they came from: ``local`` (sent to clients
-  from this replica's disk), ``store`` (copied into it from the store replicas share,
-  store/tiered.py), ``upstream`` (downloaded from the index)
+* ``tier_bytes``: (tier,) file bytes by where they came from: ``local`` (hits sent to
+  clients from this replica's disk), ``store`` (copied from the store replicas share,
+  store/tiered.py, and sent on as they arrive), ``upstream`` (downloaded from the index)
 * ``coalesced`` (requests that joined a running download), ``stale`` (stale pages
   served), ``evictions`` (files removed to respect the size limit)
 * ``history``: hits/misses/stale per 5-minute bucket, for the status page chart
@@ -97,8 +97,6 @@ class Metrics:
             if nbytes:
                 source = "cache" if cache in ("HIT", "STALE") else "upstream"
                 deltas[("bytes", source)] += nbytes
-                if cache == "HIT" and route in ("file", "metadata"):
-                    deltas[("tier_bytes", "local")] += nbytes
             # Hit ratio and history count answers only: an error that says "MISS" missed
             # nothing.
             served = status_class < 4

@@ -25,7 +25,7 @@ from cacheproxy.proxy.downloads import Download, Span, read_span
 from cacheproxy.proxy.files import Resolved
 from cacheproxy.simple.layout import METADATA_SUFFIX, PREFIX, BadPath, file_key
 from cacheproxy.web.index_counts import count_index
-from cacheproxy.web.keys import proxy_key, settings_key
+from cacheproxy.web.keys import metrics_key, proxy_key, settings_key
 from cacheproxy.web.ranges import ByteRange, RangeNotSatisfiable, if_range_matches, parse_range
 from cacheproxy.web.responses import send_stored, text_error, upstream_error
 
@@ -103,7 +103,12 @@ async def _package_file(request: web.Request, key: str) -> web.StreamResponse:
 def _serve_hit(request: web.Request, resolved: Resolved, fobj: IO[bytes]) -> web.StreamResponse:
     size = os.fstat(fobj.fileno()).st_size
     etag = _file_etag(resolved, size)
-    return send_stored(request, fobj, etag, _file_headers(resolved, None, "HIT"), size)
+    resp = send_stored(request, fobj, etag, _file_headers(resolved, None, "HIT"), size)
+    if request.method != "HEAD" and resp.status in (200, 206):
+        # Bytes this replica's disk served (metrics.py "tier_bytes"); copies from the
+        # shared store are counted as "store" by the download that makes them.
+        request.app[metrics_key].add("tier_bytes", "local", value=resp.content_length or 0)
+    return resp
 
 
 async def _serve_miss(request: web.Request, resolved: Resolved) -> web.StreamResponse:
