@@ -5,14 +5,16 @@ Needs a reachable engine with BuildKit and a local base image with python3 + ven
 ``CACHEPROXY_E2E_IMAGE`` (``tests/e2e/make-base-image.sh`` builds one without a registry);
 skips with the reason otherwise. ``CACHEPROXY_E2E_DOCKER`` picks the docker CLI (default
 ``docker``: it must be able to run BuildKit builds, i.e. be 20.10+ or have buildx).
-The deploy/Dockerfile test also needs ``CACHEPROXY_E2E_WHEELHOUSE``
-(``tests/e2e/make-wheelhouse.sh``).
+The deploy/Dockerfile tests also need ``CACHEPROXY_E2E_WHEELHOUSE``
+(``tests/e2e/make-wheelhouse.sh``); the replicas one also starts SeaweedFS (the test extra's
+``weed``) on loopback and runs its containers on the host's network.
 
 Traffic stays on this machine: the fake upstream listens on loopback (only the proxy talks
 to it), the proxy on the Docker bridge gateway, which is where build steps reach the host.
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from aiohttp.web import Application
 from distbuild import build_wheel
 from fakeindex import FakeIndex, LoggedRequest
 from packaging.utils import parse_wheel_filename
+from seaweed import EngineUnavailable, running
 
 from cacheproxy.docker import engine as docker_env
 from cacheproxy.docker.snippets import (
@@ -317,17 +321,15 @@ def _health(container: str) -> str:
     return proc.stdout.strip()
 
 
-def test_deploy_image_builds_runs_healthy_and_serves_a_build(
-    proxy: Proxy, gateway: str, tmp_path: Path
-) -> None:
+def _build_deploy_image(proxy: Proxy, gateway: str) -> str:
+    """deploy/Dockerfile built with no registry: its base is the local image, and its own
+    dependencies (the s3 extra's too) come through the host's cacheproxy."""
     if not os.environ.get("CACHEPROXY_E2E_WHEELHOUSE"):
         pytest.skip(
             "set CACHEPROXY_E2E_WHEELHOUSE (tests/e2e/make-wheelhouse.sh DIR) to "
             "build deploy/Dockerfile without a registry"
         )
     host_proxy = make_target(Reach.GATEWAY_IP, port=proxy.port, gateway=gateway)
-    # deploy/Dockerfile, with its BASE and its install index overridden: the image's own
-    # dependencies come through the host's cacheproxy too.
     docker(
         "build",
         "--progress=plain",
@@ -344,6 +346,13 @@ def test_deploy_image_builds_runs_healthy_and_serves_a_build(
         "cacheproxy-e2e-deploy",
         str(REPO),
     )
+    return "cacheproxy-e2e-deploy"
+
+
+def test_deploy_image_builds_runs_healthy_and_serves_a_build(
+    proxy: Proxy, gateway: str, tmp_path: Path
+) -> None:
+    image = _build_deploy_image(proxy, gateway)
     port = _free_port(gateway)
     name = f"cacheproxy-e2e-{port}"
     # Published on the bridge gateway only, as deploy/compose.yaml does; upstream is the
@@ -360,7 +369,7 @@ def test_deploy_image_builds_runs_healthy_and_serves_a_build(
         f"CACHEPROXY_UPSTREAM={proxy.url}/simple/",
         "--health-interval",
         "1s",
-        "cacheproxy-e2e-deploy",
+        image,
     )
     try:
         deadline = time.monotonic() + 60
@@ -381,3 +390,70 @@ def test_deploy_image_builds_runs_healthy_and_serves_a_build(
         print(f"\ndeploy image: healthy as uid {user}, served a build on {gateway}:{port}")
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_deploy_image_runs_as_replicas_on_one_bucket(
+    proxy: Proxy, gateway: str, tmp_path: Path
+) -> None:
+    """Two containers of the deploy image, one bucket (SeaweedFS on loopback, so the
+    containers share the host's network): what one fetched, the other serves as a HIT."""
+
+    image = _build_deploy_image(proxy, gateway)
+    (tmp_path / "seaweedfs").mkdir()
+    with contextlib.ExitStack() as stack:
+        try:
+            store = stack.enter_context(running(tmp_path / "seaweedfs"))
+        except EngineUnavailable as exc:
+            pytest.skip(f"SeaweedFS cannot start here: {exc}")
+        bases = []
+        for n in range(2):
+            port = _free_port("127.0.0.1")
+            name = f"cacheproxy-e2e-replica-{n}-{port}"
+            env = {
+                **store.environment(),
+                "CACHEPROXY_STORAGE": f"s3://{store.bucket}/e2e",
+                "CACHEPROXY_HOST": "127.0.0.1",
+                "CACHEPROXY_PORT": str(port),
+                "CACHEPROXY_UPSTREAM": f"{proxy.url}/simple/",
+                "CACHEPROXY_REPLICA_ID": name,
+            }
+            flags = [f"--env={k}={v}" for k, v in env.items()]
+            docker("run", "-d", "--rm", "--network", "host", "--name", name, *flags, image)
+            stack.callback(docker, "rm", "-f", name, check=False)
+            bases.append(f"http://127.0.0.1:{port}")
+        for base in bases:
+            _wait_url(f"{base}/-/ready")
+        page = f"{bases[0]}/simple/beta/"
+        link = _fetch(page).split('href="', 1)[1].split("#", 1)[0]
+        cache, first = _fetch_file(page, link)
+        assert cache == "MISS"
+        time.sleep(2)  # the copy reaches the bucket after it is served
+        cache, second = _fetch_file(f"{bases[1]}/simple/beta/", link)
+        assert (cache, second) == ("HIT", first)
+        metrics = _fetch(f"{bases[1]}/-/metrics")
+        assert f'cacheproxy_file_bytes_total{{tier="store"}} {float(len(first))}' in metrics
+        assert 'cacheproxy_file_bytes_total{tier="upstream"} 0.0' in metrics
+        print(f"\ndeploy image: 2 replicas on s3://{store.bucket}/e2e, a HIT from the bucket")
+
+
+def _wait_url(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"{url} did not answer 200 in 60 s")
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return str(resp.read().decode())
+
+
+def _fetch_file(page: str, link: str) -> tuple[str, bytes]:
+    """X-Cache and the body of the file ``link`` on ``page`` names."""
+    url = urllib.parse.urljoin(page, link)
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return str(resp.headers["X-Cache"]), bytes(resp.read())
