@@ -485,3 +485,18 @@ async def test_a_store_that_hangs_delays_a_request_by_seconds_not_minutes(
         assert "timed out" in await ready.text()
     finally:
         await outage.down()
+
+
+async def test_a_new_replica_serves_a_stale_page_from_the_store_when_upstream_fails(
+    replica: Replica, fake: FakeIndex
+) -> None:
+    first = await replica(index_ttl=0.5)
+    html = await (await first.get("/simple/alpha/")).text()
+    await shared_now(first)
+    await asyncio.sleep(0.6)  # stale in the store too
+    fake.down()
+    second = await replica(index_ttl=0.5)  # an empty disk, and upstream answers 503
+    page = await second.get("/simple/alpha/")
+    assert page.status == 200
+    assert page.headers["X-Cache"] == "STALE"
+    assert await page.text() == html
