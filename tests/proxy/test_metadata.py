@@ -8,6 +8,7 @@ the proxy asked upstream for.
 import hashlib
 import io
 import json
+import random
 import sys
 import zipfile
 from pathlib import Path
@@ -151,6 +152,92 @@ async def test_metadata_is_advertised_and_read_by_ranges(proxy: Client, fake: Fa
     await services.invalidate("nometa")
     entry = await page_entry(proxy, "nometa", f.filename)
     assert entry["core-metadata"] == {"sha256": hashlib.sha256(body).hexdigest()}
+
+
+def wheel_of(
+    out: Path, name: str, modules: int, *, dist_info_first: bool = False, pad: int = 0
+) -> Path:
+    """A wheel shaped like a real one: ``modules`` small members, then its ``.dist-info``
+    (METADATA, WHEEL, RECORD with a sha256 line per member, written last), as build
+    backends write them; or, with ``dist_info_first``, the ``.dist-info`` first and
+    ``pad`` incompressible bytes after it."""
+    dist = f"{name}-1.0"
+    members: list[tuple[str, bytes]] = [
+        (f"{name}/sub{i % 13}/module_{i:05d}.py", f"VALUE = {i}\n".encode() * 3)
+        for i in range(modules)
+    ]
+    if pad:
+        members.append((f"{name}/_pad.bin", random.Random(name).randbytes(pad)))
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n".encode() + b"readme " * 900
+    dist_info = [
+        (f"{dist}.dist-info/METADATA", meta),
+        (f"{dist}.dist-info/WHEEL", b"Wheel-Version: 1.0\nTag: py3-none-any\n"),
+    ]
+    members = dist_info + members if dist_info_first else members + dist_info
+    record = "".join(
+        f"{n},sha256={hashlib.sha256(d).hexdigest()[:43]},{len(d)}\n" for n, d in members
+    )
+    path = out / f"{dist}-py3-none-any.whl"
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, d in members:
+            zf.writestr(n, d, zipfile.ZIP_STORED if n.endswith(".bin") else zipfile.ZIP_DEFLATED)
+        zf.writestr(f"{dist}.dist-info/RECORD", record + f"{dist}.dist-info/RECORD,,\n")
+    return path
+
+
+def range_bytes(fake: FakeIndex, f: FakeFile) -> int:
+    """Bytes the ranges asked for ``f`` span (``bytes=-N`` or ``bytes=A-B``)."""
+    total = 0
+    for r in range_gets(fake, f.filename):
+        spec = r.headers["range"].removeprefix("bytes=")  # type: ignore[attr-defined]
+        first, _, last = spec.partition("-")
+        total += min(int(last), f.size) if not first else int(last) - int(first) + 1
+    return total
+
+
+def directory_size(f: FakeFile) -> int:
+    with zipfile.ZipFile(io.BytesIO(f.data)) as zf:
+        return f.size - zf.start_dir - 22
+
+
+@pytest.mark.parametrize(
+    ("modules", "dist_info_first", "pad", "ranges"),
+    [
+        # The small directory of most wheels: one read of the tail holds all.
+        (3, False, 0, 1),
+        # A directory of 30 kB, METADATA 13 kB before it (pip's own wheel: 34 and 21): one read.
+        (400, False, 0, 1),
+        # 147 kB: the tail, then the rest of the directory with RECORD and METADATA before it.
+        (2000, False, 0, 2),
+        # .dist-info first, 3 MB before the directory: the member alone, never the gap.
+        (50, True, 3_000_000, 2),
+    ],
+)
+async def test_a_metadata_miss_takes_few_upstream_reads(
+    make_proxy: ProxyFactory,
+    fake: FakeIndex,
+    tmp_path: Path,
+    modules: int,
+    dist_info_first: bool,
+    pad: int,
+    ranges: int,
+) -> None:
+    """Every upstream round trip of a .metadata miss is on the resolver's critical path
+    (uv resolves one dependency level at a time): the fewest reads, and no more bytes
+    than the reads need."""
+    wheel = wheel_of(tmp_path, "shaped", modules, dist_info_first=dist_info_first, pad=pad)
+    f = fake.add_file("shaped", wheel, metadata=False)
+    proxy = await make_proxy()
+    await page_entry(proxy, "shaped", f.filename)
+    fake.clear_log()
+    resp = await proxy.get(f.url_path + ".metadata")
+    assert (resp.status, await resp.read()) == (200, wheel_metadata_of(f))
+    assert whole_gets(fake, f.filename) == []
+    assert [r.method for r in fake.requests] == ["GET"] * ranges  # no HEAD, no page
+    assert len(range_gets(fake, f.filename)) == ranges
+    # The tail, plus at most about two directories' worth (RECORD, METADATA before it).
+    assert range_bytes(fake, f) <= TAIL_BYTES + 2 * directory_size(f) + 20_000
 
 
 async def test_a_stored_wheel_is_read_without_asking_upstream(
