@@ -2,22 +2,33 @@
 
 An upstream that advertises no metadata (the in-process fake index of the test suite,
 serving real wheels padded to realistic sizes) is resolved by ``pip install --dry-run
---report`` and ``uv pip compile``, direct and through the proxy, cold and warm, in one
-run. Reported: the wheel bytes each run pulled from the file host (whole downloads plus
-ranges) and the wall time, as ratios to direct in the same run.
+--report`` and ``uv pip compile``, direct and through the proxy, cold and warm. The set is
+a chain (each project requires the next), so a resolver fetches one metadata at a time
+and every per-request cost adds up (``--shape flat``: the first requires all the others,
+which uv then fetches concurrently). Each repetition runs direct, a fresh (empty-cache)
+proxy, then that proxy again warm, in rotating order; reported per run: the median wall
+time, the median over repetitions of the per-repetition ratio to direct, the wheel bytes
+pulled from the file host (whole downloads plus ranges) and the upstream requests by kind.
 
-Run: ``python bench/metadata.py`` (``--wheels N --mb M`` for the set's shape). Loopback only.
+Run: ``python bench/metadata.py`` (``--wheels N --mb M --files K --latency-ms L --reps R``).
+``--files`` adds that many small modules to each wheel: a real wheel's central directory
+(hundreds to thousands of entries) and RECORD do not fit in a 16 KiB tail, as the
+default wheels' (three members) do. ``--latency-ms`` makes every upstream response wait
+first, standing in for a CDN round trip (``bench/run.py`` uses 10). Loopback only.
 """
 
 import argparse
 import asyncio
-import json
+import io
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+from collections import Counter
 from pathlib import Path
 
 from aiohttp import web
@@ -52,6 +63,38 @@ def pulled(fake: FakeIndex) -> int:
     return total
 
 
+def request_kinds(fake: FakeIndex) -> str:
+    """The upstream requests of one run, by kind: pages, file HEADs, ranges, whole files."""
+    kinds: Counter[str] = Counter()
+    for r in fake.requests:
+        if r.host == "index":
+            kinds["page"] += 1
+        elif r.method == "HEAD":
+            kinds["head"] += 1
+        else:
+            kinds["range" if "range" in r.headers else "whole"] += 1
+    return " ".join(f"{k} {kinds[k]}" for k in ("page", "head", "range", "whole") if kinds[k])
+
+
+def with_modules(wheel: Path, count: int) -> None:
+    """Rewrite ``wheel`` with ``count`` small modules first, as real wheels have many
+    members before their ``.dist-info`` (written last, RECORD at the very end)."""
+    with zipfile.ZipFile(wheel) as zf:
+        members = [(i, zf.read(i)) for i in zf.infolist()]
+    pkg = members[0][0].filename.split("/", 1)[0]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+        for n in range(count):
+            body = f'"""Module {n} of {pkg}."""\n\nVALUE = {n}\n'.encode()
+            out.writestr(f"{pkg}/sub{n % 13}/module_{n:05d}.py", body)
+        for info, data in members:
+            if info.filename.endswith("/RECORD"):
+                listing = "".join(f"{i.filename},,\n" for i in out.infolist())
+                data = (listing + f"{info.filename},,\n").encode() + data
+            out.writestr(info, data)
+    wheel.write_bytes(buf.getvalue())
+
+
 def client(cmd: list[str], tmp: Path) -> float:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))},
@@ -65,83 +108,140 @@ def client(cmd: list[str], tmp: Path) -> float:
     return time.monotonic() - started
 
 
-async def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+class Proxy:
+    """The proxy in this process, on loopback, with a cache of its own per start."""
+
+    def __init__(self, tmp: Path, upstream: str) -> None:
+        self._tmp = tmp
+        self._upstream = upstream
+        self._runner: web.AppRunner | None = None
+        self._starts = 0
+        self.url = ""
+
+    async def start(self) -> None:
+        self._starts += 1
+        cache = self._tmp / f"cache-{self._starts}"
+        settings = Settings(cache_dir=cache, upstream=URL(self._upstream))
+        self._runner = web.AppRunner(create_app(settings))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/simple/"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        shutil.rmtree(self._tmp / f"cache-{self._starts}", ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    args = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     args.add_argument("--wheels", type=int, default=12, help="projects in the set (12)")
     args.add_argument("--mb", type=float, default=8.0, help="MB of each wheel (8)")
     args.add_argument(
         "--rate", type=float, default=40.0, help="file host MB/s per connection (40; 0: none)"
     )
-    opts = args.parse_args()
+    args.add_argument("--files", type=int, default=0, help="small modules added per wheel (0)")
+    args.add_argument(
+        "--latency-ms", type=float, default=0.0, help="wait before every upstream response (0)"
+    )
+    args.add_argument(
+        "--shape",
+        choices=("chain", "flat"),
+        default="chain",
+        help="chain: each project requires the next (one metadata at a time); flat: the "
+        "first requires all the others (fetched concurrently) (chain)",
+    )
+    args.add_argument("--reps", type=int, default=1, help="repetitions, rotating order (1)")
+    args.add_argument("--tools", default="pip,uv", help="pip, uv or both (pip,uv)")
+    return args.parse_args()
+
+
+async def main() -> None:
+    opts = parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cacheproxy-metadata-"))
+    proxy: Proxy | None = None
+    fake = FakeIndex()
     try:
-        fake = FakeIndex()
         names = [f"heavy{i}" for i in range(opts.wheels)]
         for i, name in enumerate(names):
             needs = [names[i + 1]] if i + 1 < len(names) else []
+            if opts.shape == "flat":
+                needs = names[1:] if i == 0 else []
             wheel = build_wheel(
                 tmp / "dists", name, "1.0", requires=needs, pad_bytes=int(opts.mb * 1e6)
             )
+            if opts.files:
+                with_modules(wheel, opts.files)
             fake.add_file(name, wheel, metadata=False)
         if opts.rate:
             # A pause before each 64 KiB chunk: the per-connection rate of a real file host.
             fake.chunk_delay(fake.chunk_size / (opts.rate * 1e6))
+        fake.delay_pages(opts.latency_ms / 1000)
+        fake.delay_files(opts.latency_ms / 1000)
         await fake.start()
-        settings = Settings(cache_dir=tmp / "cache", upstream=URL(fake.index_url))
-        runner = web.AppRunner(create_app(settings))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        proxy = f"http://127.0.0.1:{port}/simple/"
+        proxy = Proxy(tmp, fake.index_url)
         uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+        req = tmp / "req.in"
+        req.write_text(f"{names[0]}\n")
+        report = tmp / "r.json"
 
         def pip(index: str) -> list[str]:
             return [
                 sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-                "--no-cache-dir", "--report", str(tmp / "r.json"), "--index-url", index,
-                names[0],
+                "--no-cache-dir", "--report", str(report), "--index-url", index, names[0],
             ]  # fmt: skip
 
         def uvc(index: str) -> list[str]:
-            req = tmp / "req.in"
-            req.write_text(f"{names[0]}\n")
             return [uv, "pip", "compile", "--no-cache", "--index-url", index, str(req)]
 
         total = sum(f.size for p in names for f in fake.files(p))
         print(
-            f"set: {len(names)} wheels, {total / 1e6:.0f} MB, no PEP 658 metadata upstream, "
-            f"file host {opts.rate:g} MB/s per connection"
+            f"set: {len(names)} wheels ({opts.shape}), {total / 1e6:.0f} MB, "
+            f"{opts.files + 3} members each, no PEP 658 metadata upstream; file host "
+            f"{opts.rate:g} MB/s per connection; {opts.latency_ms:g} ms before each "
+            f"upstream response; {opts.reps} repetitions; loadavg {os.getloadavg()[0]:.2f}"
         )
-        print(f"{'run':34s} {'wall s':>8s} {'pulled MB':>10s} {'÷ direct':>9s}")
-        for tool, make in (("pip --dry-run --report", pip), ("uv pip compile", uvc)):
-            rows = []
-            for label, index in (
-                ("direct", fake.index_url),
-                ("proxy cold", proxy),
-                ("proxy warm", proxy),
-            ):
-                fake.clear_log()
-                wall = await asyncio.to_thread(client, make(index), tmp)
-                rows.append((label, wall, pulled(fake)))
-            base = rows[0]
-            for label, wall, got in rows:
+        print(
+            f"{'run':34s} {'wall s':>7s} {'÷ direct':>9s} {'spread':>11s} "
+            f"{'pulled MB':>9s}  upstream requests"
+        )
+        labels = ("direct", "proxy cold", "proxy warm")
+        tools = {"pip": ("pip --dry-run --report", pip), "uv": ("uv pip compile", uvc)}
+        for key in opts.tools.split(","):
+            tool, make = tools[key]
+            walls: dict[str, list[float]] = {label: [] for label in labels}
+            seen: dict[str, tuple[int, str]] = {}
+            for rep in range(opts.reps):
+                # Rotate direct vs proxy so the drift of a shared machine cancels out.
+                order = [("direct",), ("proxy cold", "proxy warm")]
+                if rep % 2:
+                    order.reverse()
+                await proxy.start()
+                for group in order:
+                    for label in group:
+                        fake.clear_log()
+                        index = fake.index_url if label == "direct" else proxy.url
+                        walls[label].append(await asyncio.to_thread(client, make(index), tmp))
+                        seen[label] = (pulled(fake), request_kinds(fake))
+                await proxy.stop()
+            for label in labels:
+                ratios = [w / d for w, d in zip(walls[label], walls["direct"], strict=True)]
+                got, kinds = seen[label]
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
                 print(
-                    f"{tool + ', ' + label:34s} {wall:8.2f} {got / 1e6:10.2f} "
-                    f"{wall / base[1]:8.2f}x  bytes {got / max(base[2], 1):.3f}"
+                    f"{tool + ', ' + label:34s} {statistics.median(walls[label]):7.3f} "
+                    f"{statistics.median(ratios):8.2f}x {spread:>11s} {got / 1e6:9.2f}  {kinds}"
                 )
-            # The next tool starts cold again.
-            await runner.cleanup()
-            shutil.rmtree(tmp / "cache")
-            runner = web.AppRunner(create_app(settings))
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", port)
-            await site.start()
-        report = json.loads((tmp / "r.json").read_text()) if (tmp / "r.json").exists() else {}
-        assert len(report.get("install", [])) == len(names)
-        await runner.cleanup()
-        await fake.stop()
+            if key == "pip":
+                assert report.exists(), "pip wrote no report"
+        print(f"loadavg at the end {os.getloadavg()[0]:.2f}")
     finally:
+        if proxy is not None:
+            await proxy.stop()
+        await fake.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
