@@ -46,17 +46,19 @@ _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
 _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
-# The first read: the longest tail that can hold the end record (22 bytes, a comment of
-# up to 64 KiB, the zip64 locator), so one read always finds it. It also holds the central
-# directory and METADATA of a wheel of a few hundred members (pip's own: 437 members,
-# a 34 KB directory, METADATA 21 KB before it): one upstream round trip for those, where a
-# 16 KiB tail needed two or three. Round trips, not bytes, are what a resolver waits for
-# (bench/metadata.py): 48 KiB more costs ~1 ms at 40 MB/s, a round trip 10 ms or more.
+# The first read. It holds the end record (22 bytes: wheels carry no zip comment) and the
+# central directory and METADATA of a wheel of a few hundred members (pip's own: 437
+# members, a 34 kB directory, METADATA 21 kB before it): one upstream round trip for those,
+# where a 16 KiB tail needed two or three. Round trips, not bytes, are what a resolver
+# waits for (bench/metadata.py): 48 KiB more is ~1 ms at 40 MB/s, a round trip 10 ms or
+# more. Only a tail without the end record (a long comment) is read again, as long as an
+# end record can need (a comment of up to 64 KiB, the zip64 locator).
+FIRST_TAIL = 64 * 1024
 TAIL_BYTES = 22 + 65535 + 20
 # When the central directory is not all in the first tail, the bytes before it are read
-# with it: RECORD (measured on real wheels: 0.5-0.6 of the directory's size) plus this
-# much for METADATA and the small .dist-info files written after it (WHEEL, entry points,
-# top_level). A guess: when METADATA lies further back, one more read.
+# with it: RECORD (on real wheels 0.5-0.55 of the directory's size; read: 5/8 of it) plus
+# this much for METADATA and the small .dist-info files written after it (WHEEL, entry
+# points, top_level). A guess: when METADATA lies further back, one more read.
 DIST_INFO_SLACK = 16 * 1024
 # A local header's extra field is not in the central directory; read this much beyond.
 _LOCAL_SLACK = 1024
@@ -313,8 +315,8 @@ class Extractor:
             # so METADATA almost always lies within RECORD's size plus a little before the
             # directory; RECORD (a line per entry, the hashes deflating poorly) is smaller
             # than the directory (46 bytes plus the name per entry): pip 24.2's is 0.55 of
-            # it. One read of both saves a round trip.
-            before = cd_size * 3 // 4 + DIST_INFO_SLACK
+            # it, setuptools 67.6's 0.49. One read of both saves a round trip.
+            before = cd_size * 5 // 8 + DIST_INFO_SLACK
             await suffix.extend(self._get, wheel, cd_offset - before)
         directory = await suffix.read(self._get, wheel, cd_offset, cd_size)
         members = _members(directory)
@@ -327,7 +329,9 @@ class Extractor:
 
     async def _suffix(self, wheel: FileSpec) -> "_Suffix":
         """The wheel's last bytes: its end record is in them, if it is a zip."""
-        tail, total = await self._get(wheel, -TAIL_BYTES, None)
+        tail, total = await self._get(wheel, -FIRST_TAIL, None)
+        if tail.rfind(_EOCD) < 0 and len(tail) < total:
+            tail, total = await self._get(wheel, -TAIL_BYTES, None)
         return _Suffix(tail, total)
 
 

@@ -155,12 +155,18 @@ async def test_metadata_is_advertised_and_read_by_ranges(proxy: Client, fake: Fa
 
 
 def wheel_of(
-    out: Path, name: str, modules: int, *, dist_info_first: bool = False, pad: int = 0
+    out: Path,
+    name: str,
+    modules: int,
+    *,
+    dist_info_first: bool = False,
+    pad: int = 0,
+    comment: int = 0,
 ) -> Path:
     """A wheel shaped like a real one: ``modules`` small members, then its ``.dist-info``
     (METADATA, WHEEL, RECORD with a sha256 line per member, written last), as build
     backends write them; or, with ``dist_info_first``, the ``.dist-info`` first and
-    ``pad`` incompressible bytes after it."""
+    ``pad`` incompressible bytes after it; ``comment``: a zip comment that long."""
     dist = f"{name}-1.0"
     members: list[tuple[str, bytes]] = [
         (f"{name}/sub{i % 13}/module_{i:05d}.py", f"VALUE = {i}\n".encode() * 3)
@@ -183,6 +189,7 @@ def wheel_of(
         for n, d in members:
             zf.writestr(n, d, zipfile.ZIP_STORED if n.endswith(".bin") else zipfile.ZIP_DEFLATED)
         zf.writestr(f"{dist}.dist-info/RECORD", record + f"{dist}.dist-info/RECORD,,\n")
+        zf.comment = b"c" * comment
     return path
 
 
@@ -198,20 +205,22 @@ def range_bytes(fake: FakeIndex, f: FakeFile) -> int:
 
 def directory_size(f: FakeFile) -> int:
     with zipfile.ZipFile(io.BytesIO(f.data)) as zf:
-        return f.size - zf.start_dir - 22
+        return f.size - zf.start_dir - 22 - len(zf.comment)
 
 
 @pytest.mark.parametrize(
-    ("modules", "dist_info_first", "pad", "ranges"),
+    ("modules", "dist_info_first", "pad", "comment", "ranges"),
     [
         # The small directory of most wheels: one read of the tail holds all.
-        (3, False, 0, 1),
+        (3, False, 0, 0, 1),
         # A directory of 30 kB, METADATA 13 kB before it (pip's own wheel: 34 and 21): one read.
-        (400, False, 0, 1),
+        (400, False, 0, 0, 1),
         # 147 kB: the tail, then the rest of the directory with RECORD and METADATA before it.
-        (2000, False, 0, 2),
+        (2000, False, 0, 0, 2),
         # .dist-info first, 3 MB before the directory: the member alone, never the gap.
-        (50, True, 3_000_000, 2),
+        (50, True, 3_000_000, 0, 2),
+        # A 64 KiB zip comment (wheels have none): the longest tail, then the directory.
+        (3, False, 0, 65535, 3),
     ],
 )
 async def test_a_metadata_miss_takes_few_upstream_reads(
@@ -221,12 +230,15 @@ async def test_a_metadata_miss_takes_few_upstream_reads(
     modules: int,
     dist_info_first: bool,
     pad: int,
+    comment: int,
     ranges: int,
 ) -> None:
     """Every upstream round trip of a .metadata miss is on the resolver's critical path
     (uv resolves one dependency level at a time): the fewest reads, and no more bytes
     than the reads need."""
-    wheel = wheel_of(tmp_path, "shaped", modules, dist_info_first=dist_info_first, pad=pad)
+    wheel = wheel_of(
+        tmp_path, "shaped", modules, dist_info_first=dist_info_first, pad=pad, comment=comment
+    )
     f = fake.add_file("shaped", wheel, metadata=False)
     proxy = await make_proxy()
     await page_entry(proxy, "shaped", f.filename)
@@ -236,8 +248,8 @@ async def test_a_metadata_miss_takes_few_upstream_reads(
     assert whole_gets(fake, f.filename) == []
     assert [r.method for r in fake.requests] == ["GET"] * ranges  # no HEAD, no page
     assert len(range_gets(fake, f.filename)) == ranges
-    # The tail, plus at most about two directories' worth (RECORD, METADATA before it).
-    assert range_bytes(fake, f) <= TAIL_BYTES + 2 * directory_size(f) + 20_000
+    # The tail(s), plus at most about two directories' worth (RECORD, METADATA before it).
+    assert range_bytes(fake, f) <= 2 * TAIL_BYTES + 2 * directory_size(f) + 20_000
 
 
 async def test_a_stored_wheel_is_read_without_asking_upstream(
