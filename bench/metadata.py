@@ -156,12 +156,20 @@ def parse_args() -> argparse.Namespace:
     )
     args.add_argument("--reps", type=int, default=1, help="repetitions, rotating order (1)")
     args.add_argument("--tools", default="pip,uv", help="pip, uv or both (pip,uv)")
+    args.add_argument(
+        "--cache-parent",
+        type=Path,
+        default=None,
+        help="where the proxy's caches go (default: the system temp dir; /dev/shm shows "
+        "what the store's fsyncs cost on the cold path)",
+    )
     return args.parse_args()
 
 
 async def main() -> None:
     opts = parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cacheproxy-metadata-"))
+    caches = Path(tempfile.mkdtemp(prefix="cacheproxy-caches-", dir=opts.cache_parent or tmp))
     proxy: Proxy | None = None
     fake = FakeIndex()
     try:
@@ -182,7 +190,7 @@ async def main() -> None:
         fake.delay_pages(opts.latency_ms / 1000)
         fake.delay_files(opts.latency_ms / 1000)
         await fake.start()
-        proxy = Proxy(tmp, fake.index_url)
+        proxy = Proxy(caches, fake.index_url)
         uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
         req = tmp / "req.in"
         req.write_text(f"{names[0]}\n")
@@ -243,6 +251,7 @@ async def main() -> None:
             await proxy.stop()
         await fake.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(caches, ignore_errors=True)
 
 
 if __name__ == "__main__":
