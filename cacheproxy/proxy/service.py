@@ -34,6 +34,8 @@ from cacheproxy.units import format_timestamp
 logger = logging.getLogger(__name__)
 
 EVICT_CHECK = 15.0  # seconds between size checks when nothing was stored here
+REPAIR_TASK = "start-up consistency check"
+REPAIR_CLOSE_WAIT = 30.0  # seconds a closing proxy gives that check to finish
 
 
 @dataclass(slots=True)
@@ -71,7 +73,11 @@ class Proxy:
         downloads = Downloads(upstream, storage, metrics, settings.retries)
         background: list[asyncio.Task[object]] = []
         if single:
-            background.append(asyncio.create_task(asyncio.to_thread(log_repair, storage, metrics)))
+            background.append(
+                asyncio.create_task(
+                    asyncio.to_thread(log_repair, storage, metrics), name=REPAIR_TASK
+                )
+            )
         if settings.max_size is not None:
             background.append(
                 asyncio.create_task(
@@ -90,7 +96,11 @@ class Proxy:
 
     async def close(self) -> None:
         for task in self._background:
-            task.cancel()  # a thread (the start-up check) cannot be; it is bounded
+            if task.get_name() == REPAIR_TASK:
+                # A thread cannot be cancelled: let the start-up check finish (it is
+                # bounded), or it would write to the store and the log after close.
+                await asyncio.wait([task], timeout=REPAIR_CLOSE_WAIT)
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.downloads.close()
