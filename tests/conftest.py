@@ -1,6 +1,7 @@
 """Fixtures: real small distributions, a populated fake upstream, and the real proxy."""
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -169,3 +170,15 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         except EngineUnavailable as exc:
             pytest.skip(f"SeaweedFS cannot start here: {exc}")
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs ``cacheproxy serve`` in-process (cli/log.configure_logging) points
+    the root logger at that test's captured stderr; restore it, or later tests' threads log
+    into a closed stream ("Logging error ... I/O operation on closed file")."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
