@@ -124,7 +124,10 @@ def _is_precondition(exc: ClientError) -> bool:
 
 
 def _is_missing(exc: ClientError) -> bool:
+    """The object is not there (not: the bucket is not there, which is a failure)."""
     status, code = _client_error(exc)
+    if code == "NoSuchBucket":
+        return False
     return status == 404 or code in {"NoSuchKey", "NotFound", "404"}
 
 

@@ -173,8 +173,9 @@ class SharedStore:
         return result
 
     async def probe(self) -> None:
-        """One request that needs the bucket and valid credentials (readiness)."""
-        await self.guarded("probe", self.quick.head("ready"))
+        """One request that needs the bucket and valid credentials (readiness). A GET, not
+        a HEAD: a HEAD's 404 has no body, so a missing bucket would look like a missing key."""
+        await self.guarded("probe", self.quick.get("ready"))
 
     # -- pages ---------------------------------------------------------------------------
 

@@ -500,3 +500,21 @@ async def test_a_new_replica_serves_a_stale_page_from_the_store_when_upstream_fa
     assert page.status == 200
     assert page.headers["X-Cache"] == "STALE"
     assert await page.text() == html
+
+
+async def test_a_bucket_that_does_not_exist_is_not_ready(
+    aiohttp_client: AiohttpClient, fake: FakeIndex, location: Location, tmp_path: Path
+) -> None:
+    # A typo in --storage must show on /-/ready at once, not as "ready" until the first
+    # write fails: a HEAD of a missing key cannot tell a missing bucket (both are 404).
+    settings = make_settings(
+        tmp_path / "local", fake.index_url, storage=Location("no-such-bucket-here", "x")
+    )
+    client = await aiohttp_client(create_app(settings))
+    for _ in range(50):
+        ready = await client.get("/-/ready")
+        if ready.status == 503:
+            break
+        await asyncio.sleep(0.1)
+    assert ready.status == 503
+    assert "NoSuchBucket" in await ready.text()
