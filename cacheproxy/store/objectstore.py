@@ -246,18 +246,39 @@ class ObjectStore:
             raise _fail("head", key, exc) from exc
         return self._info(key, response)
 
-    async def get(self, name: str) -> ObjectBytes | None:
-        """The whole object in memory, or None when there is no such object."""
-        key = self.location.key(name)
+    async def _get_object(self, key: str) -> Any | None:
+        """GetObject's response (its body not read yet); None when there is no such object."""
         try:
             async with asyncio.timeout(self.timeouts.call):
-                response = await self._client.get_object(Bucket=self.location.bucket, Key=key)
-                async with response["Body"] as body:
-                    data = await body.read()
+                return await self._client.get_object(Bucket=self.location.bucket, Key=key)
         except ClientError as exc:
             if _is_missing(exc):
                 return None
             raise _fail("get", key, exc) from exc
+        except _FAILURES as exc:
+            raise _fail("get", key, exc) from exc
+
+    async def _chunks(self, key: str, body: Any) -> AsyncIterator[bytes]:
+        """A body's bytes as they arrive, each read bounded by the read timeout."""
+        try:
+            while True:
+                async with asyncio.timeout(self.timeouts.read):
+                    chunk = await body.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        except _FAILURES as exc:
+            raise _fail("get", key, exc) from exc
+
+    async def get(self, name: str) -> ObjectBytes | None:
+        """The whole object in memory, or None when there is no such object."""
+        key = self.location.key(name)
+        response = await self._get_object(key)
+        if response is None:
+            return None
+        try:
+            async with asyncio.timeout(self.timeouts.call), response["Body"] as body:
+                data = await body.read()
         except _FAILURES as exc:
             raise _fail("get", key, exc) from exc
         info = self._info(key, response)
@@ -274,26 +295,11 @@ class ObjectStore:
         clients follow while it grows: proxy/downloads.py) and checks them there.
         """
         key = self.location.key(name)
-        try:
-            async with asyncio.timeout(self.timeouts.call):
-                response = await self._client.get_object(Bucket=self.location.bucket, Key=key)
-        except _FAILURES as exc:
-            raise _fail("get", key, exc) from exc
-        info = self._info(key, response)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while True:
-                    async with asyncio.timeout(self.timeouts.read):
-                        chunk = await body.read(CHUNK)
-                    if not chunk:
-                        return
-                    yield chunk
-            except _FAILURES as exc:
-                raise _fail("get", key, exc) from exc
-
+        response = await self._get_object(key)
+        if response is None:
+            raise ObjectStoreError(f"object store get {key}: no such object")
         async with response["Body"] as body:
-            yield info, chunks()
+            yield self._info(key, response), self._chunks(key, body)
 
     async def get_to_file(self, name: str, dest: Path) -> ObjectInfo | None:
         """Stream the object into ``dest`` (created or truncated); None when it is missing.
@@ -302,25 +308,15 @@ class ObjectStore:
         Each chunk is bounded by the read timeout, not the whole transfer by the call one.
         """
         key = self.location.key(name)
-        try:
-            async with asyncio.timeout(self.timeouts.call):
-                response = await self._client.get_object(Bucket=self.location.bucket, Key=key)
-        except ClientError as exc:
-            if _is_missing(exc):
-                return None
-            raise _fail("get", key, exc) from exc
-        except _FAILURES as exc:
-            raise _fail("get", key, exc) from exc
+        response = await self._get_object(key)
+        if response is None:
+            return None
         info = self._info(key, response)
         written = 0
         try:
             async with response["Body"] as body:
                 with dest.open("wb") as out:
-                    while True:
-                        async with asyncio.timeout(self.timeouts.read):
-                            chunk = await body.read(CHUNK)
-                        if not chunk:
-                            break
+                    async for chunk in self._chunks(key, body):
                         # A local file in our own directory, like store/disk_writer.py.
                         out.write(chunk)
                         written += len(chunk)
