@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from cacheproxy.store.shared import (
     MAX_PAGE_WAIT,
     PAGE_LEASE_TTL,
     POLL,
+    SharedPage,
     SharedStore,
 )
 from cacheproxy.urls import Location
@@ -169,7 +171,7 @@ class TieredStore(Storage):
         if page is not None and page.record.fetched_at <= self._invalidated.get(key, -1.0):
             page = None  # invalidated here since (its delete may not have landed yet)
         newer = page is not None and (local is None or page.record.fetched_at > local.fetched_at)
-        if page is not None and newer and await self._install(key, page.record, page):
+        if page is not None and newer and await self._install(key, page):
             local = page.record
             if self._fresh(local):
                 return local
@@ -194,20 +196,20 @@ class TieredStore(Storage):
                 and (seen is None or fetched > seen)
                 and fetched > self._invalidated.get(key, -1.0)
             ):
-                if await self._install(key, page.record, page):
+                if await self._install(key, page):
                     return page.record
                 break
         _bounded(self._no_wait)
         self._no_wait[key] = self.clock() + PAGE_LEASE_TTL
         return local
 
-    async def _install(self, key: str, record: PageRecord, page: Any) -> bool:
+    async def _install(self, key: str, page: SharedPage) -> bool:
         """Copy a page from the store into the local tier; False when it is incomplete."""
         content = await self.store.read_page(page)
         if content is None:
             return False
         blobs, files, strays = content
-        await super().put_prepared(key, record, blobs, files, strays)
+        await super().put_prepared(key, page.record, blobs, files, strays)
         return True
 
     async def put_page(
@@ -219,12 +221,13 @@ class TieredStore(Storage):
         strays: Iterable[str] = (),
         expire: float | None = None,
     ) -> PageRecord:
-        full = await super().put_page(key, record, bodies, files, strays, expire)
-        if full.status == 200:
-            _named, blobs = name_bodies(bodies or {})
-            self._publish(key, full, blobs, files, tuple(strays))
-        else:
+        if record.status != 200:  # "no such project": this replica's own, never shared
+            full = await super().put_page(key, record, bodies, files, strays, expire)
             self._done_fetching(key)
+            return full
+        named, blobs = name_bodies(bodies or {})
+        full = replace(record, bodies={**record.bodies, **named})
+        await self.put_prepared(key, full, blobs, files, tuple(strays))
         return full
 
     async def put_prepared(
