@@ -518,3 +518,25 @@ async def test_a_bucket_that_does_not_exist_is_not_ready(
         await asyncio.sleep(0.1)
     assert ready.status == 503
     assert "NoSuchBucket" in await ready.text()
+
+
+async def test_a_replica_that_waits_too_long_downloads_the_file_itself_and_shares_it(
+    replica: Replica, fake: FakeIndex, dists: Dists, objects: ObjectStore
+) -> None:
+    data = dists.gamma.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    # Another replica holds the lease and is alive (its expiry is far off) but its file
+    # never lands: a client must not wait for it past its own read timeout.
+    alive = LeaseState("slow-replica", "token", time.time() + 3600, 0)
+    assert await objects.put_create_only(f"leases/files/{digest}", alive.encode())
+    first = await replica()
+    first.app[proxy_key].storage.store.max_file_wait = 1.0  # type: ignore[attr-defined]
+    link = await file_link(first, "gamma", dists.gamma.name)
+    resp = await first.get(link)
+    assert await resp.read() == data
+    assert len(fake.file_gets(dists.gamma.name)) == 1
+    await shared_now(first)
+    assert await objects.head(file_object(digest)) is not None  # stored for everyone
+    current = await objects.get(f"leases/files/{digest}")
+    assert current is not None
+    assert LeaseState.decode(current.data) == alive  # not ours: left alone
