@@ -5,7 +5,8 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from fakeindex import FakeIndex
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from pytest_aiohttp import AiohttpClient, AiohttpServer
-from seaweed import EngineUnavailable, SeaweedFS, running
+from seaweed import EngineUnavailable, SeaweedFS, aws_environment, running
 from yarl import URL
 
 from cacheproxy.settings import Settings
+from cacheproxy.store.objectstore import ObjectStore
+from cacheproxy.urls import Location
 from cacheproxy.web.app import create_app
 
 # The property tests check what is generated, not how fast: on a loaded 2-core machine
@@ -182,3 +185,18 @@ def _root_logging_restored() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def location(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Location:
+    """A fresh prefix in the test bucket; the standard AWS variables point at SeaweedFS
+    (and at nothing else: no profile, no files), as they would in production."""
+    aws_environment(monkeypatch, tmp_path, seaweedfs.environment())
+    return Location(seaweedfs.bucket, f"t/{uuid.uuid4().hex}")
+
+
+@pytest.fixture
+async def objects(location: Location) -> AsyncIterator[ObjectStore]:
+    """The test's prefix of the bucket, to look at what replicas wrote."""
+    async with ObjectStore.connect(location) as store:
+        yield store

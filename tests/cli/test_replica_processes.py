@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,22 +63,6 @@ async def replicas(
                 proc.terminate()
         for _base, proc in started:
             await asyncio.wait_for(proc.wait(), 30)
-
-
-@pytest.fixture
-def location(seaweedfs: SeaweedFS) -> Location:
-    return Location(seaweedfs.bucket, f"processes/{uuid.uuid4().hex}")
-
-
-@pytest.fixture
-async def objects(
-    location: Location, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> AsyncIterator[ObjectStore]:
-    from seaweed import aws_environment
-
-    aws_environment(monkeypatch, tmp_path, seaweedfs.environment())
-    async with ObjectStore.connect(location) as store:
-        yield store
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ from conftest import make_settings
 from fakeindex import FakeFile, FakeIndex
 from processes import free_port
 from pytest_aiohttp import AiohttpClient
-from seaweed import SeaweedFS, aws_environment, isolated_environment
+from seaweed import SeaweedFS, isolated_environment
 
 from cacheproxy.store import bucket_maintenance
 from cacheproxy.store.bucket_maintenance import (
@@ -42,18 +40,6 @@ from cacheproxy.web.app import create_app
 from cacheproxy.web.keys import proxy_key
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-def location(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Location:
-    aws_environment(monkeypatch, tmp_path, seaweedfs.environment())
-    return Location(seaweedfs.bucket, f"maintenance/{uuid.uuid4().hex}")
-
-
-@pytest.fixture
-async def objects(location: Location) -> AsyncIterator[ObjectStore]:
-    async with ObjectStore.connect(location) as store:
-        yield store
 
 
 def wheel(fake: FakeIndex, project: str) -> FakeFile:

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +34,6 @@ from cacheproxy.web.keys import proxy_key
 
 Client = TestClient[web.Request, web.Application]
 Replica = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-def location(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Location:
-    aws_environment(monkeypatch, tmp_path, seaweedfs.environment())
-    return Location(seaweedfs.bucket, f"replicas/{uuid.uuid4().hex}")
-
-
-@pytest.fixture
-async def objects(location: Location) -> AsyncIterator[ObjectStore]:
-    async with ObjectStore.connect(location) as store:
-        yield store
 
 
 @pytest.fixture
