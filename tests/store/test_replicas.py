@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -355,39 +355,23 @@ class Outage:
             self._links.difference_update((writer, up_writer))
 
 
+@pytest.fixture
+async def outage(
+    seaweedfs: SeaweedFS, location: Location, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Outage]:
+    """A relay between the replicas started after it and the real store, to cut."""
+    relay = Outage(seaweedfs.endpoint)
+    await relay.up()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", relay.endpoint)
+    yield relay
+    await relay.down()
+
+
 async def test_a_store_outage_and_its_end(
-    aiohttp_client: AiohttpClient,
-    fake: FakeIndex,
-    dists: Dists,
-    seaweedfs: SeaweedFS,
-    location: Location,
-    objects: ObjectStore,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    replica: Replica, objects: ObjectStore, outage: Outage, fake: FakeIndex, dists: Dists
 ) -> None:
-    outage = Outage(seaweedfs.endpoint)
-    await outage.up()
-    try:
-        await _outage_and_its_end(
-            outage, aiohttp_client, fake, dists, location, objects, tmp_path, monkeypatch
-        )
-    finally:
-        await outage.down()
-
-
-async def _outage_and_its_end(
-    outage: Outage,
-    aiohttp_client: AiohttpClient,
-    fake: FakeIndex,
-    dists: Dists,
-    location: Location,
-    objects: ObjectStore,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", outage.endpoint)
-    settings = make_settings(tmp_path / "local", fake.index_url, storage=location)
-    client = await aiohttp_client(create_app(settings))
+    # `objects` before `outage`: the test's own view of the bucket goes around the relay.
+    client = await replica()
     alpha = await file_link(client, "alpha", dists.alpha.name)
     assert await (await client.get(alpha)).read() == dists.alpha.read_bytes()
     await shared_now(client)
@@ -443,36 +427,23 @@ async def test_invalidating_a_page_drops_the_stores_copy_too(
 
 
 async def test_a_store_that_hangs_delays_a_request_by_seconds_not_minutes(
-    aiohttp_client: AiohttpClient,
-    fake: FakeIndex,
-    dists: Dists,
-    seaweedfs: SeaweedFS,
-    location: Location,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    replica: Replica, outage: Outage, fake: FakeIndex, dists: Dists
 ) -> None:
-    outage = Outage(seaweedfs.endpoint)
-    await outage.up()
-    try:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", outage.endpoint)
-        settings = make_settings(tmp_path / "local", fake.index_url, storage=location)
-        client = await aiohttp_client(create_app(settings))
-        assert (await client.get("/simple/alpha/")).status == 200
-        await outage.stall()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        # A page this replica has not seen: the store is asked first, and does not answer.
-        link = await file_link(client, "beta", dists.beta1.name)
-        assert loop.time() - started < 10  # bounded by the request-path timeout (5 s)
-        started = loop.time()
-        resp = await client.get(link)  # the store is known down now: straight upstream
-        assert await resp.read() == dists.beta1.read_bytes()
-        assert loop.time() - started < 2
-        ready = await client.get("/-/ready")
-        assert ready.status == 503
-        assert "timed out" in await ready.text()
-    finally:
-        await outage.down()
+    client = await replica()
+    assert (await client.get("/simple/alpha/")).status == 200
+    await outage.stall()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # A page this replica has not seen: the store is asked first, and does not answer.
+    link = await file_link(client, "beta", dists.beta1.name)
+    assert loop.time() - started < 10  # bounded by the request-path timeout (5 s)
+    started = loop.time()
+    resp = await client.get(link)  # the store is known down now: straight upstream
+    assert await resp.read() == dists.beta1.read_bytes()
+    assert loop.time() - started < 2
+    ready = await client.get("/-/ready")
+    assert ready.status == 503
+    assert "timed out" in await ready.text()
 
 
 async def test_a_new_replica_serves_a_stale_page_from_the_store_when_upstream_fails(
