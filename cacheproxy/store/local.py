@@ -56,6 +56,7 @@ from cacheproxy.store.records import (
     PageRecord,
     files_version,
     name_bodies,
+    pack_file_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,18 +111,6 @@ MAX_NEGATIVE_RECORDS = 10_000
 _NEGATIVE_QUEUE = "negative"  # diskcache queue prefix: (name, fetched_at), oldest first
 # Verified sizes of stored files remembered in memory (sha256 -> size, None: unknown).
 _SIZE_ENTRIES = 100_000
-
-
-def _pack(r: FileRecord) -> tuple[Any, ...]:
-    # Positional, in field order (read back as FileRecord(*packed)); trailing fields
-    # still at their default are left out, so most records stay five values long.
-    packed: tuple[Any, ...] = (
-        r.url, r.sha256, r.size, r.metadata_sha256, r.metadata,
-        r.uploaded, r.provenance, r.hash_name, r.hash_value, r.extracted,
-    )  # fmt: skip
-    while len(packed) > 5 and packed[-1] is None:
-        packed = packed[:-1]
-    return packed
 
 
 @contextlib.contextmanager
@@ -415,7 +404,7 @@ class Storage:
         negative = record.status != 200
         with self._index.transact():
             if files is not None:
-                packed = {k: _pack(r) for k, r in files.items()}
+                packed = {k: pack_file_record(r) for k, r in files.items()}
                 self._index.set(("files", key), (version, packed))
                 for stray in strays:
                     self._index.set(("file", stray), key)

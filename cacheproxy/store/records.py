@@ -86,6 +86,20 @@ class FileRecord:
 FileMap = dict[str, FileRecord]
 
 
+def pack_file_record(r: FileRecord) -> tuple[Any, ...]:
+    """A file record as a compact tuple, read back as ``FileRecord(*packed)`` (the
+    record store and the shared store keep file records this way)."""
+    # Positional, in field order (read back as FileRecord(*packed)); trailing fields
+    # still at their default are left out, so most records stay five values long.
+    packed: tuple[Any, ...] = (
+        r.url, r.sha256, r.size, r.metadata_sha256, r.metadata,
+        r.uploaded, r.provenance, r.hash_name, r.hash_value, r.extracted,
+    )  # fmt: skip
+    while len(packed) > 5 and packed[-1] is None:
+        packed = packed[:-1]
+    return packed
+
+
 # Strongest first; sha256 has its own field (and names the stored file).
 _HASH_PREFERENCE = (
     "sha512",

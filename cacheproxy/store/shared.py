@@ -34,13 +34,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cacheproxy.errors import CacheProxyError
 from cacheproxy.store.api import StoredCopy, UploadRight
 from cacheproxy.store.leases import Lease, Leases
 from cacheproxy.store.objectstore import ObjectStore, ObjectStoreError, Timeouts
-from cacheproxy.store.records import FileMap, FileRecord, PageRecord
+from cacheproxy.store.records import FileMap, FileRecord, PageRecord, pack_file_record
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +122,8 @@ class SharedPage:
 
 
 def _pack(files: FileMap, strays: Iterable[str]) -> bytes:
-    packed = {key: list(_fields(r)) for key, r in sorted(files.items())}
+    packed = {key: list(pack_file_record(r)) for key, r in sorted(files.items())}
     return json.dumps({"files": packed, "strays": sorted(strays)}, sort_keys=True).encode()
-
-
-def _fields(r: FileRecord) -> tuple[Any, ...]:
-    return (
-        r.url, r.sha256, r.size, r.metadata_sha256, r.metadata,
-        r.uploaded, r.provenance, r.hash_name, r.hash_value, r.extracted,
-    )  # fmt: skip
 
 
 def _unpack(data: bytes) -> tuple[FileMap, tuple[str, ...]]:
@@ -162,7 +155,7 @@ class SharedStore:
         self._uploads = asyncio.Semaphore(MAX_UPLOADS)
         self.clock = clock
 
-    async def guarded(self, what: str, call: Awaitable[T]) -> T:
+    async def guarded(self, call: Awaitable[T]) -> T:
         """``await call``; an ObjectStoreError marks the store down and is raised again."""
         try:
             result = await call
@@ -175,12 +168,12 @@ class SharedStore:
     async def probe(self) -> None:
         """One request that needs the bucket and valid credentials (readiness). A GET, not
         a HEAD: a HEAD's 404 has no body, so a missing bucket would look like a missing key."""
-        await self.guarded("probe", self.quick.get("ready"))
+        await self.guarded(self.quick.get("ready"))
 
     # -- pages ---------------------------------------------------------------------------
 
     async def read_record(self, key: str) -> SharedPage | None:
-        found = await self.guarded("read", self.quick.get(record_object(key)))
+        found = await self.guarded(self.quick.get(record_object(key)))
         if found is None:
             return None
         try:
@@ -199,7 +192,7 @@ class SharedStore:
         ``page``; None when one is missing or damaged (the page is then fetched again)."""
         blobs: dict[str, bytes] = {}
         for body in page.record.bodies.values():
-            found = await self.guarded("read", self.quick.get(f"{BODIES}/{body.name}"))
+            found = await self.guarded(self.quick.get(f"{BODIES}/{body.name}"))
             if (
                 found is None
                 or len(found.data) != body.size
@@ -210,7 +203,7 @@ class SharedStore:
             blobs[body.name] = found.data
         if page.files_name is None:
             return blobs, None, ()
-        found = await self.guarded("read", self.quick.get(f"{FILE_MAPS}/{page.files_name}"))
+        found = await self.guarded(self.quick.get(f"{FILE_MAPS}/{page.files_name}"))
         if found is None or hashlib.sha256(found.data).hexdigest() != page.files_name:
             logger.warning("file records %s in the store are missing or damaged", page.files_name)
             return None
@@ -227,14 +220,12 @@ class SharedStore:
     ) -> None:
         """Bodies and file records (create-only), then the record (compare-and-swap)."""
         for name, data in blobs.items():
-            await self.guarded("write", self.objects.put_create_only(f"{BODIES}/{name}", data))
+            await self.guarded(self.objects.put_create_only(f"{BODIES}/{name}", data))
         files_name = None
         if files is not None:
             packed = _pack(files, strays)
             files_name = hashlib.sha256(packed).hexdigest()
-            await self.guarded(
-                "write", self.objects.put_create_only(f"{FILE_MAPS}/{files_name}", packed)
-            )
+            await self.guarded(self.objects.put_create_only(f"{FILE_MAPS}/{files_name}", packed))
         await self.write_record(key, record, files_name)
 
     async def write_record(self, key: str, record: PageRecord, files_name: str | None) -> str:
@@ -258,11 +249,9 @@ class SharedStore:
                 {"key": key, "record": record.to_dict(), "files": names}, sort_keys=True
             ).encode()
             if current is None:
-                written = await self.guarded("write", self.objects.put_create_only(name, data))
+                written = await self.guarded(self.objects.put_create_only(name, data))
             else:
-                written = await self.guarded(
-                    "write", self.objects.put_if_match(name, data, current.etag)
-                )
+                written = await self.guarded(self.objects.put_if_match(name, data, current.etag))
             if written is not None:
                 return "written"
         return "newer"
@@ -271,19 +260,19 @@ class SharedStore:
         """Remove the store's record of ``key`` (its bodies stay: other records may name
         them, and a later fetch rewrites them create-only)."""
         with contextlib.suppress(ObjectStoreError):
-            await self.guarded("delete", self.objects.delete(record_object(key)))
+            await self.guarded(self.objects.delete(record_object(key)))
 
     async def lease_page(self, key: str) -> Lease | None:
-        return await self.guarded("lease", self.page_leases.acquire(_page_lease(key)))
+        return await self.guarded(self.page_leases.acquire(_page_lease(key)))
 
     async def release(self, leases: Leases, lease: Lease) -> None:
         with contextlib.suppress(ObjectStoreError):
-            await self.guarded("release", leases.release(lease))
+            await self.guarded(leases.release(lease))
 
     # -- files ---------------------------------------------------------------------------
 
     async def file_size(self, sha256: str) -> int | None:
-        info = await self.guarded("head", self.quick.head(file_object(sha256)))
+        info = await self.guarded(self.quick.head(file_object(sha256)))
         return info.size if info is not None else None
 
     @contextlib.asynccontextmanager
@@ -310,7 +299,7 @@ class SharedStore:
                 if size is not None:
                     return StoredCopy(size)
                 if loop.time() >= next_try:
-                    lease = await self.guarded("lease", self.file_leases.acquire(lease_name))
+                    lease = await self.guarded(self.file_leases.acquire(lease_name))
                     if lease is not None:
                         # It may have landed between our look and our lease.
                         if (size := await self.file_size(sha256)) is not None:
@@ -335,13 +324,13 @@ class SharedStore:
         """Upload a file under its hash as it downloads (create-only: never overwrites);
         the object appears only when ``chunks`` ends, after the download was verified."""
         async with self._uploads:
-            await self.guarded("write", self.objects.put_stream(file_object(sha256), chunks))
+            await self.guarded(self.objects.put_stream(file_object(sha256), chunks))
 
     async def drop_damaged_file(self, sha256: str) -> None:
         """Remove a stored file whose bytes did not hash to its name."""
         logger.error("file %s in the object store is damaged: removed", sha256)
         with contextlib.suppress(ObjectStoreError):
-            await self.guarded("delete", self.objects.delete(file_object(sha256)))
+            await self.guarded(self.objects.delete(file_object(sha256)))
 
 
 def _same_bodies(current: SharedPage, record: PageRecord) -> bool:
@@ -364,7 +353,7 @@ class FileLease:
         while self._lease is not None:
             await asyncio.sleep(leases.ttl / 3)
             try:
-                renewed = await self._shared.guarded("renew", leases.renew(self._lease))
+                renewed = await self._shared.guarded(leases.renew(self._lease))
             except ObjectStoreError:
                 continue  # still ours until it expires; the next renewal may get through
             if renewed is None:
