@@ -11,6 +11,7 @@ time, the median over repetitions of the per-repetition ratio to direct, the whe
 pulled from the file host (whole downloads plus ranges) and the upstream requests by kind.
 
 Run: ``python bench/metadata.py`` (``--wheels N --mb M --files K --latency-ms L --reps R``).
+The proxy is a real ``cacheproxy serve`` process with an empty cache per repetition.
 ``--files`` adds that many small modules to each wheel: a real wheel's central directory
 (hundreds to thousands of entries) and RECORD do not fit in a 16 KiB tail, as the
 default wheels' (three members) do. ``--latency-ms`` makes every upstream response wait
@@ -35,9 +36,11 @@ from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from distbuild import build_wheel  # noqa: E402
 from fakeindex import FakeIndex  # noqa: E402
+from proxy import Proxy as ServeProcess  # noqa: E402
 from yarl import URL  # noqa: E402
 
 from cacheproxy.settings import Settings  # noqa: E402
@@ -109,18 +112,28 @@ def client(cmd: list[str], tmp: Path) -> float:
 
 
 class Proxy:
-    """The proxy in this process, on loopback, with a cache of its own per start."""
+    """The proxy on loopback with a cache of its own per start: by default the real
+    ``cacheproxy serve`` process, as deployed; ``--in-process``, an app on this process's
+    event loop, which then also runs the fake upstream, so each miss waits for both."""
 
-    def __init__(self, tmp: Path, upstream: str) -> None:
+    def __init__(self, tmp: Path, upstream: str, in_process: bool) -> None:
         self._tmp = tmp
         self._upstream = upstream
+        self._in_process = in_process
         self._runner: web.AppRunner | None = None
+        self._process: ServeProcess | None = None
         self._starts = 0
         self.url = ""
 
     async def start(self) -> None:
         self._starts += 1
         cache = self._tmp / f"cache-{self._starts}"
+        if not self._in_process:
+            self._process = await asyncio.to_thread(
+                ServeProcess, self._upstream, self._tmp, cache_dir=cache
+            )
+            self.url = self._process.index_url
+            return
         settings = Settings(cache_dir=cache, upstream=URL(self._upstream))
         self._runner = web.AppRunner(create_app(settings))
         await self._runner.setup()
@@ -130,6 +143,9 @@ class Proxy:
         self.url = f"http://127.0.0.1:{port}/simple/"
 
     async def stop(self) -> None:
+        if self._process is not None:
+            await asyncio.to_thread(self._process.stop, False)
+            self._process = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -163,6 +179,12 @@ def parse_args() -> argparse.Namespace:
         help="where the proxy's caches go (default: the system temp dir; /dev/shm shows "
         "what the store's fsyncs cost on the cold path)",
     )
+    args.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the proxy on this process's event loop, beside the fake upstream, "
+        "instead of as a `cacheproxy serve` process",
+    )
     return args.parse_args()
 
 
@@ -190,7 +212,7 @@ async def main() -> None:
         fake.delay_pages(opts.latency_ms / 1000)
         fake.delay_files(opts.latency_ms / 1000)
         await fake.start()
-        proxy = Proxy(caches, fake.index_url)
+        proxy = Proxy(caches, fake.index_url, opts.in_process)
         uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
         req = tmp / "req.in"
         req.write_text(f"{names[0]}\n")
