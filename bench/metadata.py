@@ -116,10 +116,15 @@ class Proxy:
     ``cacheproxy serve`` process, as deployed; ``--in-process``, an app on this process's
     event loop, which then also runs the fake upstream, so each miss waits for both."""
 
-    def __init__(self, tmp: Path, upstream: str, in_process: bool) -> None:
+    def __init__(
+        self, tmp: Path, upstream: str, in_process: bool, src: Path | None = None, name: str = ""
+    ) -> None:
         self._tmp = tmp
         self._upstream = upstream
         self._in_process = in_process
+        # Another checkout's cacheproxy/ (--before-src): the process imports it first.
+        self._env = None if src is None else {**os.environ, "PYTHONPATH": str(src.resolve())}
+        self._name = name
         self._runner: web.AppRunner | None = None
         self._process: ServeProcess | None = None
         self._starts = 0
@@ -127,10 +132,10 @@ class Proxy:
 
     async def start(self) -> None:
         self._starts += 1
-        cache = self._tmp / f"cache-{self._starts}"
+        cache = self._tmp / f"cache{self._name}-{self._starts}"
         if not self._in_process:
             self._process = await asyncio.to_thread(
-                ServeProcess, self._upstream, self._tmp, cache_dir=cache
+                ServeProcess, self._upstream, self._tmp, cache_dir=cache, env=self._env
             )
             self.url = self._process.index_url
             return
@@ -149,7 +154,7 @@ class Proxy:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        shutil.rmtree(self._tmp / f"cache-{self._starts}", ignore_errors=True)
+        shutil.rmtree(self._tmp / f"cache{self._name}-{self._starts}", ignore_errors=True)
 
 
 def parse_args() -> argparse.Namespace:
@@ -185,6 +190,12 @@ def parse_args() -> argparse.Namespace:
         help="run the proxy on this process's event loop, beside the fake upstream, "
         "instead of as a `cacheproxy serve` process",
     )
+    args.add_argument(
+        "--before-src",
+        type=Path,
+        default=None,
+        help="also run the cacheproxy/ of this checkout, as 'before', in the same rotation",
+    )
     return args.parse_args()
 
 
@@ -192,7 +203,7 @@ async def main() -> None:
     opts = parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cacheproxy-metadata-"))
     caches = Path(tempfile.mkdtemp(prefix="cacheproxy-caches-", dir=opts.cache_parent or tmp))
-    proxy: Proxy | None = None
+    proxies: dict[str, Proxy] = {}
     fake = FakeIndex()
     try:
         names = [f"heavy{i}" for i in range(opts.wheels)]
@@ -213,6 +224,9 @@ async def main() -> None:
         fake.delay_files(opts.latency_ms / 1000)
         await fake.start()
         proxy = Proxy(caches, fake.index_url, opts.in_process)
+        proxies = {"proxy": proxy}
+        if opts.before_src is not None:
+            proxies["before"] = Proxy(caches, fake.index_url, False, opts.before_src, "-before")
         uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
         req = tmp / "req.in"
         req.write_text(f"{names[0]}\n")
@@ -238,25 +252,29 @@ async def main() -> None:
             f"{'run':34s} {'wall s':>7s} {'÷ direct':>9s} {'spread':>11s} "
             f"{'pulled MB':>9s}  upstream requests"
         )
-        labels = ("direct", "proxy cold", "proxy warm")
+        labels = ["direct"] + [f"{n} {s}" for n in proxies for s in ("cold", "warm")]
         tools = {"pip": ("pip --dry-run --report", pip), "uv": ("uv pip compile", uvc)}
         for key in opts.tools.split(","):
             tool, make = tools[key]
             walls: dict[str, list[float]] = {label: [] for label in labels}
             seen: dict[str, tuple[int, str]] = {}
             for rep in range(opts.reps):
-                # Rotate direct vs proxy so the drift of a shared machine cancels out.
-                order = [("direct",), ("proxy cold", "proxy warm")]
-                if rep % 2:
-                    order.reverse()
-                await proxy.start()
+                # Rotate direct and the proxies so the drift of a shared machine cancels out.
+                order: list[tuple[str, ...]] = [("direct",)]
+                order += [(f"{n} cold", f"{n} warm") for n in proxies]
+                shift = rep % len(order)
+                order = order[shift:] + order[:shift]
+                for p in proxies.values():
+                    await p.start()
                 for group in order:
                     for label in group:
                         fake.clear_log()
-                        index = fake.index_url if label == "direct" else proxy.url
+                        name = label.split()[0]
+                        index = fake.index_url if label == "direct" else proxies[name].url
                         walls[label].append(await asyncio.to_thread(client, make(index), tmp))
                         seen[label] = (pulled(fake), request_kinds(fake))
-                await proxy.stop()
+                for p in proxies.values():
+                    await p.stop()
             for label in labels:
                 ratios = [w / d for w, d in zip(walls[label], walls["direct"], strict=True)]
                 got, kinds = seen[label]
@@ -269,8 +287,8 @@ async def main() -> None:
                 assert report.exists(), "pip wrote no report"
         print(f"loadavg at the end {os.getloadavg()[0]:.2f}")
     finally:
-        if proxy is not None:
-            await proxy.stop()
+        for p in proxies.values():
+            await p.stop()
         await fake.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(caches, ignore_errors=True)
