@@ -152,12 +152,14 @@ def build_sdist(
     return path
 
 
-def wheel_metadata(path: Path) -> bytes:
-    """The exact bytes of the wheel's ``*.dist-info/METADATA`` (what PEP 658 serves)."""
-    with zipfile.ZipFile(path) as zf:
+def wheel_metadata(path: Path | bytes) -> bytes:
+    """The exact bytes of the wheel's ``*.dist-info/METADATA`` (what PEP 658 serves); the
+    wheel by its path or its bytes."""
+    with zipfile.ZipFile(io.BytesIO(path) if isinstance(path, bytes) else path) as zf:
         found = [
             n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n) is not None
         ]
         if len(found) != 1:
-            raise ValueError(f"{path.name}: expected one .dist-info/METADATA, found {found}")
+            what = "the wheel" if isinstance(path, bytes) else path.name
+            raise ValueError(f"{what}: expected one .dist-info/METADATA, found {found}")
         return zf.read(found[0])

@@ -207,6 +207,12 @@ class _SharedCollector(Collector):
                 "Requests that joined a download already running (here or in another worker).",
             ),
             ("cacheproxy_evictions", "evictions", "Files removed to respect the size limit."),
+            (
+                "cacheproxy_metadata_prefetched",
+                "metadata_prefetched",
+                "PEP 658 metadata reads begun before a client asked: the newest release's "
+                "wheels of a page just fetched from an index that gives no metadata.",
+            ),
         ):
             family = CounterMetricFamily(name, doc)
             family.add_metric([], snap.total(series))

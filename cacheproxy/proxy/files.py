@@ -13,13 +13,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import IO
 
 from cacheproxy.errors import HeldBack, IndexParseError, NotFound, UpstreamError
 from cacheproxy.proxy.downloads import FileSpec
-from cacheproxy.proxy.metadata import Extractor
+from cacheproxy.proxy.metadata import Extracted, Extractor, prefetch_candidates
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.proxy.upstream import Upstream
 from cacheproxy.simple.gate import Gate, judge
@@ -31,7 +31,7 @@ from cacheproxy.simple.layout import (
 )
 from cacheproxy.store.api import Store
 from cacheproxy.store.pins import Pins
-from cacheproxy.store.records import FileRecord, files_version
+from cacheproxy.store.records import FileMap, FileRecord, files_version
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class Resolved:
     spec: FileSpec
     filename: str
     is_metadata: bool
+    # Metadata read from a wheel a moment ago and still being stored: served from here.
+    data: bytes | None = None
 
 
 class Files:
@@ -216,16 +218,29 @@ class Files:
         """
         if self._extractor is None or dist.sha256 is None:
             raise NotFound(f"{filename}: metadata extraction is off")
-        # A page rendered after the read names its hash already: no record lookup then.
-        sha = dist.metadata_sha256 or await asyncio.to_thread(
-            self._storage.extracted_metadata, dist.sha256
-        )
-        if sha is None or (sha and not self._storage.blob_path(sha).exists()):
-            sha = await self._extractor.extract(self._spec(dist_key, dist))
-        if not sha:
+        found = self._extractor.fresh(dist.sha256)
+        if found is None:
+            # A page rendered after the read names its hash already: no record lookup then.
+            sha = dist.metadata_sha256 or await asyncio.to_thread(
+                self._storage.extracted_metadata, dist.sha256
+            )
+            if sha is None or (sha and not self._storage.blob_path(sha).exists()):
+                found = await self._extractor.extract(self._spec(dist_key, dist))
+            else:
+                found = Extracted(sha)
+        if not found.sha256:
             raise NotFound(f"{filename}: the wheel has no readable METADATA")
-        spec = FileSpec(url="", final=self._storage.blob_path(sha), sha256=sha, size=None)
-        return Resolved(replace(spec, filename=filename), filename, is_metadata=True)
+        final = self._storage.blob_path(found.sha256)
+        spec = FileSpec(url="", final=final, sha256=found.sha256, size=None, filename=filename)
+        return Resolved(spec, filename, is_metadata=True, data=found.data)
+
+    def prefetch_metadata(self, files: FileMap, held: Collection[str]) -> None:
+        """Start reading the metadata a resolver will ask for next, from a page just
+        fetched (proxy/metadata.py ``prefetch_candidates``)."""
+        if self._extractor is None:
+            return
+        keys = prefetch_candidates(files, held)
+        self._extractor.prefetch([self._spec(key, files[key]) for key in keys])
 
     def _spec(self, key: str, record: FileRecord) -> FileSpec:
         # Pinned: files listed with no hash at all (an md5-only one is checked by its md5).

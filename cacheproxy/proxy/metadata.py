@@ -15,29 +15,38 @@ own. The proxy does it once for everyone:
   and verified as usual), then the zip read.
 
 The extracted bytes are stored under their sha256 and remembered per wheel sha256, so a
-page rendered later advertises that hash. A wheel whose ``METADATA`` cannot be read is
+page rendered later advertises that hash. They are served from memory while that commit
+(an fsync) runs, as a resolver waits for each answer before its next request.
+
+A page just fetched starts the reads a resolver is about to ask for (:meth:`prefetch`): the
+newest release's wheels, when they are few or platform-independent, by ranges only (never
+a whole download on speculation), a few at a time. The resolver's ``.metadata`` request
+then joins the read already under way or finds it done. A wheel whose ``METADATA`` cannot be read is
 remembered as such and no longer advertised. Metadata read through ranges cannot be
 checked against the wheel's sha256 (the wheel is not all here); its member CRC-32 is
 checked, and a client that installs the wheel verifies the wheel itself.
 """
 
 import asyncio
+import hashlib
 import logging
 import os
 import struct
 import zipfile
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from cacheproxy.errors import OfflineMiss
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.downloads import Downloads, FileSpec
 from cacheproxy.proxy.upstream import Upstream
 from cacheproxy.store.api import Store
+from cacheproxy.store.records import FileMap
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +73,13 @@ DIST_INFO_SLACK = 16 * 1024
 _LOCAL_SLACK = 1024
 # METADATA is a few kilobytes; refuse absurd sizes before inflating (a zip bomb).
 MAX_METADATA = 16 * 1024 * 1024
+# Speculative reads (prefetch) at once, per process: a burst of page misses (uv fetches a
+# flat requirement list's pages together) must not become a burst of upstream reads.
+PREFETCH_AT_ONCE = 4
+# A release with more wheels than this is a platform matrix (numpy has dozens per
+# release): which one a client takes depends on its platform, so only its pure-Python
+# wheels are read ahead.
+PREFETCH_WHEELS = 4
 
 
 class Unreadable(ValueError):
@@ -72,6 +88,19 @@ class Unreadable(ValueError):
 
 class RangesUnsupported(Exception):
     """Upstream answered a Range request with the whole file."""
+
+
+class _NotOnSpeculation(Exception):
+    """A prefetch stopped where a whole download would be needed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """A wheel's extracted metadata: its sha256 ("" when unreadable) and, while it is
+    being committed to the store, the bytes themselves (None once stored)."""
+
+    sha256: str
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,46 +258,131 @@ class Extractor:
         self._upstream = upstream
         self._downloads = downloads
         self._metrics = metrics
-        self._running: dict[str, asyncio.Task[str]] = {}
+        self._running: dict[str, asyncio.Task[Extracted]] = {}
+        # Read, being committed: by wheel sha256 (served from here until stored).
+        self._fresh: dict[str, Extracted] = {}
+        self._commits: set[asyncio.Task[None]] = set()
+        self._prefetching = 0
+        # Wheels a read ahead found without ranges: the request that follows downloads at
+        # once (bounded: only prefetches add to it, and it is emptied when it grows).
+        self._no_ranges: set[str] = set()
 
-    async def extract(self, wheel: FileSpec) -> str:
-        """The sha256 of ``wheel``'s stored metadata ("" when unreadable), extracting it
-        first if needed. ``wheel`` must have a sha256 (it names what is remembered).
+    def fresh(self, wheel_sha256: str) -> Extracted | None:
+        """The metadata of wheel ``wheel_sha256`` if it was read and is being stored."""
+        return self._fresh.get(wheel_sha256)
+
+    async def extract(self, wheel: FileSpec) -> Extracted:
+        """``wheel``'s metadata, extracted first if needed (joining a read under way).
+        ``wheel`` must have a sha256 (it names what is remembered).
 
         Raises:
             UpstreamError: upstream failed; nothing is remembered (the next request tries
                 again). OfflineMiss: offline, and the wheel is not stored.
         """
         assert wheel.sha256 is not None
-        task = self._running.get(wheel.sha256)
-        if task is None:
-            task = asyncio.create_task(self._extract(wheel), name=f"metadata {wheel.filename}")
-            self._running[wheel.sha256] = task
-            task.add_done_callback(lambda _t: self._running.pop(wheel.sha256 or "", None))
-        return await asyncio.shield(task)
+        if (found := self._fresh.get(wheel.sha256)) is not None:
+            return found
+        task = self._running.get(wheel.sha256) or self._start(wheel, speculative=False)
+        try:
+            return await asyncio.shield(task)
+        except _NotOnSpeculation:
+            # A prefetch that stopped short of a whole download: do it now, it is asked for.
+            again = self._running.get(wheel.sha256)
+            if again is None or again is task:
+                again = self._start(wheel, speculative=False)
+            return await asyncio.shield(again)
 
-    async def _extract(self, wheel: FileSpec) -> str:
+    def prefetch(self, wheels: list[FileSpec]) -> None:
+        """Start reading ``wheels``' metadata before anyone asks (see the module text);
+        skipped when :data:`PREFETCH_AT_ONCE` reads of this kind are running already."""
+        for wheel in wheels:
+            if self._offline or self._prefetching >= PREFETCH_AT_ONCE:
+                return
+            sha = wheel.sha256
+            if sha is None or sha in self._running or sha in self._fresh:
+                continue
+            self._prefetching += 1
+            self._metrics.add("metadata_prefetched")
+            self._start(wheel, speculative=True).add_done_callback(self._prefetched)
+
+    def _prefetched(self, task: "asyncio.Task[Extracted]") -> None:
+        self._prefetching -= 1
+        if task.cancelled():
+            return
+        if (e := task.exception()) is not None and not isinstance(e, _NotOnSpeculation):
+            # Nothing is remembered: the client's own request tries again and reports it.
+            logger.info("reading ahead %s failed: %s", task.get_name(), e)
+
+    def _start(self, wheel: FileSpec, *, speculative: bool) -> "asyncio.Task[Extracted]":
+        sha = wheel.sha256
+        assert sha is not None
+        task = asyncio.create_task(
+            self._extract(wheel, speculative), name=f"metadata {wheel.filename}"
+        )
+        self._running[sha] = task
+
+        def done(_t: "asyncio.Task[Extracted]") -> None:
+            if self._running.get(sha) is task:
+                del self._running[sha]
+
+        task.add_done_callback(done)
+        return task
+
+    async def _extract(self, wheel: FileSpec, speculative: bool) -> Extracted:
         assert wheel.sha256 is not None
         try:
-            data, source = await self._read(wheel)
+            data, source = await self._read(wheel, speculative)
         except OfflineMiss:
             raise  # not remembered: online again, it can be read
         except Unreadable as e:
             logger.warning("no metadata to advertise for %s: %s", wheel.filename, e)
-            return await self._storage.store_extracted(wheel.sha256, None)
+            return Extracted(await self._storage.store_extracted(wheel.sha256, None))
         self._metrics.add("metadata_extracted", source)
-        return await self._storage.store_extracted(wheel.sha256, data)
+        found = Extracted(hashlib.sha256(data).hexdigest(), data)
+        self._fresh[wheel.sha256] = found
+        commit = asyncio.create_task(
+            self._commit(wheel, data), name=f"store metadata {wheel.filename}"
+        )
+        self._commits.add(commit)
+        commit.add_done_callback(self._commits.discard)
+        return found
 
-    async def _read(self, wheel: FileSpec) -> tuple[bytes, str]:
+    async def _commit(self, wheel: FileSpec, data: bytes) -> None:
+        assert wheel.sha256 is not None
+        try:
+            await self._storage.store_extracted(wheel.sha256, data)
+        except Exception as e:  # served from memory all the same; read again next time
+            logger.warning("cannot store the metadata read from %s: %s", wheel.filename, e)
+        finally:
+            self._fresh.pop(wheel.sha256, None)
+
+    async def settle(self) -> None:
+        """Wait until no read or commit is under way (its errors are its requests')."""
+        while self._running or self._commits:
+            await asyncio.gather(*self._running.values(), *self._commits, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop reading; let the commits under way land (the store closes next)."""
+        for task in list(self._running.values()):
+            task.cancel()
+        await self.settle()
+
+    async def _read(self, wheel: FileSpec, speculative: bool) -> tuple[bytes, str]:
         if wheel.final.exists():
             data = await asyncio.to_thread(from_stored_wheel, wheel.final, wheel.filename)
             return data, "stored_wheel"
         if self._offline:
             raise OfflineMiss(f"offline mode: {wheel.filename} is not cached, nor its metadata")
-        try:
-            return await self._by_ranges(wheel), "ranges"
-        except RangesUnsupported:
-            pass
+        if wheel.sha256 not in self._no_ranges:
+            try:
+                return await self._by_ranges(wheel), "ranges"
+            except RangesUnsupported:
+                if speculative:
+                    if len(self._no_ranges) >= 1024:
+                        self._no_ranges.clear()
+                    self._no_ranges.add(wheel.sha256 or "")
+                    raise _NotOnSpeculation from None
+        self._no_ranges.discard(wheel.sha256 or "")
         await self._download(wheel)
         data = await asyncio.to_thread(from_stored_wheel, wheel.final, wheel.filename)
         return data, "download"
@@ -370,3 +484,30 @@ class _Suffix:
             return self.data[offset - self.start : offset - self.start + length]
         data, _total = await fetch(wheel, offset, offset + length - 1)
         return data
+
+
+def prefetch_candidates(files: FileMap, held: Collection[str]) -> list[str]:
+    """The keys of the wheels worth reading ahead in a page's ``files`` (see the module
+    text): those of its newest release a client can take (not held back by the release-age
+    gate; a final release unless there are only pre-releases, as resolvers choose), whose
+    metadata the proxy reads and has not read yet; only the pure-Python ones of a release
+    with more than :data:`PREFETCH_WHEELS` wheels."""
+    releases: dict[Version, list[tuple[str, bool, bool]]] = {}  # (key, unread, pure)
+    for key, record in files.items():
+        filename = key.rsplit("/", 1)[-1]
+        if not filename.endswith(".whl") or filename in held:
+            continue
+        try:
+            _name, version, _build, tags = parse_wheel_filename(filename)
+        except InvalidWheelFilename:
+            continue
+        unread = bool(record.extracted) and record.metadata_sha256 is None
+        pure = all(t.platform == "any" for t in tags)
+        releases.setdefault(version, []).append((key, unread, pure))
+    if not releases:
+        return []
+    finals = [v for v in releases if not v.is_prerelease]
+    wheels = releases[max(finals or releases)]
+    if len(wheels) > PREFETCH_WHEELS:
+        wheels = [w for w in wheels if w[2]]
+    return [key for key, unread, _pure in wheels if unread][:PREFETCH_WHEELS]

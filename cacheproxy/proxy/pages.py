@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any, TypeVar
 
@@ -273,6 +273,9 @@ class Pages:
         self._held: OrderedDict[str, tuple[tuple[str, str | None, float | None], ...]] = (
             OrderedDict()
         )
+        # Told each page's file records (and the filenames the gate holds) when it is
+        # fetched: the proxy's metadata reads start ahead of the resolver (files.py).
+        self.on_fetched: Callable[[FileMap, Collection[str]], None] | None = None
 
     async def project(
         self, name: NormalizedName, *, revalidate: bool = False, client_revalidate: bool = False
@@ -612,6 +615,8 @@ class Pages:
             rendered, record, blobs = work()
         if rendered.files is not None:
             self._storage.remember_pending(key, rendered.files, rendered.strays, record)
+            if self.on_fetched is not None:
+                self.on_fetched(rendered.files, {held[0] for held in record.held})
         self._pending[key] = (record, blobs)
         self._remember(key, record)
         # Not put in the store's in-memory body cache here: pip and uv each ask for one of

@@ -251,6 +251,7 @@ class Indexes:
         made after the indexes, from the downloads they share."""
         for index in self.all:
             index.files._extractor = extractor
+            index.pages.on_fetched = index.files.prefetch_metadata
 
     def get(self, name: str) -> Index | None:
         return self._by_name.get(name)

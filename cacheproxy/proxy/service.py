@@ -53,6 +53,7 @@ class Proxy:
     # The team's own packages (proxy/hosted.py) and who may upload or read (users.py).
     hosted: Hosted
     users: Users | None
+    extractor: Extractor | None = None  # PEP 658 metadata read from wheels (metadata.py)
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> "Proxy":
@@ -92,7 +93,18 @@ class Proxy:
         if extractor is not None:
             indexes.use_extractor(extractor)
         files = RoutedFiles(indexes)
-        return cls(settings, storage, upstream, pages, files, downloads, indexes, background, *team)
+        return cls(
+            settings,
+            storage,
+            upstream,
+            pages,
+            files,
+            downloads,
+            indexes,
+            background,
+            *team,
+            extractor=extractor,
+        )
 
     async def close(self) -> None:
         for task in self._background:
@@ -103,6 +115,8 @@ class Proxy:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.extractor is not None:
+            await self.extractor.close()  # its reads use the downloads and sessions
         await self.downloads.close()
         await self.indexes.close()  # every index's pages and sessions
         await self.storage.close()

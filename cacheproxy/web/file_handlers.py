@@ -87,6 +87,12 @@ async def _package_file(request: web.Request, key: str) -> web.StreamResponse:
         return text_error(403, str(e))
     except (UpstreamError, IndexParseError) as e:
         return upstream_error(e)
+    if resolved.data is not None:
+        # Metadata read from its wheel a moment ago, not yet on disk. A HIT, as when it is:
+        # the page's wheel is what the proxy fetches and caches; this is read from it.
+        etag = _file_etag(resolved, len(resolved.data))
+        headers = _file_headers(resolved, None, "HIT")
+        return send_stored(request, resolved.data, etag, headers, len(resolved.data))
     # A download can end between "not in the store" and "join it": look again (bounded).
     for _ in range(3):
         try:

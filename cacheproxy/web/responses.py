@@ -112,20 +112,21 @@ class SendfileResponse(web.StreamResponse):
 
 def send_stored(
     request: web.Request,
-    fobj: IO[bytes],
+    stored: IO[bytes] | bytes,
     etag: str,
     headers: dict[str, str],
     size: int | None = None,
 ) -> web.StreamResponse:
-    """A stored file (open in ``fobj``, closed by the response) by sendfile: a 304 for its
-    ETag, a 206 for a single satisfiable Range whose If-Range matches (RFC 9110 §14.2,
-    §13.1.5), a 416 for an unsatisfiable one, else the whole file. ``headers`` are the
-    file's own (they get ``ETag``); ``size``: the open file's, when the caller has it."""
+    """A stored file (open in ``stored``, closed by the response, and sent by sendfile; or
+    its bytes, still on their way to the disk): a 304 for its ETag, a 206 for a single
+    satisfiable Range whose If-Range matches (RFC 9110 §14.2, §13.1.5), a 416 for an
+    unsatisfiable one, else the whole file. ``headers`` are the file's own (they get
+    ``ETag``); ``size``: the open file's, when the caller has it."""
     if size is None:
-        size = os.fstat(fobj.fileno()).st_size
+        size = len(stored) if isinstance(stored, bytes) else os.fstat(stored.fileno()).st_size
     headers["ETag"] = etag
     if etag_matches(request.headers.get("If-None-Match"), etag):
-        fobj.close()
+        _close(stored)
         return web.Response(status=304, headers=headers)
     try:
         byte_range = (
@@ -134,15 +135,21 @@ def send_stored(
             else None
         )
     except RangeNotSatisfiable:
-        fobj.close()
+        _close(stored)
         headers["Content-Range"] = f"bytes */{size}"
         return text_error(416, f"range not satisfiable for a {size}-byte file", headers)
-    if byte_range is None:
-        return SendfileResponse(fobj, offset=0, count=size, headers=headers)
-    headers["Content-Range"] = byte_range.content_range(size)
-    return SendfileResponse(
-        fobj, offset=byte_range.start, count=byte_range.length, status=206, headers=headers
-    )
+    offset, count, status = 0, size, 200
+    if byte_range is not None:
+        headers["Content-Range"] = byte_range.content_range(size)
+        offset, count, status = byte_range.start, byte_range.length, 206
+    if isinstance(stored, bytes):
+        return web.Response(body=stored[offset : offset + count], status=status, headers=headers)
+    return SendfileResponse(stored, offset=offset, count=count, status=status, headers=headers)
+
+
+def _close(stored: IO[bytes] | bytes) -> None:
+    if not isinstance(stored, bytes):
+        stored.close()
 
 
 def representation(request: web.Request) -> tuple[MediaType, bool] | web.Response:
