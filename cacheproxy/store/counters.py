@@ -4,13 +4,19 @@
 diskcache's ``incr`` is atomic across processes, so workers' counts add up. The store also
 defines :class:`Tally`, what its own upkeep (eviction, the start-up check) reports to, so
 that it needs nothing from the figures package above it.
+
+A damaged store is moved aside and started empty (``local.open_moving_damage_aside``): the
+counters are figures, not data, and must never stop the proxy from starting.
 """
 
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
 import diskcache
+
+from cacheproxy.store.local import open_moving_damage_aside
 
 Key = tuple[str, ...]
 _ERRORS_KEPT = 20
@@ -31,11 +37,23 @@ class Tally(Protocol):
     def set_total(self, series: str, value: float) -> None: ...
 
 
+def _open(directory: Path) -> diskcache.Cache:
+    cache = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+    try:
+        cache.get("errors")  # a damaged file may only show on the first read
+    except BaseException:
+        cache.close()
+        raise
+    return cache
+
+
 class CounterStore:
     """Counters keyed by ``(series, *labels)`` plus the last few error messages."""
 
     def __init__(self, directory: Path) -> None:
-        self._cache = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+        self._cache = open_moving_damage_aside(
+            directory, _open, "statistics store", "counts start again", logging.WARNING
+        )
 
     def add(self, deltas: Mapping[Key, float], errors: list[tuple[float, str]]) -> None:
         """Add ``deltas`` and append ``errors`` in one transaction."""

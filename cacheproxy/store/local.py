@@ -5,6 +5,7 @@ Layout under the cache directory::
     index/                 diskcache: page records, file records (the only diskcache user)
     index.lock             held while the record store is opened (and, if damaged, replaced)
     index.broken-<time>-<pid>/  a damaged record store, moved aside (see open_index)
+    stats/, stats.lock     the shared counters (counters.py); a damaged one is moved aside too
     files/sha256/ab/<hex>  distribution and metadata files, named by their sha256
     pages/<hex>            rendered page bodies (JSON, HTML and their gzip), by sha256
     tmp/                   downloads in progress; removed at start-up
@@ -146,23 +147,52 @@ def open_index(root: Path) -> diskcache.Cache:
     Raises:
         sqlite3.OperationalError: locked, or the disk cannot be read (not damage: kept).
     """
-    path = root / "index"
-    with _exclusive(root / "index.lock"):  # one process moves it; the others open the new one
+    return open_moving_damage_aside(
+        root / "index",
+        _open_index,
+        "record store",
+        "stored files are kept and pages are fetched again",
+    )
+
+
+def open_moving_damage_aside(
+    path: Path,
+    opener: Callable[[Path], _T],
+    what: str,
+    consequence: str,
+    level: int = logging.ERROR,
+) -> _T:
+    """``opener(path)`` for a SQLite-backed store that can be started empty; a damaged one
+    is moved to ``<name>.broken-<time>-<pid>`` beside it and opened afresh, in one log line
+    at ``level`` naming ``what`` it was and the ``consequence``.
+
+    ``opener`` must read once, as damage may only show on the first read. Several
+    processes may open one cache directory at once: ``<name>.lock`` is held meanwhile, so
+    one of them moves the store and the others open the new one.
+
+    Raises:
+        sqlite3.OperationalError: locked, or the disk cannot be read (not damage: kept).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)  # for the lock; diskcache makes path
+    with _exclusive(path.with_name(f"{path.name}.lock")):
         try:
-            return _open_index(path)
+            return opener(path)
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError as e:  # "file is not a database", "malformed", ...
-            broken = root / f"index.broken-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            broken = path.with_name(f"{path.name}.broken-{stamp}")
             os.replace(path, broken)
-            logger.error(
-                "record store %s is damaged (%s): moved to %s and started empty; "
-                "stored files are kept and pages are fetched again",
+            logger.log(
+                level,
+                "%s %s is damaged (%s): moved to %s and started empty; %s",
+                what,
                 path,
                 e,
                 broken.name,
+                consequence,
             )
-            return _open_index(path)
+            return opener(path)
 
 
 def _blob_relpath(sha256: str) -> str:

@@ -189,6 +189,43 @@ async def test_corrupt_record_store_is_moved_aside_and_files_kept(
     assert fake.file_gets(f.filename) == []  # the file was not
 
 
+async def test_damaged_statistics_store_is_moved_aside_and_the_proxy_serves(
+    fake: FakeIndex, tmp_path: Path
+) -> None:
+    # A damaged stats/ database stopped every start with a traceback (figures/metrics.py
+    # opens it in each worker). Counts are figures, not data: it is moved aside like the
+    # record store (store/local.py open_moving_damage_aside), in one line for all workers.
+    cache = tmp_path / "cache"
+    metrics = Metrics(cache / "stats")
+    metrics.add("cache_pages", value=3)
+    metrics.close()
+    with (cache / "stats" / "cache.db").open("r+b") as db:
+        db.write(bytes(range(256)) * 16)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url]
+    proc = await start([*args, "--workers", "2"])
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, base)
+            async with session.get(f"{base}/simple/beta/") as resp:
+                assert resp.status == 200
+    finally:
+        proc.terminate()
+        _out, err = await proc.communicate()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log
+    damaged = [line for line in log.splitlines() if "statistics store" in line]
+    assert len(damaged) == 1, log
+    assert "WARNING" in damaged[0]
+    assert "moved to stats.broken-" in damaged[0]
+    assert [p.name for p in cache.glob("stats.broken-*")] != []
+    fresh = Metrics(cache / "stats")
+    assert fresh.current("cache_pages") == 1  # beta, counted from empty (not from 3)
+    fresh.close()
+
+
 async def test_figures_stored_during_the_scan_are_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
