@@ -7,7 +7,8 @@ the file the store names (:meth:`Storage.instance_lock_path`): the kernel releas
 when its holders die, ``kill -9`` included. Worker processes inherit the parent's open
 file description, so the directory counts as in use until the last process of the
 instance has exited. ``cacheproxy warm`` does not take it: it never cleans the directory
-(``Settings.shared_dir``) and may run beside a proxy.
+(``Settings.shared_dir``) and may run beside a proxy. It holds ``tmp.lock`` shared
+instead, so a serve starting during a warm leaves tmp/ alone (store/local.py share_tmp).
 """
 
 import fcntl

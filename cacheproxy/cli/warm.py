@@ -39,6 +39,7 @@ from yarl import URL
 from cacheproxy.cli import exitcodes
 from cacheproxy.errors import ConfigError
 from cacheproxy.settings import build_settings
+from cacheproxy.store.local import share_tmp
 from cacheproxy.urls import redact_url
 from cacheproxy.warm.engine import DEFAULT_JOBS, Options, warm
 from cacheproxy.warm.fetch import ProxyUnreachable, make_session
@@ -253,6 +254,7 @@ async def in_process_proxy(cache_dir: Path, upstream: str | None) -> AsyncIterat
         ConfigError: invalid settings, or the cache directory is not usable.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tmp_share_closer = contextlib.ExitStack()
     try:
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
@@ -264,12 +266,17 @@ async def in_process_proxy(cache_dir: Path, upstream: str | None) -> AsyncIterat
         # downloads in progress and their lock files); processes share the directory
         # safely, one download per file.
         settings = dataclasses.replace(settings, shared_dir=True)
+        # For the whole run: a serve starting meanwhile must not empty tmp/ under our
+        # downloads (store/local.py share_tmp). Waits while one is emptying it.
+        tmp_share = await asyncio.to_thread(share_tmp, settings.cache_dir)
+        tmp_share_closer.callback(os.close, tmp_share)
         runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
         # Every failure is a line of our own; the proxy's warnings would only repeat them.
         logging.getLogger("cacheproxy").setLevel(logging.ERROR)
         await runner.setup()
     except BaseException:
         sock.close()
+        tmp_share_closer.close()
         raise
     try:
         site = web.SockSite(runner, sock)
@@ -278,6 +285,7 @@ async def in_process_proxy(cache_dir: Path, upstream: str | None) -> AsyncIterat
     finally:
         await runner.cleanup()
         sock.close()
+        tmp_share_closer.close()
 
 
 # -- output --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Layout under the cache directory::
     files/sha256/ab/<hex>  distribution and metadata files, named by their sha256
     pages/<hex>            rendered page bodies (JSON, HTML and their gzip), by sha256
     tmp/                   downloads in progress; removed at start-up
+    tmp.lock               shared by a ``cacheproxy warm`` while it runs (see share_tmp)
 
 Files are content-addressed, so a stored file is correct by construction: it only gets its
 name after its bytes hashed to it (or, for the rare index that publishes no sha256, it lives
@@ -195,6 +196,34 @@ def open_moving_damage_aside(
             return opener(path)
 
 
+def tmp_lock_path(root: Path) -> Path:
+    """The lock that keeps a serve starting up from emptying tmp/ while a process that
+    shares the cache directory (``cacheproxy warm``) has temporaries there."""
+    return root / "tmp.lock"
+
+
+def share_tmp(root: Path) -> int:
+    """Hold tmp/ in use until the returned descriptor is closed: a ``serve`` starting
+    meanwhile leaves it alone (:meth:`Storage.open_sync` with ``clean``). A shared flock
+    (flock(2)): any number of sharers at once, released by the kernel if the holder dies.
+    Waits while a starting serve is emptying tmp/ (moments).
+
+    Raises:
+        ConfigError: the lock file cannot be created or locked.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp_lock_path(root), os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as e:
+        raise ConfigError(f"cache dir {root} is not usable: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError as e:  # a file system without locks (ENOLCK on some NFS mounts)
+        os.close(fd)
+        raise ConfigError(f"cache dir {root} cannot be locked: {e.strerror or e}") from e
+    return fd
+
+
 def _blob_relpath(sha256: str) -> str:
     return f"files/sha256/{sha256[:2]}/{sha256}"
 
@@ -262,11 +291,36 @@ class Storage:
             raise ConfigError(f"cache dir {root}: record store not usable: {e}") from e
         storage = cls(root, index)
         if clean:
-            removed = storage._clean_tmp()
-            if removed:
-                logger.info("removed %d stale temporary file(s) from %s", removed, storage.tmp_dir)
+            storage._clean_tmp_unless_shared()
         (root / "tmp" / "locks").mkdir(exist_ok=True)
         return storage
+
+    def _clean_tmp_unless_shared(self) -> None:
+        """Empty tmp/, unless a sharer (:func:`share_tmp`) has temporaries there now."""
+        try:
+            fd = os.open(tmp_lock_path(self.root), os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:
+            self.close_sync()
+            raise ConfigError(f"cache dir {self.root} is not usable: {e.strerror or e}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.warning(
+                    "not cleaning %s: a cacheproxy warm is using this cache directory and "
+                    "has downloads in progress there; the next start cleans it",
+                    self.tmp_dir,
+                )
+                return
+            except OSError as e:  # a file system without locks (ENOLCK on some NFS mounts)
+                self.close_sync()
+                why = e.strerror or e
+                raise ConfigError(f"cache dir {self.root} cannot be locked: {why}") from e
+            removed = self._clean_tmp()
+            if removed:
+                logger.info("removed %d stale temporary file(s) from %s", removed, self.tmp_dir)
+        finally:
+            os.close(fd)  # releases the lock: a warm may start now
 
     def _clean_tmp(self) -> int:
         removed = 0

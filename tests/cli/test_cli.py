@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from conftest import temporaries
 from fakeindex import FakeIndex
 from processes import free_port
 from warm_inputs import poetry_lock_text, warm_cli
@@ -288,3 +289,40 @@ async def test_warm_fills_a_cache_dir_a_serve_holds(fake: FakeIndex, tmp_path: P
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 20)
+
+
+async def test_a_serve_started_during_a_warm_leaves_its_downloads_alone(
+    fake: FakeIndex, tmp_path: Path
+) -> None:
+    # serve empties tmp/ at start-up; a warm running on the directory keeps its downloads
+    # in progress there. warm holds tmp.lock shared for its run, so serve skips the
+    # cleaning (store/local.py share_tmp) instead of deleting them.
+    cache, port = tmp_path / "c", free_port()
+    wheel = next(f for f in fake.files("alpha") if f.filename.endswith(".whl"))
+    release = fake.hold_files({f.filename for f in fake.files("alpha")})
+    lock = tmp_path / "poetry.lock"
+    lock.write_text(poetry_lock_text(fake, ["alpha"]))
+    args = [str(lock), "--cache-dir", str(cache), "--upstream", fake.index_url, "--no-metadata"]
+    warming = asyncio.create_task(warm_cli(tmp_path, *args))
+    for _ in range(400):  # until warm's download is under way, its temporary in tmp/
+        if fake.file_gets(wheel.filename) and temporaries(cache):
+            break
+        await asyncio.sleep(0.05)
+    in_flight = temporaries(cache)
+    assert in_flight, "warm's download did not start"
+    proc = await start(
+        ["--port", str(port), "--cache-dir", str(cache), "--upstream", fake.index_url]
+    )
+    try:
+        await wait_up(port)  # past its start-up cleaning of tmp/
+        assert temporaries(cache) == in_flight
+        release.set()
+        code, out, err = await warming
+        assert (code, err) == (0, ""), out
+        assert out.splitlines()[-1].startswith("warm: 1 fetched (")
+    finally:
+        release.set()
+        proc.terminate()
+        _out, serve_err = await asyncio.wait_for(proc.communicate(), 20)
+    assert "not cleaning" in serve_err.decode()
+    assert "Traceback" not in serve_err.decode()
