@@ -77,7 +77,7 @@ def check_startup(settings: Settings) -> None:
     """
     ssl_context(settings)
     if settings.users_file is not None:
-        Users(settings.users_file)
+        Users.for_cache(settings.users_file, settings.cache_dir).close()
 
 
 def warn_plain_passwords(settings: Settings) -> None:

@@ -121,6 +121,8 @@ class Proxy:
         await self.indexes.close()  # every index's pages and sessions
         await self.storage.close()
         await asyncio.to_thread(self.hosted.close_sync)
+        if self.users is not None:
+            self.users.close()
 
     def gate_report(self) -> dict[str, Any] | None:
         """The release-age gate's rule and what it holds back (None when it is off)."""
@@ -209,7 +211,9 @@ def _open_team(settings: Settings) -> tuple[Hosted, Users | None]:
     store = HostedStore.open_sync(settings.cache_dir)
     hosted = Hosted.load_sync(store, settings.hosted, settings.max_upload_size)
     try:
-        users = Users(settings.users_file) if settings.users_file is not None else None
+        users = None
+        if settings.users_file is not None:
+            users = Users.for_cache(settings.users_file, settings.cache_dir)
     except BaseException:
         hosted.close_sync()
         raise

@@ -9,7 +9,9 @@ credentials with every request: a verified user:password pair is remembered for
 REMEMBER_SECONDS as an HMAC under a key made at start (never the password itself), in a
 bounded map. Failed attempts are logged (user name and client address, never the
 password) and, past MAX_FAILURES in FAILURE_WINDOW seconds from one address, refused
-without a bcrypt check until the window passes.
+without a bcrypt check until the window passes. They are counted in the cache directory
+(store/logins.py), so the workers of one ``serve --workers N`` share one limit rather
+than giving a guesser N times the attempts.
 """
 
 import asyncio
@@ -20,13 +22,14 @@ import os
 import secrets
 import tempfile
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import bcrypt
 
 from cacheproxy.errors import ConfigError
+from cacheproxy.store.logins import SharedFailures, logins_dir
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,6 @@ REMEMBER_SECONDS = 60.0
 REMEMBER_ENTRIES = 1024
 MAX_FAILURES = 10
 FAILURE_WINDOW = 60.0
-FAILURE_ADDRESSES = 4096  # bounds the failure map (each entry is a few timestamps)
 RELOAD_CHECK = 2.0  # seconds between looks at the file's mtime
 # bcrypt's cost for new hashes: htpasswd -B's default is 5, far too cheap today; 12 is
 # bcrypt's own default (0.26 s a check on a 2-core machine), and the verified-pair memory
@@ -108,19 +110,40 @@ def write_user(path: Path, name: str, password: str) -> bool:
 
 
 class Users:
-    """The users file, loaded at start and again when it changes."""
+    """The users file, loaded at start and again when it changes. Create with
+    :meth:`for_cache`; :meth:`close` when done."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, path: Path, failures: SharedFailures, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._path = path
+        self._failures = failures
         self._clock = clock
         self._users: Mapping[str, bytes] = {}
         self._mtime: float | None = None
         self._checked_at = clock()
         self._key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, float] = OrderedDict()
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._checking: dict[bytes, asyncio.Future[bool]] = {}
         self._load()
+
+    @classmethod
+    def for_cache(cls, path: Path, cache_dir: Path) -> "Users":
+        """The users file ``path``, its failed logins counted with every other process
+        serving ``cache_dir``.
+
+        Raises:
+            ConfigError: the file cannot be read or has a bad line.
+        """
+        failures = SharedFailures(logins_dir(cache_dir), MAX_FAILURES, FAILURE_WINDOW)
+        try:
+            return cls(path, failures)
+        except BaseException:
+            failures.close()
+            raise
+
+    def close(self) -> None:
+        self._failures.close()
 
     def _load(self) -> None:
         """Read the file.
@@ -157,31 +180,20 @@ class Users:
         return len(self._users)
 
     def blocked_for(self, address: str) -> float:
-        """Seconds until ``address`` may try again (0: it may now)."""
-        times = self._failures.get(address)
-        if times is None:
-            return 0.0
-        now = self._clock()
-        while times and now - times[0] >= FAILURE_WINDOW:
-            times.popleft()
-        if len(times) < MAX_FAILURES:
-            return 0.0
-        return FAILURE_WINDOW - (now - times[0])
+        """Seconds until ``address`` may try again (0: it may now), by the failures of
+        every process on this cache directory."""
+        return self._failures.blocked_for(address)
 
-    def _failed(self, address: str, user: str, why: str) -> None:
+    async def _failed(self, address: str, user: str, why: str) -> None:
         logger.warning("authentication failed for user %r from %s: %s", user[:100], address, why)
-        times = self._failures.pop(address, None) or deque(maxlen=MAX_FAILURES)
-        times.append(self._clock())
-        self._failures[address] = times
-        while len(self._failures) > FAILURE_ADDRESSES:
-            self._failures.popitem(last=False)
+        await asyncio.to_thread(self._failures.add, address)  # a shared write: may wait
 
     async def verify(self, user: str, password: str, address: str) -> bool:
         """Whether ``user:password`` is valid. A failure is logged and counted."""
         self._maybe_reload()
         hashed = self._users.get(user)
         if hashed is None:
-            self._failed(address, user, "no such user")
+            await self._failed(address, user, "no such user")
             return False
         mac = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         now = self._clock()
@@ -202,5 +214,5 @@ class Users:
                 self._verified.popitem(last=False)
             return True
         self._verified.pop(mac, None)
-        self._failed(address, user, "wrong password")
+        await self._failed(address, user, "wrong password")
         return False

@@ -298,6 +298,23 @@ async def test_failed_logins_logged_and_limited(
     assert not any("guess-123" in m for m in logged)
 
 
+async def test_failed_logins_are_limited_across_workers(
+    make_proxy: ProxyFactory, users_file: Path
+) -> None:
+    # Two apps on one cache directory are what `serve --workers 2` runs: a guesser whose
+    # connections land on both gets MAX_FAILURES in all, not that many per worker.
+    first = await make_proxy(users_file=users_file, auth_reads=True)
+    second = await make_proxy(users_file=users_file, auth_reads=True)
+    for attempt in range(users_module.MAX_FAILURES):
+        worker = (first, second)[attempt % 2]
+        resp = await worker.get("/-/stats", headers=basic("alice", f"guess-{attempt}"))
+        assert resp.status == 401
+    for worker in (first, second):
+        resp = await worker.get("/-/stats", headers=basic("alice", PASSWORD))
+        assert resp.status == 429
+        assert int(resp.headers["Retry-After"]) > 0
+
+
 async def test_yank_unyank_delete(
     hosted: Client, team: TeamDists, cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
