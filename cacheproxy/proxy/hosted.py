@@ -31,6 +31,7 @@ from packaging.version import InvalidVersion, Version
 from cacheproxy.proxy.uploads import Checked, Received, UploadRefused, check_upload
 from cacheproxy.simple.layout import project_of
 from cacheproxy.simple.models import DistFile, ProjectList, ProjectPage
+from cacheproxy.simple.parse import parse_project_list
 from cacheproxy.simple.render import render_html, render_json, render_list_html, render_list_json
 from cacheproxy.store.disk_writer import write_all
 from cacheproxy.store.hosted import (
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 audit = logging.getLogger("cacheproxy.audit")
 
 SNAPSHOT_SECONDS = 1.0
+# A stored project list above this size is merged with the hosted names in a thread, so
+# the event loop keeps serving (an upstream's whole list can be tens of megabytes).
+_THREAD_MERGE_BYTES = 256 * 1024
 # Received bytes are written in batches of this size, in a thread (off the event loop).
 _WRITE_BATCH = 1024 * 1024
 
@@ -79,6 +83,40 @@ def _version_key(v: str) -> tuple[int, Version | str]:
         return (1, Version(v))
     except InvalidVersion:
         return (0, v)
+
+
+def with_hosted(listed: ProjectList, hosted: list[str]) -> ProjectList:
+    """``listed`` (an upstream's project list, in its order and spelling) with the hosted
+    project names it lacks, each name once by its PEP 503 normalized form.
+
+    ``hosted`` is sorted; each is put before the first listed name that sorts after it, so
+    a list sorted by normalized name (as the upstreams' are) stays sorted, and the listed
+    names keep their order whatever it is. A name both have keeps upstream's spelling (the
+    hosted project is the one served: see :meth:`Hosted.find`).
+    """
+    seen = {canonicalize_name(n) for n in listed.names}
+    extra = [n for n in hosted if n not in seen]
+    if not extra:
+        return listed
+    names: list[str] = []
+    pending = 0
+    for name in listed.names:
+        canonical = canonicalize_name(name)
+        while pending < len(extra) and extra[pending] < canonical:
+            names.append(extra[pending])
+            pending += 1
+        names.append(name)
+    names.extend(extra[pending:])
+    return ProjectList(names=tuple(names), api_version=listed.api_version, meta=listed.meta)
+
+
+def render_list(projects: ProjectList) -> Rendered:
+    """A project list's representations, links as every /simple/ list has them."""
+
+    def link_for(name: str) -> str:
+        return f"{canonicalize_name(name)}/"
+
+    return _bodies(render_list_json(projects, link_for), render_list_html(projects, link_for))
 
 
 def project_page(project: str, files: Mapping[str, HostedFile]) -> ProjectPage:
@@ -176,6 +214,8 @@ class Hosted:
         self._mark: tuple[int, int] | None = None
         self._loading: asyncio.Task[None] | None = None
         self._rendered: dict[tuple[str, str, str], tuple[object, Rendered]] = {}
+        # The routed /simple/ list with the hosted names: (upstream body's ETag, snapshot).
+        self._root: tuple[str, object, Rendered] | None = None
 
     @classmethod
     def load_sync(cls, store: HostedStore, names: tuple[str, ...], max_upload: int) -> "Hosted":
@@ -272,12 +312,48 @@ class Hosted:
         return rendered
 
     async def project_list(self, index: str) -> Rendered:
-        projects = ProjectList(names=tuple(await self.projects(index)))
+        return render_list(ProjectList(names=tuple(await self.projects(index))))
 
-        def link_for(name: str) -> str:
-            return f"{name}/"
+    def _every_project(self, snapshot: Snapshot) -> list[str]:
+        """The projects of every hosted index, sorted, each once (names are normalized)."""
+        return sorted(
+            {p for name in self.names for p, files in snapshot.get(name, {}).items() if files}
+        )
 
-        return _bodies(render_list_json(projects, link_for), render_list_html(projects, link_for))
+    async def has_projects(self) -> bool:
+        """Whether any hosted index has a project (then /simple/ lists them too)."""
+        return bool(self._every_project(await self._fresh())) if self.names else False
+
+    async def root_list(
+        self, upstream_json: bytes | None, upstream_etag: str | None
+    ) -> Rendered | None:
+        """The ``/simple/`` list: upstream's stored PEP 691 list (None: upstream has none)
+        with every hosted project, rendered as the stored list is (pages.Pages._fetch_list).
+        None when no hosted index has a project: the stored list is then sent as it is.
+
+        Raises:
+            IndexParseError: the stored list is not a JSON project list.
+        """
+        snapshot = await self._fresh()
+        hosted = self._every_project(snapshot)
+        if not hosted:
+            return None
+        tag = upstream_etag or ""
+        if (memo := self._root) is not None and memo[0] == tag and memo[1] is snapshot:
+            return memo[2]
+
+        def merge() -> Rendered:
+            listed = ProjectList(names=())
+            if upstream_json is not None:
+                listed = parse_project_list(upstream_json, "application/json")
+            return render_list(with_hosted(listed, hosted))
+
+        if upstream_json is not None and len(upstream_json) > _THREAD_MERGE_BYTES:
+            rendered = await asyncio.to_thread(merge)
+        else:
+            rendered = merge()
+        self._root = (tag, snapshot, rendered)
+        return rendered
 
     # -- uploads ---------------------------------------------------------------------------
 

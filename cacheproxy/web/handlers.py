@@ -21,7 +21,7 @@ from cacheproxy.proxy.pages import ROOT_KEY, PageChanged, PageResult, Pages
 from cacheproxy.simple.layout import PREFIX
 from cacheproxy.simple.negotiate import accepts_gzip
 from cacheproxy.web.file_handlers import package_file
-from cacheproxy.web.hosted_handlers import hosted_project_response
+from cacheproxy.web.hosted_handlers import hosted_project_response, send_rendered
 from cacheproxy.web.index_counts import count_index
 from cacheproxy.web.keys import metrics_key, proxy_key, settings_key
 from cacheproxy.web.names import add_slash, bad_name, page_name, project_name, redirect
@@ -111,7 +111,12 @@ def _offline_miss(e: OfflineMiss) -> web.Response:
 
 async def simple_index(request: web.Request) -> web.StreamResponse:
     # The routed view's list: the default index's, less what routes send elsewhere.
-    pages = request.app[proxy_key].indexes.routed_list
+    proxy = request.app[proxy_key]
+    pages = proxy.indexes.routed_list
+    if proxy.hosted.names and await proxy.hosted.has_projects():
+        merged = await _list_with_hosted(request, pages)
+        if merged is not None:
+            return merged
     return await serve_page(
         request,
         pages.key(ROOT_KEY),
@@ -119,6 +124,43 @@ async def simple_index(request: web.Request) -> web.StreamResponse:
         lambda: text_error(404, "upstream has no project list"),
         pages,
     )
+
+
+async def _list_with_hosted(request: web.Request, pages: Pages) -> web.StreamResponse | None:
+    """``/simple/`` with the hosted projects, which /simple/<project>/ serves too
+    (project_page): upstream's stored list and the hosted names, merged by
+    proxy/hosted.py. None: no hosted project after all (send the stored list)."""
+    hosted = request.app[proxy_key].hosted
+    key = pages.key(ROOT_KEY)
+    for _ in range(2):
+        data: bytes | None = None
+        tag: str | None = None
+        cache = "HOSTED"
+        try:
+            result = await pages.project_list(client_revalidate=_wants_revalidation(request))
+        except NotFound:  # upstream has no list: the hosted projects alone
+            result = None
+        except OfflineMiss as e:
+            return _offline_miss(e)
+        except (UpstreamError, IndexParseError) as e:
+            return upstream_error(e)
+        if result is not None:
+            body = result.record.bodies["json"]
+            try:
+                ready = await pages.body(key, result, body)
+            except PageChanged:
+                continue
+            data = ready.data
+            if data is None:
+                assert ready.file is not None
+                data = await asyncio.to_thread(_read_and_close, ready.file)
+            tag, cache = body.etag, result.cache
+        try:
+            rendered = await hosted.root_list(data, tag)
+        except IndexParseError as e:
+            return upstream_error(e)
+        return None if rendered is None else send_rendered(request, rendered, cache)
+    return text_error(503, "page changed while sending; retry")
 
 
 async def project_redirect(request: web.Request) -> web.StreamResponse:

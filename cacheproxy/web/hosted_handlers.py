@@ -49,8 +49,9 @@ def _hosted(request: web.Request) -> tuple[Hosted, str] | web.Response:
     return hosted, index
 
 
-def send_rendered(request: web.Request, rendered: Rendered) -> web.Response:
-    """A hosted page in the representation the client asked for (PEP 691 negotiation)."""
+def send_rendered(request: web.Request, rendered: Rendered, cache: str = "HOSTED") -> web.Response:
+    """A hosted page in the representation the client asked for (PEP 691 negotiation).
+    ``cache``: its X-Cache (the root list with hosted names says how upstream's was got)."""
     chosen = representation(request)
     if isinstance(chosen, web.Response):
         return chosen
@@ -60,7 +61,7 @@ def send_rendered(request: web.Request, rendered: Rendered) -> web.Response:
         "ETag": etag,
         "Vary": "Accept, Accept-Encoding",
         "Cache-Control": PAGE_CACHE_CONTROL,
-        "X-Cache": "HOSTED",
+        "X-Cache": cache,
     }
     if gz:
         headers["Content-Encoding"] = "gzip"

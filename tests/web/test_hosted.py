@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,36 @@ async def test_hosted_project_shadows_upstream(
     status_page = await (await hosted.get("/")).text()
     assert "shadow" in status_page
     assert "alpha" in status_page
+
+
+async def root_names(client: Client) -> tuple[list[str], list[str]]:
+    """The /simple/ list's names as PEP 691 JSON and as PEP 503 HTML anchors (href, text)."""
+    doc = await (await client.get("/simple/", headers=JSON)).json(content_type=None)
+    html = await (await client.get("/simple/", headers={"Accept": "text/html"})).text()
+    anchors = re.findall(r'<a href="([^"]+)">([^<]+)</a>', html)
+    assert [href for href, _text in anchors] == [f"{text}/" for _href, text in anchors]
+    return [p["name"] for p in doc["projects"]], [text for _href, text in anchors]
+
+
+async def test_the_root_list_has_the_hosted_projects_once(
+    hosted: Client, team: TeamDists, fake: FakeIndex
+) -> None:
+    upstream = ["alpha", "beta", "big", "gamma", "nometa"]
+    assert await root_names(hosted) == (upstream, upstream)  # nothing hosted yet
+    assert (await upload(hosted, "team", team.wheel))[0] == 200
+    assert (await upload(hosted, "team", team.shadow))[0] == 200  # alpha: upstream has it
+    carrot = build_wheel(team.wheel.parent / "carrot", "carrot", "1.0")
+    assert (await upload(hosted, "ops", carrot, user="bob"))[0] == 200
+    # Every name once, in the upstream list's (sorted) order, the hosted ones in their place;
+    # and an upload shows at once (the list's bytes change with it, so does its ETag).
+    merged = ["alpha", "beta", "big", "carrot", "gamma", "nometa", "teampkg"]
+    assert await root_names(hosted) == (merged, merged)
+    resp = await hosted.get("/simple/", headers=JSON)
+    assert resp.headers["X-Cache"] == "HIT"  # upstream's list, from the cache
+    assert resp.headers["Cache-Control"] == "max-age=0, must-revalidate"
+    again = await hosted.get("/simple/", headers={**JSON, "If-None-Match": resp.headers["ETag"]})
+    assert again.status == 304
+    assert [r.path for r in fake.requests if r.path == "/simple/"] == ["/simple/"]  # once
 
 
 async def test_upload_needs_a_user(

@@ -1,6 +1,7 @@
 """Hosted indexes beside several upstream indexes: one /index/NAME/ space, a hosted project
 shadows a routed one too, and the config file carries the hosted settings."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,24 @@ async def test_a_hosted_project_shadows_a_routed_one(
     assert resp.headers["X-Cache"] == "HOSTED"
     assert [f["filename"] for f in (await resp.json(content_type=None))["files"]] == [wheel.name]
     assert fake.requests == []  # neither the route's index nor the default was asked
+
+
+async def test_the_routed_root_list_has_the_hosted_projects_once(
+    routed_and_hosted: Client, tmp_path: Path
+) -> None:
+    # alpha is routed to "mirror", so the routed list leaves it out, until the team hosts
+    # an alpha of its own: /simple/alpha/ serves that one (shadowing), so the list names it.
+    for name in ("teampkg", "alpha", "beta"):  # beta: the default index lists it too
+        wheel = build_wheel(tmp_path / name, name, "0.1")
+        assert (await upload(routed_and_hosted, "team", wheel))[0] == 200
+    expected = ["alpha", "beta", "big", "gamma", "nometa", "teampkg"]
+    doc = await (await routed_and_hosted.get("/simple/", headers=JSON)).json(content_type=None)
+    assert [p["name"] for p in doc["projects"]] == expected
+    html = await (await routed_and_hosted.get("/simple/", headers={"Accept": "text/html"})).text()
+    assert re.findall(r'<a href="([^"]+)/">\1</a>', html) == expected
+    # Each index's own list is unchanged: the hosted names are the routed view's only.
+    alone = await routed_and_hosted.get("/index/mirror/simple/", headers=JSON)
+    assert "teampkg" not in {p["name"] for p in (await alone.json(content_type=None))["projects"]}
 
 
 def test_a_name_is_hosted_or_upstream_not_both(tmp_path: Path) -> None:
