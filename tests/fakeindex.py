@@ -361,6 +361,9 @@ class FakeIndex:
         # Top-level JSON keys per project (PEP 708 "tracks", "alternate-locations"), also
         # sent as <meta name="pypi:KEY"> tags in HTML.
         self.page_fields: dict[str, dict[str, list[str]]] = {}
+        # filename -> the sha256 the JSON API gives where it disagrees with the pages (an
+        # index whose JSON API and simple pages were synced at different times).
+        self.json_api_sha256: dict[str, str] = {}
 
     def fail_pages(
         self, status: int, times: int | None = None, headers: dict[str, str] | None = None
@@ -657,7 +660,10 @@ class FakeIndex:
         files = self.files(key)
         releases: dict[str, list[dict[str, object]]] = {}
         for f in files:
-            releases.setdefault(f.version, []).append(_json_api_file(f, self.file_url(f)))
+            entry = _json_api_file(f, self.file_url(f))
+            if f.filename in self.json_api_sha256:
+                entry["digests"] = {"sha256": self.json_api_sha256[f.filename]}
+            releases.setdefault(f.version, []).append(entry)
         wanted = request.match_info.get("version")
         if wanted is not None and wanted not in releases:
             raise web.HTTPNotFound(text='{"message": "Not Found"}', content_type="application/json")

@@ -6,6 +6,14 @@ from it and downloads any file it finds none for; Poetry reads it too. It is not
 standard: an index at ``<origin>/simple/`` (PyPI's layout) has it at ``<origin>/pypi/``,
 any other upstream is taken to have none.
 
+A document only links files the proxy serves as it describes them: each entry is checked
+against the project's page (:class:`Listed`), which proxy/files.py serves every file by.
+An entry the page does not show, or shows with another sha256, is dropped (one warning
+line): a client would otherwise lock a digest that contradicts the bytes it is sent. So is
+one the release-age gate holds back (the page's held files), silently; a release left with
+no file goes from ``releases``, and ``info``/``urls`` never describe such a release
+(pages.Pages._store_json_api takes the newest shown release's own document instead).
+
 Each file entry's ``url`` (in ``urls`` and in every list of ``releases``) is rewritten to
 the proxy, as a project page's links are (pages.render_project), and recorded so that
 ``/packages/...`` resolves even when the project page was never fetched. The stored
@@ -18,16 +26,18 @@ and those carry whatever host and port the client reached the proxy by.
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
 from packaging.utils import NormalizedName
+from packaging.version import InvalidVersion, Version
 from yarl import URL
 
 from cacheproxy.errors import IndexParseError
 from cacheproxy.simple.gate import upload_epoch
-from cacheproxy.simple.layout import PREFIX, BadPath, file_key, upstream_rest
+from cacheproxy.simple.layout import PREFIX, BadPath, file_key, page_link, upstream_rest
 from cacheproxy.store.records import FileMap, FileRecord
 
 logger = logging.getLogger(__name__)
@@ -40,6 +50,61 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # escaped, so this matches only a key ending in `url"` whose value starts with /packages/:
 # the file URLs written here (any other such value would just get the origin too).
 _URL_MARK = f'"url":"{PREFIX}'.encode()
+# How a project page's file links start (pages.render_project: layout.page_link).
+_LINK_PREFIX = page_link("")
+# A held file as a page record keeps it: filename, version, when it is handed out.
+HeldFile = tuple[str, str | None, float | None]
+# The keys of ``info`` that describe the project, not one release: all that is kept when
+# the shown release's own document cannot be had (:func:`adopt_release`).
+_PROJECT_INFO = ("name", "package_url", "project_url")
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """What the project page shows, which a document's entries must agree with: file key
+    -> sha256 (None: listed without one), and the files the release-age gate holds back
+    there, by filename."""
+
+    files: Mapping[str, str | None]
+    held: Mapping[str, HeldFile] = field(default_factory=dict)
+
+
+def listed_files(page_json: bytes, held: Iterable[HeldFile] = ()) -> Listed:
+    """:class:`Listed` from a project page's rendered PEP 691 body and its record's held
+    files.
+
+    Raises:
+        IndexParseError: not a page the proxy rendered.
+    """
+    try:
+        page = json.loads(page_json)
+        entries = page["files"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise IndexParseError(f"project page is not a PEP 691 page: {e}") from None
+    files: dict[str, str | None] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not isinstance(url, str) or not url.startswith(_LINK_PREFIX):
+            continue
+        try:
+            key = file_key(url[len(_LINK_PREFIX) :])
+        except BadPath:
+            continue
+        hashes = entry.get("hashes")
+        sha256 = hashes.get("sha256") if isinstance(hashes, dict) else None
+        files[key] = sha256 if isinstance(sha256, str) else None
+    return Listed(files, {h[0]: h for h in held})
+
+
+@dataclass(slots=True)
+class Checked:
+    """What :func:`rewrite_json_api` did to a document."""
+
+    records: FileMap = field(default_factory=dict)
+    held: dict[str, HeldFile] = field(default_factory=dict)  # dropped: the gate holds them
+    contradicted: set[str] = field(default_factory=set)  # dropped: the page disagrees
+    emptied: set[str] = field(default_factory=set)  # releases left with no file
+    urls_emptied: bool = False  # ``urls`` had files and has none left
 
 
 def json_api_base(upstream: URL) -> URL | None:
@@ -61,44 +126,124 @@ def json_api_url(base: URL, name: NormalizedName, version: str | None) -> URL:
     return (url if version is None else url / version) / "json"
 
 
-def render_json_api(
-    body: bytes,
-    base_url: str,
-    allowed: Callable[[str], bool],
-    place: Callable[[str], str] | None = None,
-) -> tuple[bytes, FileMap]:
-    """The document with every file URL rewritten to ``/packages/...``, and the records
-    of those files. Files whose URL fails ``allowed`` (upstream.file_url_allowed) or has
-    an unusable path are dropped, as from pages. ``place``: as for pages.render_project
-    (which index's files they are).
-
-    Raises:
-        IndexParseError: not a JSON object.
-    """
+def parse_json_api(body: bytes) -> dict[str, Any]:
+    """Raises: IndexParseError: not a JSON object."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise IndexParseError(f"JSON API document is not JSON: {e}") from None
     if not isinstance(doc, dict):
         raise IndexParseError("JSON API document is not a JSON object")
-    records: FileMap = {}
+    return doc
+
+
+def dump_json_api(doc: dict[str, Any]) -> bytes:
+    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return data.encode("utf-8", "backslashreplace")
+
+
+def render_json_api(
+    body: bytes,
+    base_url: str,
+    allowed: Callable[[str], bool],
+    place: Callable[[str], str] | None = None,
+    listed: Listed | None = None,
+) -> tuple[bytes, FileMap]:
+    """The document with every file URL rewritten to ``/packages/...``, and the records
+    of those files (:func:`rewrite_json_api`).
+
+    Raises:
+        IndexParseError: not a JSON object.
+    """
+    doc = parse_json_api(body)
+    checked = rewrite_json_api(doc, base_url, allowed, place, listed)
+    return dump_json_api(doc), checked.records
+
+
+def rewrite_json_api(
+    doc: dict[str, Any],
+    base_url: str,
+    allowed: Callable[[str], bool],
+    place: Callable[[str], str] | None = None,
+    listed: Listed | None = None,
+) -> Checked:
+    """Rewrite ``doc`` in place: every file URL to ``/packages/...``. Files whose URL fails
+    ``allowed`` (upstream.file_url_allowed) or has an unusable path are dropped, as from
+    pages; with ``listed``, so is every file the project page does not show as the document
+    describes it (see the module docstring). ``place``: as for pages.render_project (which
+    index's files they are). A release left with no file is removed from ``releases``.
+    """
+    checked = Checked()
     if isinstance(doc.get("urls"), list):
-        doc["urls"] = _rewrite(doc["urls"], base_url, allowed, records, place)
+        urls = doc["urls"]
+        doc["urls"] = _rewrite(urls, base_url, allowed, checked, place, listed)
+        checked.urls_emptied = bool(urls) and not doc["urls"]
     releases = doc.get("releases")
     if isinstance(releases, dict):
-        for version, files in releases.items():
+        for version, files in list(releases.items()):
             if isinstance(files, list):
-                releases[version] = _rewrite(files, base_url, allowed, records, place)
-    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    return data.encode("utf-8", "backslashreplace"), records
+                kept = _rewrite(files, base_url, allowed, checked, place, listed)
+                if files and not kept:
+                    del releases[version]
+                    checked.emptied.add(version)
+                else:
+                    releases[version] = kept
+    return checked
+
+
+def info_version(doc: Mapping[str, Any]) -> str | None:
+    info = doc.get("info")
+    version = info.get("version") if isinstance(info, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def newest_release(doc: Mapping[str, Any]) -> str | None:
+    """The release ``info`` should describe among those ``releases`` still lists with a
+    file, as warehouse picks it: not every file yanked, then not a pre-release, then the
+    highest version (None: there is none)."""
+    releases = doc.get("releases")
+    if not isinstance(releases, dict):
+        return None
+    candidates = [v for v, files in releases.items() if isinstance(files, list) and files]
+
+    def rank(version: str) -> tuple[bool, bool, bool, Version]:
+        files = releases[version]
+        yanked = all(isinstance(f, dict) and f.get("yanked") is True for f in files)
+        try:
+            parsed = Version(version)
+        except InvalidVersion:
+            return (not yanked, False, False, Version("0"))
+        return (not yanked, True, not parsed.is_prerelease, parsed)
+
+    return max(candidates, key=rank, default=None)
+
+
+def adopt_release(doc: dict[str, Any], version: str, own: Mapping[str, Any] | None) -> None:
+    """Make ``doc``'s ``info`` and ``urls`` describe ``version``: from its own document
+    ``own`` (``/pypi/<project>/<version>/json``, rewritten and checked like ``doc``), or,
+    without one, ``info`` cut to the project's keys (_PROJECT_INFO) with ``version`` and
+    ``urls`` taken from ``releases``: nothing of another release is ever described."""
+    if own is not None and isinstance(own.get("info"), dict):
+        doc["info"] = own["info"]
+        doc["urls"] = own.get("urls", [])
+        if "vulnerabilities" in own:
+            doc["vulnerabilities"] = own["vulnerabilities"]
+        return
+    info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
+    assert isinstance(info, dict)
+    doc["info"] = {**{k: info[k] for k in _PROJECT_INFO if k in info}, "version": version}
+    releases = doc.get("releases")
+    doc["urls"] = releases.get(version, []) if isinstance(releases, dict) else []
+    doc.pop("vulnerabilities", None)
 
 
 def _rewrite(
     files: list[Any],
     base_url: str,
     allowed: Callable[[str], bool],
-    records: FileMap,
+    checked: Checked,
     place: Callable[[str], str] | None = None,
+    listed: Listed | None = None,
 ) -> list[Any]:
     kept = []
     for entry in files:
@@ -118,10 +263,13 @@ def _rewrite(
             continue
         digests = entry.get("digests")
         sha256 = digests.get("sha256") if isinstance(digests, dict) else None
+        sha256 = sha256 if isinstance(sha256, str) and _HEX64.match(sha256) else None
+        if listed is not None and not _agrees(entry, key, sha256, listed, checked):
+            continue
         size = entry.get("size")
-        records[key] = FileRecord(
+        checked.records[key] = FileRecord(
             url=url,
-            sha256=sha256 if isinstance(sha256, str) and _HEX64.match(sha256) else None,
+            sha256=sha256,
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             metadata_sha256=None,
             metadata=False,  # the JSON API says nothing of PEP 658 metadata
@@ -130,6 +278,29 @@ def _rewrite(
         )
         kept.append({**entry, "url": PREFIX + rest})
     return kept
+
+
+def _agrees(
+    entry: Mapping[str, Any], key: str, sha256: str | None, listed: Listed, checked: Checked
+) -> bool:
+    """Whether the page shows this entry's file with its sha256; a held or contradicted
+    entry is noted in ``checked`` (and a contradicted one logged, once per file)."""
+    filename = _text(entry.get("filename")) or key.rsplit("/", 1)[-1]
+    if key not in listed.files and (held := listed.held.get(filename)) is not None:
+        checked.held[filename] = held
+        return False
+    shown = listed.files.get(key)
+    if shown is not None and shown == sha256:
+        return True
+    if key not in checked.contradicted:
+        checked.contradicted.add(key)
+        problem = (
+            "its project page does not list it"
+            if key not in listed.files
+            else f"its project page lists sha256 {shown}, the document {sha256}"
+        )
+        logger.warning("dropping %s from a JSON API document: %s", filename, problem)
+    return False
 
 
 def _text(value: object) -> str | None:

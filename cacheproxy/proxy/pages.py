@@ -39,19 +39,27 @@ from typing import IO, Any, TypeVar
 from packaging.utils import NormalizedName, canonicalize_name
 from yarl import URL
 
-from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
+from cacheproxy.errors import HeldBack, IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.heap import heap_trimmer
 from cacheproxy.proxy.json_api import (
     KEY_PREFIX,
+    Checked,
+    Listed,
+    adopt_release,
+    dump_json_api,
+    info_version,
     json_api_base,
     json_api_key,
     json_api_url,
-    render_json_api,
+    listed_files,
+    newest_release,
+    parse_json_api,
+    rewrite_json_api,
 )
 from cacheproxy.proxy.upstream import PageResponse, Upstream
 from cacheproxy.settings import Settings
-from cacheproxy.simple.gate import Filtered, Gate, filter_page, upload_epoch
+from cacheproxy.simple.gate import Filtered, Gate, Held, filter_page, release_line, upload_epoch
 from cacheproxy.simple.layout import (
     BadPath,
     file_key,
@@ -75,6 +83,7 @@ from cacheproxy.store.records import (
     FileMap,
     FileRecord,
     PageRecord,
+    files_version,
     name_bodies,
     strongest_hash,
 )
@@ -300,25 +309,24 @@ class Pages:
         """PyPI's JSON API document of a project (or of one release), via the cache, with
         the freshness policy of pages (json_api.py says what is stored).
 
+        With the release-age gate on, the document shows what the project page shows
+        (:meth:`_store_json_api`); a release the gate holds entirely is not served.
+
         Raises:
             NotFound: no such project or release, or upstream has no JSON API.
+            HeldBack: the gate holds every file of the release (of every release, for the
+                project's document).
             UpstreamError: as for :meth:`project`.
         """
-        if self.gate.active:
-            # Its documents list every release, held ones too (and Poetry resolves from
-            # them); pip-tools without it hashes the gated candidates by downloading them.
-            raise NotFound("the JSON API is off while the release-age gate is on")
         base = json_api_base(self._upstream.index_url)
         if base is None:
             raise NotFound("upstream has no JSON API (only an index at <origin>/simple/ has)")
-        url = json_api_url(base, name, version)
-
-        async def fetch(key: str, old: PageRecord | None) -> PageResult:
-            return await self._fetch_json_api(key, old, url)
-
         key = self._prefix + json_api_key(name, version)
         floor = self._floor(False, client_revalidate)
-        return await self._get(key, self._settings.index_ttl, floor, fetch)
+        result = await self._get(key, self._settings.index_ttl, floor, self._fetch_json_api)
+        if result.record.held:  # a document's held files: its whole release is held
+            raise HeldBack(release_line(name, version, result.record.held))
+        return result
 
     async def project_list(self, *, client_revalidate: bool = False) -> PageResult:
         """The root project list, via the cache (same errors as :meth:`project`)."""
@@ -413,7 +421,7 @@ class Pages:
         """Whether ``record``'s bodies must be filtered again: the gate's rule changed, or a
         held file has aged in since."""
         bare = key[len(self._prefix) :]
-        if record.status != 200 or bare == ROOT_KEY or bare.startswith(KEY_PREFIX):
+        if record.status != 200 or bare == ROOT_KEY:
             return False
         if record.gate != self._gate_key:
             return True  # the gate was turned on or off, or its rule changed
@@ -424,12 +432,15 @@ class Pages:
         request, and the page keeps its freshness."""
         if old is None or old.source_url is None:  # _get only sends pages kept with a source
             raise IndexParseError(f"page {key}: nothing to filter again")
+        is_document = key[len(self._prefix) :].startswith(KEY_PREFIX)
         try:
             body = await self._storage.read_body(old.bodies["source"])
         except (FileNotFoundError, DamagedBody):
             unusable = replace(
                 old, fetched_at=-math.inf, upstream_etag=None, upstream_last_modified=None
             )
+            if is_document:
+                return await self._fetch_json_api(key, unusable)
             return await self._fetch_project(key, unusable)
         resp = PageResponse(
             200,
@@ -440,6 +451,8 @@ class Pages:
             old.upstream_last_modified,
             old.serial,
         )
+        if is_document:
+            return await self._store_json_api(key, old, resp, fetched_at=old.fetched_at)
         return await self._store(
             key, old, resp, self._project_renderer(key, resp), fetched_at=old.fetched_at
         )
@@ -450,6 +463,8 @@ class Pages:
         return [(p, *h) for p, held in self._held.items() for h in held]
 
     def _remember_held(self, key: str, record: PageRecord) -> None:
+        if key[len(self._prefix) :].startswith(KEY_PREFIX):
+            return  # a JSON API document's held files are its project page's
         if record.held:
             self._held[key] = record.held
             self._held.move_to_end(key)
@@ -712,19 +727,120 @@ class Pages:
 
         return render
 
-    async def _fetch_json_api(self, key: str, old: PageRecord | None, url: URL) -> PageResult:
-        resp = await self._fetch(key, old, url)
+    async def _fetch_json_api(self, key: str, old: PageRecord | None) -> PageResult:
+        name, version = _document_of(key[len(self._prefix) :])
+        base = json_api_base(self._upstream.index_url)
+        if base is None:  # json_api() checked it; a refilter after a change of upstream
+            raise NotFound("upstream has no JSON API (only an index at <origin>/simple/ has)")
+        resp = await self._fetch(key, old, json_api_url(base, name, version))
+        return await self._store_json_api(key, old, resp)
+
+    async def _store_json_api(
+        self,
+        key: str,
+        old: PageRecord | None,
+        resp: PageResponse,
+        *,
+        fetched_at: float | None = None,
+    ) -> PageResult:
+        """Store a JSON API document checked against the project page (json_api.py): only
+        the files the page shows, with the page's sha256, under the page's gate. When
+        ``info`` named a release left with no file, the newest shown release's own
+        document (fetched and cached like any) gives ``info`` and ``urls``.
+
+        The record keeps upstream's body and the page's next gate change, so the document
+        is checked again when a held file ages in (:meth:`_refilter`); its ``held`` is set
+        only when the gate holds the whole release (json_api() answers 403 then).
+        """
+        if resp.status != 200:  # a 304 keeps the stored document, a 404 is remembered
+            return await self._store(key, old, resp, _never_rendered, fetched_at=fetched_at)
+        name, version = _document_of(key[len(self._prefix) :])
+        page_record, listed = await self._listed(name, revalidate=False)
+        doc, checked = await self._checked_document(resp, name, listed)
+        if checked.contradicted:
+            # Perhaps the page predates the document: ask again once, as files.py does.
+            fresher, again = await self._listed(name, revalidate=True)
+            if files_version(fresher) != files_version(page_record):
+                page_record, listed = fresher, again
+                doc, checked = await self._checked_document(resp, name, listed)
+        held: tuple[tuple[str, str | None, float | None], ...] = ()
+        if version is not None:
+            if checked.urls_emptied and checked.held:
+                held = tuple(checked.held.values())
+        elif (shown := info_version(doc)) is not None and shown in checked.emptied:
+            newest = newest_release(doc)
+            if newest is None:
+                if not checked.held:
+                    raise IndexParseError(f"no file of {name}'s JSON API document is on its page")
+                held = tuple(checked.held.values())
+            else:
+                adopt_release(doc, newest, await self._own_document(name, newest))
+        gated = None
+        if self._gate_key is not None:
+            gated = Filtered(
+                ProjectPage(name=name, files=()),
+                tuple(Held(name, f, v, when, "") for f, v, when in held),
+                page_record.gate_changes_at,
+            )
 
         def render() -> Rendered:
-            body, files = render_json_api(
-                resp.body, str(resp.url), self._upstream.may_fetch, self._place
-            )
             # Not gzipped ahead: the origin goes in when the document is sent (json_api.py).
             # Every file is a "stray" of this key (no filename names "pypi/…"): each gets a
             # pointer, so /packages/... finds it without the project page.
-            return Rendered({"json": body}, files, tuple(files))
+            files = checked.records
+            return Rendered({"json": dump_json_api(doc)}, files, tuple(files), gated=gated)
 
-        return await self._store(key, old, resp, render)
+        return await self._store(key, old, resp, render, fetched_at=fetched_at)
+
+    async def _listed(self, name: NormalizedName, *, revalidate: bool) -> tuple[PageRecord, Listed]:
+        """The project page's record and what it shows (json_api.Listed).
+
+        Raises:
+            NotFound, UpstreamError: as for :meth:`project`.
+        """
+        key = self._prefix + name
+        for _ in range(2):
+            result = await self.project(name, revalidate=revalidate)
+            try:
+                ready = await self.body(key, result, result.record.bodies["json"])
+            except PageChanged:
+                continue
+            data = ready.data
+            if data is None:
+                assert ready.file is not None
+                data = await asyncio.to_thread(_read_closing, ready.file)
+            return result.record, listed_files(data, result.record.held)
+        raise UpstreamError(f"project page {name} changed twice while it was read; retry")
+
+    async def _checked_document(
+        self, resp: PageResponse, name: NormalizedName, listed: Listed
+    ) -> tuple[dict[str, Any], Checked]:
+        def check() -> tuple[dict[str, Any], Checked]:
+            doc = parse_json_api(resp.body)
+            checked = rewrite_json_api(
+                doc, str(resp.url), self._upstream.may_fetch, self._placer(name), listed
+            )
+            return doc, checked
+
+        if len(resp.body) > _THREAD_RENDER_BYTES:
+            return await asyncio.to_thread(check)
+        return check()
+
+    async def _own_document(self, name: NormalizedName, version: str) -> dict[str, Any] | None:
+        """Release ``version``'s own document, through the cache (None: upstream has none,
+        or it is held after all: json_api.adopt_release keeps only the project's keys)."""
+        try:
+            result = await self.json_api(name, version)
+            ready = await self.body(
+                self._prefix + json_api_key(name, version), result, result.record.bodies["json"]
+            )
+        except (NotFound, HeldBack, PageChanged):
+            return None
+        data = ready.data
+        if data is None:
+            assert ready.file is not None
+            data = await asyncio.to_thread(_read_closing, ready.file)
+        return parse_json_api(data)
 
     async def _fetch_list(self, key: str, old: PageRecord | None) -> PageResult:
         resp = await self._fetch(key, old)
@@ -757,3 +873,18 @@ class Pages:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self.flush()  # pages already answered are kept
+
+
+def _document_of(bare_key: str) -> tuple[NormalizedName, str | None]:
+    """(project, version or None) of a JSON API document's key (json_api.json_api_key)."""
+    name, _sep, version = bare_key.removeprefix(KEY_PREFIX).partition("/")
+    return NormalizedName(name), version or None
+
+
+def _never_rendered() -> Rendered:
+    raise AssertionError("a 304 or 404 answer is stored without rendering")  # _store
+
+
+def _read_closing(fobj: IO[bytes]) -> bytes:
+    with fobj:
+        return fobj.read()

@@ -121,6 +121,22 @@ class Held:
         )
 
 
+def release_line(
+    project: str, version: str | None, held: Iterable[tuple[str, str | None, float | None]]
+) -> str:
+    """One line for a client's 403 when the gate holds every file of a release (``version``;
+    None: of every release of ``project``), as :meth:`Held.line` says it of one file.
+    ``held``: (filename, version, available from) of those files, as page records keep them;
+    the release is handed out when its first file is."""
+    what = f"{project} {version}" if version is not None else f"every release of {project}"
+    times = [when for _f, _v, when in held if when is not None]
+    if not times:
+        return (
+            f"{what} is held back by the release-age gate: upload time unknown or past the cut-off"
+        )
+    return f"{what} is held back by the release-age gate until {format_timestamp(min(times))}"
+
+
 def file_version(filename: str) -> str | None:
     """The version a wheel or sdist filename carries, or None."""
     version = version_of(filename)

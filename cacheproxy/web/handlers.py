@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from cacheproxy.errors import IndexParseError, NotFound, OfflineMiss, UpstreamError
+from cacheproxy.errors import HeldBack, IndexParseError, NotFound, OfflineMiss, UpstreamError
 from cacheproxy.figures.stats import PROMETHEUS_CONTENT_TYPE, collect_stats, render_prometheus
 from cacheproxy.figures.status_page import render_status_page
 from cacheproxy.proxy.json_api import VERSION_RE, json_api_key, with_origin
@@ -223,6 +223,8 @@ async def json_api(request: web.Request) -> web.StreamResponse:
             )
         except NotFound as e:
             return text_error(404, f"{name}{'' if version is None else ' ' + version}: {e}")
+        except HeldBack as e:  # as a held file's path is answered (web/file_handlers.py)
+            return text_error(403, str(e))
         except OfflineMiss as e:
             return _offline_miss(e)
         except (UpstreamError, IndexParseError) as e:

@@ -239,6 +239,51 @@ async def test_turning_the_gate_on_filters_pages_cached_without_it(
     assert len(gated.page_gets("fresh")) == 1
 
 
+async def test_json_api_shows_what_the_page_shows(
+    aiohttp_client: Any, gated: FakeIndex, tmp_path: Path
+) -> None:
+    proxy = await _proxy(aiohttp_client, gated, tmp_path / "c", min_age=DAY, index_ttl=10 * DAY)
+    resp = await proxy.get("/pypi/fresh/json")
+    assert resp.status == 200, await resp.text()
+    doc = await resp.json()
+    # Upstream's info names 2.0, which is held: the newest shown release's own document
+    # gives info and urls (one more upstream request, cached like the rest).
+    assert doc["info"]["version"] == "1.0"
+    assert list(doc["releases"]) == ["1.0"]
+    assert [e["filename"] for e in doc["urls"]] == ["fresh-1.0-py3-none-any.whl"]
+    assert [r.path for r in gated.json_api_gets("fresh")] == [
+        "/pypi/fresh/json",
+        "/pypi/fresh/1.0/json",
+    ]
+    # A held release's own document is refused as its files are: 403 and one line.
+    for _ in range(2):
+        held = await proxy.get("/pypi/fresh/2.0/json")
+        assert held.status == 403
+        text = await held.text()
+        assert text.count("\n") == 1
+        assert text.startswith("fresh 2.0 is held back by the release-age gate until ")
+    every = await proxy.get("/pypi/undated/json")  # its one file has no upload time
+    assert every.status == 403
+    assert "every release of undated is held back" in await every.text()
+    # Cached: asked again, upstream is not.
+    await proxy.app[proxy_key].pages.flush()
+    gated.clear_log()
+    assert await (await proxy.get("/pypi/fresh/json")).json() == doc
+    assert (await proxy.get("/pypi/fresh/2.0/json")).status == 403
+    assert gated.requests == []
+    # When 2.0 ages in, the stored document is checked again (no upstream request).
+    pages = proxy.app[proxy_key].pages
+    files = proxy.app[proxy_key].indexes.default.files
+    later = time.time() + 2 * DAY
+    pages._clock = files._clock = lambda: later
+    aged = await (await proxy.get("/pypi/fresh/json")).json()
+    assert aged["info"]["version"] == "2.0"
+    assert sorted(aged["releases"]) == ["1.0", "2.0"]
+    assert [e["filename"] for e in aged["urls"]] == ["fresh-2.0-py3-none-any.whl"]
+    assert (await proxy.get("/pypi/fresh/2.0/json")).status == 200
+    assert gated.requests == []
+
+
 async def test_stats_list_what_is_held(
     aiohttp_client: Any, gated: FakeIndex, tmp_path: Path
 ) -> None:

@@ -188,15 +188,31 @@ async def test_upstream_without_json_api_is_a_404(
     assert fake.requests == []
 
 
-async def test_off_while_the_release_age_gate_is_on(
-    make_proxy: ProxyFactory, fake: FakeIndex
+async def test_an_entry_whose_digest_the_page_contradicts_is_dropped(
+    proxy: Client, fake: FakeIndex, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Documents list every release, held ones too: with the gate on there are none."""
-    proxy = await make_proxy(min_age=86400.0)
-    resp = await proxy.get("/pypi/alpha/json")
-    assert resp.status == 404
-    assert "release-age gate" in await resp.text()
-    assert fake.requests == []
+    """The proxy serves a file as its page lists it (proxy/files.py): a document entry with
+    another sha256 would have a client lock a digest the bytes it gets contradict."""
+    wheel = next(f for f in fake.files("beta") if f.version == "1.0")
+    fake.json_api_sha256[wheel.filename] = "0" * 64
+    doc, _ = await get_doc(proxy, "/pypi/beta/json")
+    # 1.0 (upstream's info) has no file left: info and urls are 2.0's own document's.
+    assert sorted(doc["releases"]) == ["2.0"]
+    assert doc["info"]["version"] == "2.0"
+    assert [e["filename"] for e in doc["urls"]] == ["beta-2.0-py3-none-any.whl"]
+    page = {f.filename: f.sha256 for f in fake.files("beta")}
+    for entry in [*doc["urls"], *doc["releases"]["2.0"]]:
+        assert entry["digests"]["sha256"] == page[entry["filename"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"dropping {wheel.filename} from a JSON API document: its project page lists sha256 "
+        f"{wheel.sha256}, the document {'0' * 64}"
+    ]
+    one, _ = await get_doc(proxy, "/pypi/beta/1.0/json")
+    assert one["urls"] == []
+    # The file itself is still served, as the page lists it.
+    resp = await proxy.get(wheel.url_path)
+    assert await resp.read() == wheel.data
 
 
 @pytest.mark.clients
