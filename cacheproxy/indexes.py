@@ -143,6 +143,18 @@ def _number(name: str, key: str, value: object, *, positive: bool) -> float:
     return float(value)
 
 
+def _min_age(name: str, raw: object) -> float:
+    """An index's own release-age gate: a duration (``"7d"``, ``"36h"``) or seconds; 0 is no
+    cooldown on that index."""
+    problem = f"index {name}: min_age must be a duration like 7d or 36h, or 0 for none"
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ConfigError(f"{problem}, not {raw!r}")
+    try:
+        return parse_duration(str(raw))  # no sign, no inf or nan: its pattern has none
+    except ConfigError:
+        raise ConfigError(f"{problem}, not {str(raw)[:40]!r}") from None
+
+
 def _credential(
     name: str, entry: Mapping[str, Any], key: str, environ: Mapping[str, str]
 ) -> str | None:
@@ -192,10 +204,7 @@ def _from_entry(
         if key in entry:
             values[key] = _number(name, key, entry[key], positive=True)
     if "min_age" in entry:
-        raw = entry["min_age"]
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            raise ConfigError(f"index {name}: min_age must be a duration like 7d, or seconds")
-        values["min_age"] = parse_duration(str(raw))
+        values["min_age"] = _min_age(name, entry["min_age"])
     forbidden = entry.get("forbidden_is_missing", False)
     if not isinstance(forbidden, bool):
         raise ConfigError(f"index {name}: forbidden_is_missing must be true or false")

@@ -202,5 +202,12 @@ def test_an_index_sets_its_own_min_age(tmp_path: Path) -> None:
     config.write_text(
         '[[index]]\nname = "pypi"\nurl = "https://a.example/simple/"\nmin_age = "soon"\n'
     )
-    with pytest.raises(ConfigError, match="duration"):
-        build_settings({"config": str(config)}, env)
+    for bad in ('"soon"', '"-1d"', "-5", "true", "nan", '"7 days"'):
+        config.write_text(
+            f'[[index]]\nname = "pypi"\nurl = "https://a.example/simple/"\nmin_age = {bad}\n'
+        )
+        with pytest.raises(ConfigError) as caught:
+            build_settings({"config": str(config)}, env)
+        message = str(caught.value)
+        assert message.startswith("index pypi: min_age must be a duration like 7d or 36h"), bad
+        assert "\n" not in message

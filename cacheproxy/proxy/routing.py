@@ -53,6 +53,11 @@ def index_settings(settings: Settings, config: IndexConfig) -> Settings:
         for name in ("index_ttl", "connect_timeout", "read_timeout", "page_timeout", "min_age")
         if (value := getattr(config, name)) is not None
     }
+    if config.min_age == 0:
+        # No cooldown on this index (the team's own): no min-age at all, so a file its index
+        # gives no upload time for is not held for want of one (simple/gate.py fails closed
+        # on unknown times whenever a min-age is set).
+        overrides["min_age"] = None
     return replace(settings, upstream=config.url, indexes=(), routes=(), **overrides)
 
 

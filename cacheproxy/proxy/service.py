@@ -127,7 +127,8 @@ class Proxy:
     def gate_report(self) -> dict[str, Any] | None:
         """The release-age gate's rule and what it holds back (None when it is off)."""
         gate = self.pages.gate
-        if not gate.active:
+        # An index may have its own min_age (cacheproxy/indexes.py): on while any is on.
+        if not any(index.pages.gate.active for index in self.indexes.all):
             return None
         # Every index's pages (a non-default index's projects show as "<index>:<project>").
         held = sorted(
@@ -141,6 +142,12 @@ class Proxy:
             else format_timestamp(gate.exclude_newer),
             "unknown": "allow" if gate.allow_unknown else "deny",
             "exempt": [str(e) for e in gate.exempt],
+            # The indexes whose own min_age replaces the global one (None: no cooldown).
+            "min_age_by_index": {
+                index.name: index.pages.gate.min_age
+                for index in self.indexes.all
+                if index.config.min_age is not None
+            },
             "held": [
                 {
                     "project": project,

@@ -9,6 +9,7 @@ publishes an ``acme-lib`` of its own while ``fake`` carries an attacker's ``acme
 import asyncio
 import hashlib
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -500,3 +501,54 @@ async def test_an_index_can_have_its_own_release_age_gate(
     assert files_of(ours) == ["acme_lib-1.0-py3-none-any.whl"]
     alpha = fake.files("alpha")[0]
     assert (await proxy.get(alpha.url_path)).status == 403
+
+
+@pytest.mark.parametrize(
+    ("global_min_age", "acme_min_age", "held", "shown"),
+    [(7 * 86400.0, 0.0, "twin", "acme-twin"), (None, 7 * 86400.0, "acme-twin", "twin")],
+)
+async def test_each_route_gates_a_same_age_release_by_its_own_min_age(
+    make_routed: ProxyMaker,
+    fake: FakeIndex,
+    private: FakeIndex,
+    tmp_path: Path,
+    global_min_age: float | None,
+    acme_min_age: float,
+    held: str,
+    shown: str,
+) -> None:
+    # The same release, an hour old, on each index: "twin" from the default, "acme-twin"
+    # routed to acme. The route with a 7-day min_age holds it; the other hands it out.
+    hour_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    out = tmp_path / "same-age"
+    fake.add_file("twin", build_wheel(out, "twin", "1.0"), upload_time=hour_ago)
+    private.add_file("acme-twin", build_wheel(out, "acme-twin", "1.0"), upload_time=hour_ago)
+    undated = build_wheel(out, "acme-undated", "1.0")
+    private.add_file("acme-undated", undated, no_upload_time=True)
+    proxy = await make_routed(acme={"min_age": acme_min_age}, min_age=global_min_age)
+    # min_age 0 is no cooldown there: not even a file without an upload time is held.
+    page = await (await proxy.get("/simple/acme-undated/", headers=JSON)).json(content_type=None)
+    assert files_of(page) == ([] if acme_min_age else [undated.name])
+    by_name = {"twin": fake, "acme-twin": private}
+    page = await (await proxy.get(f"/simple/{held}/", headers=JSON)).json(content_type=None)
+    assert files_of(page) == []
+    page = await (await proxy.get(f"/simple/{shown}/", headers=JSON)).json(content_type=None)
+    assert files_of(page) == [by_name[shown].files(shown)[0].filename]
+    held_file = by_name[held].files(held)[0]
+    # Not on its page: its path on the proxy, as a lock file would have it.
+    rest = held_file.url_path.removeprefix("/packages/")
+    default = held == "twin"
+    refused = await proxy.get("/packages/" + index_rest(rest, "acme", default=default))
+    assert refused.status == 403
+    assert f"{held_file.filename} is held back by the release-age gate until" in (
+        await refused.text()
+    )
+    assert by_name[held].file_gets(held_file.filename) == []
+    served = await proxy.get(str(URL(f"/simple/{shown}/").join(URL(page["files"][0]["url"]))))
+    assert await served.read() == by_name[shown].files(shown)[0].data
+    assert (await proxy.get(f"/pypi/{held}/json")).status == 403  # the JSON API alike
+    assert (await proxy.get(f"/pypi/{shown}/json")).status == 200
+    stats = await (await proxy.get("/-/stats")).json()
+    held_names = [held_file.filename, *([undated.name] if acme_min_age else [])]
+    assert [h["filename"] for h in stats["gate"]["held"]] == held_names
+    assert stats["gate"]["min_age_by_index"] == {"acme": acme_min_age or None}
