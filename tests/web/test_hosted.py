@@ -22,7 +22,9 @@ from pytest_aiohttp import AiohttpClient
 from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError
 from cacheproxy.proxy import users as users_module
+from cacheproxy.proxy.hosted import with_hosted
 from cacheproxy.settings import build_settings
+from cacheproxy.simple.models import ProjectList
 from cacheproxy.web.app import metrics_ctx, proxy_ctx
 from cacheproxy.web.hosted_handlers import setup_hosted_routes
 from cacheproxy.web.keys import settings_key
@@ -240,6 +242,15 @@ async def root_names(client: Client) -> tuple[list[str], list[str]]:
     anchors = re.findall(r'<a href="([^"]+)">([^<]+)</a>', html)
     assert [href for href, _text in anchors] == [f"{text}/" for _href, text in anchors]
     return [p["name"] for p in doc["projects"]], [text for _href, text in anchors]
+
+
+def test_hosted_names_merge_into_a_list_in_its_order() -> None:
+    listed = ProjectList(names=("Zope", "alpha", "Beta_Lib", "delta"))  # not sorted
+    merged = with_hosted(listed, ["aaa", "beta-lib", "charlie", "zzz"])
+    # Upstream's names keep their order and spelling; each hosted name goes before the first
+    # listed name that sorts after it; beta-lib is Beta_Lib (PEP 503), listed once.
+    assert merged.names == ("aaa", "charlie", "Zope", "alpha", "Beta_Lib", "delta", "zzz")
+    assert with_hosted(listed, ["alpha"]) is listed
 
 
 async def test_the_root_list_has_the_hosted_projects_once(
