@@ -205,9 +205,10 @@ async def test_a_commit_that_fails_is_served_and_read_again(
         assert extractor is not None
         await extractor.settle()
     assert (status, body) == (200, wheel_metadata(f.data))
-    assert [r.getMessage() for r in caplog.records] == [
+    # Once or twice: the page's read ahead may fail its commit before the request comes.
+    assert {r.getMessage() for r in caplog.records} == {
         f"cannot store the metadata read from {f.filename}: [Errno 28] No space left on device"
-    ]
+    }
     fake.clear_log()  # nothing was remembered: the next request reads it again
     assert (await metadata_of(proxy, f))[:2] == (200, wheel_metadata(f.data))
     assert fake.file_gets(f.filename) != []
