@@ -21,10 +21,14 @@ page rendered later advertises that hash. They are served from memory while that
 A page just fetched starts the reads a resolver is about to ask for (:meth:`prefetch`): the
 newest release's wheels, when they are few or platform-independent, by ranges only (never
 a whole download on speculation), a few at a time. The resolver's ``.metadata`` request
-then joins the read already under way or finds it done. A wheel whose ``METADATA`` cannot be read is
-remembered as such and no longer advertised. Metadata read through ranges cannot be
-checked against the wheel's sha256 (the wheel is not all here); its member CRC-32 is
-checked, and a client that installs the wheel verifies the wheel itself.
+then joins the read already under way or finds it done. What was read names the release's
+requirements: they go to :attr:`Extractor.on_requires` (proxy/lookahead.py fetches their
+pages ahead of the resolver).
+
+A wheel whose ``METADATA`` cannot be read is remembered as such and no longer advertised.
+Metadata read through ranges cannot be checked against the wheel's sha256 (the wheel is not
+all here); its member CRC-32 is checked, and a client that installs the wheel verifies
+the wheel itself.
 """
 
 import asyncio
@@ -38,7 +42,14 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.metadata import parse_email
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import (
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 from packaging.version import Version
 
 from cacheproxy.errors import OfflineMiss
@@ -266,6 +277,8 @@ class Extractor:
         # Wheels a read ahead found without ranges: the request that follows downloads at
         # once (bounded: only prefetches add to it, and it is emptied when it grows).
         self._no_ranges: set[str] = set()
+        # Told the unconditional requirements of every release read (proxy/lookahead.py).
+        self.on_requires: Callable[[list[NormalizedName]], None] | None = None
 
     def fresh(self, wheel_sha256: str) -> Extracted | None:
         """The metadata of wheel ``wheel_sha256`` if it was read and is being stored."""
@@ -338,6 +351,8 @@ class Extractor:
             logger.warning("no metadata to advertise for %s: %s", wheel.filename, e)
             return Extracted(await self._storage.store_extracted(wheel.sha256, None))
         self._metrics.add("metadata_extracted", source)
+        if self.on_requires is not None:
+            self.on_requires(requirements_of(data))
         found = Extracted(hashlib.sha256(data).hexdigest(), data)
         self._fresh[wheel.sha256] = found
         commit = asyncio.create_task(
@@ -511,3 +526,22 @@ def prefetch_candidates(files: FileMap, held: Collection[str]) -> list[str]:
     if len(wheels) > PREFETCH_WHEELS:
         wheels = [w for w in wheels if w[2]]
     return [key for key, unread, _pure in wheels if unread][:PREFETCH_WHEELS]
+
+
+def requirements_of(metadata: bytes) -> list[NormalizedName]:
+    """The projects a release's core metadata requires whatever the environment: its
+    ``Requires-Dist`` without a marker (a marker names an extra, a platform or a Python;
+    only the client knows those), each once. Unparsable lines are skipped."""
+    try:
+        raw, _unparsed = parse_email(metadata)
+    except ValueError:
+        return []
+    names: dict[NormalizedName, None] = {}
+    for line in raw.get("requires_dist", []):
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None and req.url is None:
+            names[canonicalize_name(req.name)] = None
+    return list(names)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from cacheproxy.figures.metrics import Metrics
 from cacheproxy.proxy.downloads import Downloads
 from cacheproxy.proxy.hosted import Hosted
 from cacheproxy.proxy.json_api import json_api_key
+from cacheproxy.proxy.lookahead import Lookahead
 from cacheproxy.proxy.metadata import Extractor
 from cacheproxy.proxy.pages import Pages
 from cacheproxy.proxy.routing import Indexes, RoutedFiles
@@ -54,6 +56,7 @@ class Proxy:
     hosted: Hosted
     users: Users | None
     extractor: Extractor | None = None  # PEP 658 metadata read from wheels (metadata.py)
+    lookahead: Lookahead | None = None  # pages of what that metadata requires (lookahead.py)
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> "Proxy":
@@ -90,8 +93,12 @@ class Proxy:
             if settings.synthesize_metadata
             else None
         )
+        lookahead = None
         if extractor is not None:
             indexes.use_extractor(extractor)
+            if not settings.offline:
+                lookahead = Lookahead(_page_fetcher(indexes, team[0]))
+                extractor.on_requires = lookahead.requires
         files = RoutedFiles(indexes)
         return cls(
             settings,
@@ -104,7 +111,18 @@ class Proxy:
             background,
             *team,
             extractor=extractor,
+            lookahead=lookahead,
         )
+
+    async def settle_reads_ahead(self) -> None:
+        """Wait until no page or metadata read ahead of a request is running."""
+        while True:
+            if self.lookahead is not None:
+                await self.lookahead.settle()
+            if self.extractor is not None:
+                await self.extractor.settle()
+            if self.lookahead is None or not self.lookahead.busy:
+                return
 
     async def close(self) -> None:
         for task in self._background:
@@ -115,6 +133,8 @@ class Proxy:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.lookahead is not None:
+            await self.lookahead.close()
         if self.extractor is not None:
             await self.extractor.close()  # its reads use the downloads and sessions
         await self.downloads.close()
@@ -241,3 +261,18 @@ async def _keep_within_limit(
                 await asyncio.to_thread(evict, storage, metrics, max_bytes=max_size)
             except Exception:
                 logger.exception("eviction failed; the next check tries again")
+
+
+def _page_fetcher(
+    indexes: Indexes, hosted: Hosted
+) -> Callable[[NormalizedName], Awaitable[object]]:
+    """How proxy/lookahead.py fetches a project's page ahead: from the index its route
+    names, as a request would; never for a project the team hosts, whose name an upstream
+    index must not learn from us (a dependency-confusion probe needs nothing more)."""
+
+    async def fetch(name: NormalizedName) -> object:
+        if hosted.names and await hosted.find(name) is not None:
+            return None
+        return await indexes.for_project(name).pages.project(name)
+
+    return fetch
