@@ -117,7 +117,12 @@ def collect_stats(
             "max_size_bytes": max_size,
             "evictions": int(snap.total("evictions")),
         },
-        "downloads": {"in_flight": in_flight, "coalesced_waiters": int(snap.total("coalesced"))},
+        "downloads": {
+            "in_flight": in_flight,
+            "coalesced_waiters": int(snap.total("coalesced")),
+            # Replicas: files put in the shared store after an outage (store/tiered.py).
+            "backfilled": int(snap.total("backfilled")),
+        },
         "top_projects": [
             {"name": name, "hits": int(v["hits"]), "bytes": int(v["bytes"])} for name, v in top
         ],

@@ -477,7 +477,8 @@ class Downloads:
     async def _run(self, download: Download, lock: FileLock) -> None:
         started = time.monotonic()
         right: UploadRight | None = None
-        sharing: asyncio.Task[None] | None = None
+        sharing: asyncio.Task[bool] | None = None
+        shared = False  # the store holds the file (put there by this download)
         try:
             upstream = download.spec.upstream or self._upstream
             right = await self._claim(download)
@@ -487,7 +488,7 @@ class Downloads:
                 sharing = asyncio.create_task(right.publish(_verified_bytes(download, reader)))
             await download.run(upstream, self._storage, self._retries)
             if sharing is not None:
-                await sharing
+                shared = await sharing
         finally:
             if sharing is not None and not sharing.done():
                 sharing.cancel()  # we are being cancelled: the upload is aborted
@@ -504,6 +505,8 @@ class Downloads:
             )
             self._metrics.add("upstream_download_seconds", value=time.monotonic() - started)
             if download.succeeded:
+                if not shared:
+                    self._not_shared(download)
                 self._metrics.add("cache_files")
                 self._metrics.add("cache_bytes", value=download.written)
                 self.stored.set()
@@ -531,6 +534,14 @@ class Downloads:
             download.from_store = shared
             return None
         return claim
+
+    def _not_shared(self, download: Download) -> None:
+        """A file downloaded from upstream and verified that the shared store did not get
+        (it was down, or failed the upload): the store back-fills it later."""
+        # Only files named by their sha256 are shared (see _claim).
+        shared, sha256 = self._storage.shared, download.spec.sha256
+        if shared is not None and download.from_store is None and sha256 is not None:
+            shared.not_shared(sha256)
 
     async def _after_store_copy(self, download: Download) -> None:
         """A copy from the store that did not hash to its name: remove it there, so the

@@ -70,7 +70,7 @@ class Proxy:
         # starting them (cli.serve); a worker doing it would delete its siblings' downloads.
         single = settings.workers == 1 and not settings.shared_dir
         team = await asyncio.to_thread(_open_team, settings)
-        storage = await _open_storage(settings, clean=single)
+        storage = await _open_storage(settings, metrics, clean=single)
         gate = Gate.from_settings(settings)
         indexes = Indexes.open(settings, storage, metrics, Pins(storage.root), gate)
         upstream, pages = indexes.default.upstream, indexes.default.pages
@@ -215,7 +215,7 @@ class Proxy:
         ]
 
 
-async def _open_storage(settings: Settings, *, clean: bool) -> Storage:
+async def _open_storage(settings: Settings, metrics: Metrics, *, clean: bool) -> Storage:
     """The cache directory, alone or as the local tier of a store shared by replicas."""
     if settings.storage is None:
         return await Storage.open(settings.cache_dir, clean=clean)
@@ -230,6 +230,7 @@ async def _open_storage(settings: Settings, *, clean: bool) -> Storage:
         ttl=settings.index_ttl,
         clean=clean,
         lease_ttl=settings.lease_ttl,
+        tally=metrics,
     )
 
 

@@ -31,10 +31,11 @@ class UploadRight(Protocol):
     """This replica downloads the file from upstream for every replica (it holds the
     lease): :meth:`publish` its bytes, then :meth:`release`, always."""
 
-    async def publish(self, chunks: AsyncIterator[bytes]) -> None:
+    async def publish(self, chunks: AsyncIterator[bytes]) -> bool:
         """Put the file in the store as its bytes arrive; ``chunks`` ends only once the
         whole file is verified, and raises otherwise (then nothing is stored). A store
-        failure is logged, not raised: the local copy still serves."""
+        failure is logged, not raised: the local copy still serves. True when the store
+        holds the file afterwards."""
 
     async def release(self) -> None: ...
 
@@ -54,6 +55,10 @@ class SharedFiles(Protocol):
     ) -> AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]: ...
 
     async def drop_damaged_file(self, sha256: str) -> None: ...
+
+    def not_shared(self, sha256: str) -> None:
+        """File ``sha256`` was verified and stored on local disk only (the store was down
+        or failed its upload): put it in the store once the store answers again."""
 
 
 class Store(Protocol):

@@ -278,7 +278,8 @@ class Storage:
         return await asyncio.to_thread(cls.open_sync, root, clean=clean)
 
     @classmethod
-    def open_sync(cls, root: Path, *, clean: bool = True) -> "Storage":
+    def open_sync(cls, root: Path, *, clean: bool = True, **extra: Any) -> "Storage":
+        """As :meth:`open`, in this thread; ``extra`` goes to a subclass's constructor."""
         try:
             for sub in ("files", "pages", "tmp"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
@@ -289,7 +290,7 @@ class Storage:
             raise ConfigError(f"cache dir {root} is not usable: {e.strerror or e}") from e
         except sqlite3.Error as e:
             raise ConfigError(f"cache dir {root}: record store not usable: {e}") from e
-        storage = cls(root, index)
+        storage = cls(root, index, **extra)
         if clean:
             storage._clean_tmp_unless_shared()
         (root / "tmp" / "locks").mkdir(exist_ok=True)

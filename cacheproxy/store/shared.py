@@ -67,6 +67,12 @@ MAX_PAGE_WAIT = 3.0
 # Uploads at once per process: each holds up to one part (8 MiB) in memory; more wait,
 # reading their download's temporary later (nothing is buffered while they wait).
 MAX_UPLOADS = 4
+# Back-fill (files stored only locally while the store was down) has its own, smaller
+# bound, so it never takes a slot a download's upload (that replicas wait on) needs.
+BACKFILL_UPLOADS = 2
+# Files remembered for back-fill; beyond it the oldest are forgotten (they stay on this
+# replica's disk, and another replica that misses one fetches it from upstream).
+MAX_UNSHARED = 10_000
 # Calls a request waits on (records, page bodies, a file's first bytes, leases): a slow
 # store must not hold a client long, when upstream or the local tier can answer instead.
 QUICK = Timeouts(connect=2.0, read=3.0, call=5.0, attempts=2)
@@ -154,6 +160,9 @@ class SharedStore:
         self.max_file_wait = max_file_wait
         self._uploads = asyncio.Semaphore(MAX_UPLOADS)
         self.clock = clock
+        # Verified files stored only on this replica's disk (the store was down or failed
+        # their upload), to put in the store once it answers again; insertion-ordered.
+        self.unshared: dict[str, None] = {}
 
     async def guarded(self, call: Awaitable[T]) -> T:
         """``await call``; an ObjectStoreError marks the store down and is raised again."""
@@ -326,6 +335,27 @@ class SharedStore:
         async with self._uploads:
             await self.guarded(self.objects.put_stream(file_object(sha256), chunks))
 
+    def not_shared(self, sha256: str) -> None:
+        """File ``sha256`` is verified on local disk but not in the store: back-fill it."""
+        self.unshared.pop(sha256, None)
+        while len(self.unshared) >= MAX_UNSHARED:
+            del self.unshared[next(iter(self.unshared))]
+        self.unshared[sha256] = None
+
+    def take_unshared(self) -> list[str]:
+        """The files to back-fill now (oldest first); they are forgotten until a failed
+        back-fill hands one back with :meth:`not_shared`."""
+        taken = list(self.unshared)
+        self.unshared.clear()
+        return taken
+
+    async def backfill_file(self, sha256: str, chunks: AsyncIterator[bytes]) -> bool:
+        """Put a file verified on local disk in the store, create-only (as
+        :meth:`publish_file`): False when it is there already (another replica stored it
+        meanwhile; it is never overwritten). ``chunks`` raises if the bytes do not hash to
+        ``sha256``, and then nothing is stored."""
+        return await self.guarded(self.objects.put_stream(file_object(sha256), chunks)) is not None
+
     async def drop_damaged_file(self, sha256: str) -> None:
         """Remove a stored file whose bytes did not hash to its name."""
         logger.error("file %s in the object store is damaged: removed", sha256)
@@ -360,15 +390,18 @@ class FileLease:
                 logger.warning("lost the download lease of %s to another replica", self.sha256)
             self._lease = renewed
 
-    async def publish(self, chunks: AsyncIterator[bytes]) -> None:
+    async def publish(self, chunks: AsyncIterator[bytes]) -> bool:
         """Upload the file as it is verified; a store failure is logged (the local copy
-        still serves); a failed download (``chunks`` raises) stores nothing."""
+        still serves); a failed download (``chunks`` raises) stores nothing. True when
+        the store holds the file now (this upload, or another replica's before it)."""
         try:
             await self._shared.publish_file(self.sha256, chunks)
         except ObjectStoreError as exc:
             logger.error("cannot put %s in the object store: %s", self.sha256, exc)
+            return False
         except CacheProxyError:
-            pass  # the download failed: it was logged there, and nothing was stored
+            return False  # the download failed: it was logged there, and nothing was stored
+        return True
 
     async def release(self) -> None:
         self._renewing.cancel()

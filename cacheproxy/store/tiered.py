@@ -13,24 +13,32 @@ a stale copy, and written after the local tier:
   the store, or from upstream for every replica under a lease, then put in the store.
 
 When the store fails, requests go on from the local tier and upstream (``Health``), and
-``/-/ready`` says the store is down until a probe gets through again.
+``/-/ready`` says the store is down until a probe gets through again. Files downloaded
+meanwhile are verified and kept locally; once a probe gets through, they are *back-filled*:
+uploaded in the background, create-only and hashed again on the way, so the other
+replicas find them in the store. The list of them is kept in memory only (see
+:meth:`TieredStore._start_backfill`).
 """
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cacheproxy.errors import SharedStoreError
+from cacheproxy.store.counters import Tally
 from cacheproxy.store.leases import Lease
 from cacheproxy.store.local import Storage
-from cacheproxy.store.objectstore import ObjectStore, Timeouts
+from cacheproxy.store.objectstore import PART_SIZE, ObjectStore, Timeouts
 from cacheproxy.store.records import DamagedBody, FileMap, PageRecord, name_bodies
 from cacheproxy.store.shared import (
+    BACKFILL_UPLOADS,
     FILE_LEASE_TTL,
     MAX_PAGE_WAIT,
     PAGE_LEASE_TTL,
@@ -53,15 +61,28 @@ STORE_TIMEOUTS = Timeouts(connect=3.0, read=15.0, call=30.0, attempts=2)
 class TieredStore(Storage):
     """The local tier (all of :class:`Storage`) with a shared store behind it."""
 
-    store: SharedStore
-    ttl: float
-    clock: Callable[[], float]
-    _probe: "asyncio.Task[None]"
-    _client: contextlib.AsyncExitStack
-    _loop: asyncio.AbstractEventLoop
-
-    def __init__(self, root: Path, index: Any) -> None:
+    def __init__(
+        self,
+        root: Path,
+        index: Any,
+        *,
+        store: SharedStore,
+        ttl: float,
+        clock: Callable[[], float],
+        client: contextlib.AsyncExitStack,
+        loop: asyncio.AbstractEventLoop,
+        tally: Tally | None = None,
+    ) -> None:
         super().__init__(root, index)
+        self.store = store
+        self.shared = store
+        self.ttl = ttl
+        self.clock = clock
+        self._client = client  # closes the store's client
+        self._loop = loop
+        self._tally = tally  # figures.metrics.Metrics: back-filled files
+        self._probe: asyncio.Task[None] | None = None
+        self._backfill: asyncio.Task[None] | None = None
         self._page_leases: dict[str, Lease] = {}  # pages this replica asks upstream for
         self._no_wait: dict[str, float] = {}  # pages not to wait for another replica on
         self._looking: dict[str, asyncio.Future[PageRecord | None]] = {}
@@ -81,6 +102,7 @@ class TieredStore(Storage):
         clock: Callable[[], float] = time.time,
         timeouts: Timeouts = STORE_TIMEOUTS,
         lease_ttl: float = FILE_LEASE_TTL,
+        tally: Tally | None = None,
     ) -> "TieredStore":
         """The local tier at ``root`` in front of ``location``; a page is fresh for ``ttl``.
 
@@ -90,17 +112,21 @@ class TieredStore(Storage):
         stack = contextlib.AsyncExitStack()
         objects = await stack.enter_async_context(ObjectStore.connect(location, timeouts=timeouts))
         try:
-            tiered = await asyncio.to_thread(cls.open_sync, root, clean=clean)
+            tiered = await asyncio.to_thread(
+                cls.open_sync,
+                root,
+                clean=clean,
+                store=SharedStore(objects, holder, clock=clock, file_lease_ttl=lease_ttl),
+                ttl=ttl,
+                clock=clock,
+                client=stack,
+                loop=asyncio.get_running_loop(),
+                tally=tally,
+            )
         except BaseException:
             await stack.aclose()
             raise
         assert isinstance(tiered, TieredStore)
-        tiered._client = stack
-        tiered.store = SharedStore(objects, holder, clock=clock, file_lease_ttl=lease_ttl)
-        tiered.shared = tiered.store
-        tiered.ttl = ttl
-        tiered.clock = clock
-        tiered._loop = asyncio.get_running_loop()
         tiered._probe = asyncio.create_task(tiered._probe_forever(), name="object store probe")
         return tiered
 
@@ -108,12 +134,77 @@ class TieredStore(Storage):
         while True:
             with contextlib.suppress(SharedStoreError):
                 await self.store.probe()
+                self._start_backfill()
             await asyncio.sleep(PROBE_EVERY)
 
+    # -- back-fill -----------------------------------------------------------------------
+
+    def _start_backfill(self) -> None:
+        """The store answers: put in it what this replica stored only locally meanwhile
+        (in the background: requests never wait for it).
+
+        What to back-fill is remembered in memory, not on disk: a replica's local tier is
+        usually as short-lived as the replica (an ``emptyDir`` in
+        deploy/kubernetes/replicas/), and a file a restarted replica forgot is only fetched
+        from upstream once more by a replica that misses it, as without back-fill.
+        """
+        if self.store.unshared and (self._backfill is None or self._backfill.done()):
+            self._backfill = asyncio.create_task(self._backfill_all(), name="back-fill")
+
+    async def _backfill_all(self) -> None:
+        todo = iter(self.store.take_unshared())
+        counts: Counter[str] = Counter()
+
+        async def worker() -> None:
+            for sha256 in todo:  # shared by the workers: each file is taken once
+                counts[await self._backfill_one(sha256)] += 1
+
+        await asyncio.gather(*(worker() for _ in range(BACKFILL_UPLOADS)))
+        logger.info(
+            "back-fill of the object store: %d files put, %d there already, %d evicted "
+            "here, %d damaged here, %d left for later",
+            counts["put"],
+            counts["there"],
+            counts["gone"],
+            counts["damaged"],
+            counts["later"],
+        )
+        if self._tally is not None and counts["put"]:
+            self._tally.add("backfilled", value=counts["put"])
+
+    async def _backfill_one(self, sha256: str) -> str:
+        """Put one locally stored file in the store; what happened, for the log line."""
+        if not self.store.health.usable():
+            self.store.not_shared(sha256)  # down again: the next recovery tries it
+            return "later"
+        try:
+            if await self.store.file_size(sha256) is not None:
+                return "there"  # another replica stored it meanwhile: never overwritten
+            source = await asyncio.to_thread(self.blob_path(sha256).open, "rb")
+        except FileNotFoundError:
+            return "gone"  # evicted since: nothing to share (upstream has it)
+        except SharedStoreError:
+            self.store.not_shared(sha256)
+            return "later"
+        try:
+            if await self.store.backfill_file(sha256, _checked_chunks(source, sha256)):
+                return "put"
+            return "there"
+        except SharedStoreError:
+            self.store.not_shared(sha256)
+            return "later"
+        except DamagedFile as exc:
+            self.drop_damaged_file(self.blob_path(sha256), str(exc))
+            return "damaged"
+        finally:
+            source.close()
+
     async def close(self) -> None:
-        self._probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._probe
+        for task in (self._probe, self._backfill):  # back-fill waits for the next start
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         pending = [*self._publishing.values(), *self._tasks]
         if pending:
             await asyncio.wait(pending, timeout=CLOSE_WAIT)
@@ -308,6 +399,26 @@ class TieredStore(Storage):
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class DamagedFile(Exception):
+    """A locally stored file does not hash to its name (found while back-filling)."""
+
+
+async def _checked_chunks(source: BinaryIO, sha256: str) -> AsyncIterator[bytes]:
+    """The bytes of a stored file, read and hashed in a thread; raises :class:`DamagedFile`
+    at the end unless they hash to ``sha256`` (the upload is then aborted)."""
+    digest = hashlib.sha256()
+
+    def read() -> bytes:
+        data = source.read(PART_SIZE)
+        digest.update(data)
+        return data
+
+    while data := await asyncio.to_thread(read):
+        yield data
+    if digest.hexdigest() != sha256:
+        raise DamagedFile(f"sha256 {digest.hexdigest()} != {sha256}")
 
 
 # Pages a replica tracks leases and waits for at once; beyond it the oldest are forgotten

@@ -7,6 +7,8 @@ the same bucket prefix; the fake index's request log proves what reached upstrea
 import asyncio
 import contextlib
 import hashlib
+import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,8 +28,15 @@ from seaweed import SeaweedFS, aws_environment
 from yarl import URL
 
 from cacheproxy.store.leases import LeaseState
-from cacheproxy.store.objectstore import ObjectStore
-from cacheproxy.store.shared import file_object, record_object
+from cacheproxy.store.objectstore import PART_SIZE, ObjectStore
+from cacheproxy.store.shared import (
+    MAX_PAGE_WAIT,
+    MAX_UPLOADS,
+    RETRY_AFTER,
+    SharedStore,
+    file_object,
+    record_object,
+)
 from cacheproxy.urls import Location
 from cacheproxy.web.app import create_app
 from cacheproxy.web.keys import proxy_key
@@ -303,6 +312,8 @@ class Outage:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._stalled = False
+        self._rejecting = False
+        self.connections = 0  # accepted so far: how often replicas tried the store
 
     @property
     def endpoint(self) -> str:
@@ -330,7 +341,15 @@ class Outage:
             writer.close()
         await asyncio.sleep(0.1)  # the aborted sockets close in callbacks on the loop
 
+    def reject(self, on: bool = True) -> None:
+        """Accept connections (counted) and reset each at once: a store that fails fast."""
+        self._rejecting = on
+
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self._rejecting:
+            writer.transport.abort()
+            return
         if self._stalled:
             self._links.add(writer)
             with contextlib.suppress(ConnectionError, OSError):
@@ -499,3 +518,237 @@ async def test_a_replica_that_waits_too_long_downloads_the_file_itself_and_share
     current = await objects.get(f"leases/files/{digest}")
     assert current is not None
     assert LeaseState.decode(current.data) == alive  # not ours: left alone
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``check`` until it holds (the probe that starts a back-fill runs every 5 s)."""
+    for _ in range(300):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within 30 s: {what}")
+
+
+def backfill_done(client: Client) -> Callable[[], Awaitable[bool]]:
+    """Whether a back-fill run has started and ended, with nothing left to back-fill."""
+    storage = client.app[proxy_key].storage
+
+    async def check() -> bool:
+        run = storage._backfill  # type: ignore[attr-defined]
+        return run is not None and run.done() and not storage.store.unshared  # type: ignore[attr-defined]
+
+    return check
+
+
+async def test_a_file_fetched_while_the_store_was_down_is_backfilled_for_every_replica(
+    replica: Replica, objects: ObjectStore, outage: Outage, fake: FakeIndex, dists: Dists
+) -> None:
+    first = await replica()
+    link = await file_link(first, "beta", dists.beta1.name)  # the page is in the store
+    await shared_now(first)
+    await outage.down()
+    resp = await first.get(link)  # from upstream, verified, kept on this replica's disk
+    assert resp.status == 200
+    data = await resp.read()
+    assert data == dists.beta1.read_bytes()
+    await shared_now(first)
+    name = file_object(hashlib.sha256(data).hexdigest())
+    assert await objects.head(name) is None
+
+    await outage.up()
+
+    async def backfilled() -> bool:
+        stats = await (await first.get("/-/stats")).json()
+        return bool(stats["downloads"]["backfilled"] == 1)
+
+    await eventually(backfilled, "the file back-filled")
+    stored = await objects.get(name)
+    assert stored is not None
+    assert stored.data == data
+
+    fake.down()
+    fake.clear_log()
+    second = await replica()  # an empty disk, and upstream answers 503
+    assert (await second.get("/simple/beta/")).headers["X-Cache"] == "HIT"
+    wheel = await second.get(link)
+    assert wheel.status == 200
+    assert wheel.headers["X-Cache"] == "HIT"  # copied from the store
+    assert await wheel.read() == data
+    assert fake.requests == []
+
+
+async def test_backfill_never_overwrites_what_another_replica_stored_meanwhile(
+    replica: Replica,
+    objects: ObjectStore,
+    outage: Outage,
+    fake: FakeIndex,
+    dists: Dists,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cacheproxy.store.tiered")
+    first = await replica()
+    link = await file_link(first, "beta", dists.beta1.name)
+    await shared_now(first)
+    await outage.down()
+    data = await (await first.get(link)).read()
+    assert data == dists.beta1.read_bytes()
+    name = file_object(hashlib.sha256(data).hexdigest())
+    # Another replica, which reaches the store, put the file there meanwhile. (Its bytes
+    # differ here only so that an overwrite would show.)
+    theirs = await objects.put_create_only(name, b"another replica's object")
+    assert theirs is not None
+
+    await outage.up()
+    await eventually(backfill_done(first), "a back-fill run")
+    found = await objects.get(name)
+    assert found is not None
+    assert found.info.etag == theirs
+    assert found.data == b"another replica's object"
+    assert "0 files put, 1 there already" in caplog.text
+
+
+async def test_the_backfill_upload_itself_is_create_only(objects: ObjectStore) -> None:
+    # The look before the upload can race another replica's upload: the put must not win.
+    shared = SharedStore(objects, "test-replica")
+    sha256 = hashlib.sha256(b"ours").hexdigest()
+    assert await objects.put(file_object(sha256), b"theirs")
+
+    async def ours() -> AsyncIterator[bytes]:
+        yield b"ours"
+
+    assert await shared.backfill_file(sha256, ours()) is False
+    found = await objects.get(file_object(sha256))
+    assert found is not None
+    assert found.data == b"theirs"
+
+
+async def test_backfill_skips_evicted_files_and_never_uploads_damaged_ones(
+    replica: Replica,
+    objects: ObjectStore,
+    outage: Outage,
+    fake: FakeIndex,
+    dists: Dists,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cacheproxy.store.tiered")
+    first = await replica()
+    links = [
+        await file_link(first, "alpha", dists.alpha.name),
+        await file_link(first, "beta", dists.beta1.name),
+    ]
+    await shared_now(first)
+    await outage.down()
+    digests = []
+    for link in links:
+        data = await (await first.get(link)).read()
+        digests.append(hashlib.sha256(data).hexdigest())
+    await shared_now(first)
+    storage = first.app[proxy_key].storage
+    evicted, damaged = (storage.blob_path(d) for d in digests)
+    evicted.unlink()
+    good = damaged.read_bytes()
+    damaged.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, wrong bytes
+
+    await outage.up()
+    await eventually(backfill_done(first), "a back-fill run")
+    for digest in digests:
+        assert await objects.head(file_object(digest)) is None
+    uploads = await objects._client.list_multipart_uploads(
+        Bucket=objects.location.bucket, Prefix=objects.location.key("files") + "/"
+    )
+    assert uploads.get("Uploads", []) == []
+    assert not damaged.exists()  # removed here too: its next request downloads it again
+    assert "0 files put, 0 there already, 1 evicted here, 1 damaged here" in caplog.text
+
+
+async def test_at_most_max_uploads_go_to_the_store_at_once(
+    objects: ObjectStore, location: Location
+) -> None:
+    shared = SharedStore(objects, "test-replica")
+    count = MAX_UPLOADS + 1
+    started: list[int] = []
+    release = [asyncio.Event() for _ in range(count)]
+
+    async def download(i: int) -> AsyncIterator[bytes]:
+        started.append(i)
+        yield os.urandom(PART_SIZE + 1)  # more than a part: a multipart upload is open
+        await release[i].wait()  # the rest of the download has not arrived yet
+
+    async def open_uploads() -> int:
+        listed = await objects._client.list_multipart_uploads(
+            Bucket=location.bucket, Prefix=location.key("files") + "/"
+        )
+        return len(listed.get("Uploads", []))
+
+    names = [hashlib.sha256(f"file {i}".encode()).hexdigest() for i in range(count)]
+    uploads = [
+        asyncio.create_task(shared.publish_file(names[i], download(i))) for i in range(count)
+    ]
+
+    async def limit_reached() -> bool:
+        return await open_uploads() >= MAX_UPLOADS
+
+    await eventually(limit_reached, f"{MAX_UPLOADS} uploads open")
+    assert await open_uploads() == MAX_UPLOADS
+    assert len(started) == MAX_UPLOADS  # the other one waits, not reading its bytes yet
+    waiting = (set(range(count)) - set(started)).pop()
+    release[started[0]].set()  # one upload completes: the waiting one starts
+    await uploads[started[0]]
+
+    async def next_started() -> bool:
+        return waiting in started
+
+    await eventually(next_started, "the waiting upload started")
+    assert await open_uploads() <= MAX_UPLOADS
+    for event in release:
+        event.set()
+    await asyncio.gather(*uploads)
+    assert await open_uploads() == 0
+    for name in names:
+        assert await objects.head(file_object(name)) is not None
+
+
+async def test_a_replica_that_waited_in_vain_for_a_page_does_not_wait_again(
+    replica: Replica, fake: FakeIndex, objects: ObjectStore
+) -> None:
+    client = await replica()
+    key = client.app[proxy_key].pages.key("beta")
+    # Another replica holds the page's lease (alive) but never writes the page.
+    alive = LeaseState("slow-replica", "token", time.time() + 3600, 0)
+    lease = f"leases/pages/{hashlib.sha256(key.encode()).hexdigest()}"
+    assert await objects.put_create_only(lease, alive.encode())
+    fake.fail_pages(503)  # and upstream fails: nothing is stored to end the wait
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = await client.get("/simple/beta/")
+    assert first.status >= 500
+    assert loop.time() - started >= MAX_PAGE_WAIT - 0.5  # it waited for the other replica
+    started = loop.time()
+    second = await client.get("/simple/beta/")
+    assert second.status >= 500
+    assert loop.time() - started < MAX_PAGE_WAIT - 1  # straight upstream, no second wait
+    assert len(fake.page_gets("beta")) == 2  # each asked upstream
+
+
+async def test_after_a_store_failure_requests_skip_the_store_for_a_while(
+    replica: Replica, outage: Outage, fake: FakeIndex, dists: Dists
+) -> None:
+    client = await replica()
+    probe = client.app[proxy_key].storage._probe  # type: ignore[attr-defined]
+    probe.cancel()  # only requests reach the store in this test
+    outage.reject()
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    assert (await client.get("/simple/alpha/")).status == 200  # the store fails: upstream
+    failed = loop.time()
+    tried = outage.connections
+    assert tried > 0
+    link = await file_link(client, "beta", dists.beta1.name)  # a page miss
+    assert await (await client.get(link)).read() == dists.beta1.read_bytes()  # a file miss
+    assert loop.time() - before < RETRY_AFTER  # still in the window (checked, not assumed)
+    assert outage.connections == tried  # neither asked the store
+    assert len(fake.page_gets("beta")) == 1
+    assert len(fake.file_gets(dists.beta1.name)) == 1
+    await asyncio.sleep(failed + RETRY_AFTER + 0.2 - loop.time())  # past the window
+    assert (await client.get("/simple/gamma/")).status == 200
+    assert outage.connections > tried  # the store was tried again
