@@ -26,6 +26,7 @@ JSON = "application/vnd.pypi.simple.v1+json"
 
 async def traffic(proxy: Client, fake: FakeIndex) -> int:
     """A miss and a hit of a page and of a file; returns the file's size."""
+    await proxy.app[proxy_key].start_up_checked()  # its recount races what is stored
     f = fake.files("beta")[0]
     for _ in range(2):
         assert (await proxy.get("/simple/beta/", headers={"Accept": JSON})).status == 200
