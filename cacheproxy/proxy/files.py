@@ -220,10 +220,13 @@ class Files:
             raise NotFound(f"{filename}: metadata extraction is off")
         found = self._extractor.fresh(dist.sha256)
         if found is None:
-            # A page rendered after the read names its hash already: no record lookup then.
-            sha = dist.metadata_sha256 or await asyncio.to_thread(
-                self._storage.extracted_metadata, dist.sha256
-            )
+            # A page rendered after the read names its hash already, and this process
+            # remembers the recent ones: no record lookup (a thread hop) then.
+            sha = dist.metadata_sha256 or self._extractor.known(dist.sha256)
+            if sha is None:
+                sha = await asyncio.to_thread(self._storage.extracted_metadata, dist.sha256)
+                if sha is not None:
+                    self._extractor.remember(dist.sha256, sha)
             if sha is None or (sha and not self._storage.blob_path(sha).exists()):
                 found = await self._extractor.extract(self._spec(dist_key, dist))
             else:

@@ -38,6 +38,7 @@ import os
 import struct
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,9 @@ PREFETCH_AT_ONCE = 4
 # release): which one a client takes depends on its platform, so only its pure-Python
 # wheels are read ahead.
 PREFETCH_WHEELS = 4
+# Wheels whose stored metadata's hash is kept in memory, so a .metadata hit behind a page
+# rendered before the read (which advertises no hash yet) skips the record store.
+KNOWN_ENTRIES = 8192
 
 
 class Unreadable(ValueError):
@@ -277,12 +281,28 @@ class Extractor:
         # Wheels a read ahead found without ranges: the request that follows downloads at
         # once (bounded: only prefetches add to it, and it is emptied when it grows).
         self._no_ranges: set[str] = set()
+        self._known: OrderedDict[str, str] = OrderedDict()  # wheel sha256 -> metadata's
         # Told the unconditional requirements of every release read (proxy/lookahead.py).
         self.on_requires: Callable[[list[NormalizedName]], None] | None = None
 
     def fresh(self, wheel_sha256: str) -> Extracted | None:
         """The metadata of wheel ``wheel_sha256`` if it was read and is being stored."""
         return self._fresh.get(wheel_sha256)
+
+    def known(self, wheel_sha256: str) -> str | None:
+        """The sha256 of wheel ``wheel_sha256``'s stored metadata ("" unreadable) if this
+        process has seen it lately; None: ask the store (``Store.extracted_metadata``)."""
+        sha = self._known.get(wheel_sha256)
+        if sha is not None:
+            self._known.move_to_end(wheel_sha256)
+        return sha
+
+    def remember(self, wheel_sha256: str, sha256: str) -> None:
+        """Keep what :meth:`known` answers (the store said it, or a commit stored it)."""
+        self._known[wheel_sha256] = sha256
+        self._known.move_to_end(wheel_sha256)
+        while len(self._known) > KNOWN_ENTRIES:
+            self._known.popitem(last=False)
 
     async def extract(self, wheel: FileSpec) -> Extracted:
         """``wheel``'s metadata, extracted first if needed (joining a read under way).
@@ -349,7 +369,9 @@ class Extractor:
             raise  # not remembered: online again, it can be read
         except Unreadable as e:
             logger.warning("no metadata to advertise for %s: %s", wheel.filename, e)
-            return Extracted(await self._storage.store_extracted(wheel.sha256, None))
+            found = Extracted(await self._storage.store_extracted(wheel.sha256, None))
+            self.remember(wheel.sha256, found.sha256)
+            return found
         self._metrics.add("metadata_extracted", source)
         if self.on_requires is not None:
             self.on_requires(requirements_of(data))
@@ -365,7 +387,7 @@ class Extractor:
     async def _commit(self, wheel: FileSpec, data: bytes) -> None:
         assert wheel.sha256 is not None
         try:
-            await self._storage.store_extracted(wheel.sha256, data)
+            self.remember(wheel.sha256, await self._storage.store_extracted(wheel.sha256, data))
         except Exception as e:  # served from memory all the same; read again next time
             logger.warning("cannot store the metadata read from %s: %s", wheel.filename, e)
         finally:

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from fakeindex import FakeFile, FakeIndex
 
 from cacheproxy.store.local import Storage
+from cacheproxy.web.keys import proxy_key
 
 JSON = "application/vnd.pypi.simple.v1+json"
 Client = TestClient[web.Request, web.Application]
@@ -109,3 +110,31 @@ async def test_a_metadata_hit_reads_no_record_in_a_thread(
         assert hit.headers["X-Cache"] == "HIT"
         assert await hit.read() == body
     assert reads == []
+
+
+async def test_a_read_metadata_hit_asks_no_record_of_its_hash(
+    proxy: Client, fake: FakeIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nometa's page was rendered before its metadata was read, so it advertises no hash:
+    the process remembers the hash it stored, rather than asking the record store (in a
+    thread) at every hit."""
+    link = await _link(proxy, "nometa")
+    first = await proxy.get(link + ".metadata")
+    assert first.status == 200
+    body = await first.read()
+    services = proxy.app[proxy_key]
+    assert services.extractor is not None
+    await services.extractor.settle()  # its commit has landed: from here on, from disk
+    asked: list[str] = []
+    real = Storage.extracted_metadata
+
+    def counted(self: Storage, wheel_sha256: str) -> str | None:
+        asked.append(wheel_sha256)
+        return real(self, wheel_sha256)
+
+    monkeypatch.setattr(Storage, "extracted_metadata", counted)
+    for _ in range(3):
+        hit = await proxy.get(link + ".metadata")
+        assert (hit.status, hit.headers["X-Cache"]) == (200, "HIT")
+        assert await hit.read() == body
+    assert asked == []
