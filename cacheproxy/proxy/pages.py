@@ -492,6 +492,18 @@ class Pages:
         while len(self._memo) > MEMO_ENTRIES:
             self._memo.popitem(last=False)
 
+    async def body_bytes(self, key: str, result: PageResult, body: Body) -> bytes:
+        """:meth:`body`'s bytes, read (in a thread) when it is a file.
+
+        Raises:
+            PageChanged: as :meth:`body`.
+        """
+        ready = await self.body(key, result, body)
+        if ready.data is not None:
+            return ready.data
+        assert ready.file is not None
+        return await asyncio.to_thread(_read_closing, ready.file)
+
     async def body(self, key: str, result: PageResult, body: Body) -> ReadyBody:
         """``body`` of page ``key`` (one of ``result``'s), checked and ready to send: from
         memory while the page is pending or when small, else an open file.
@@ -802,13 +814,9 @@ class Pages:
         for _ in range(2):
             result = await self.project(name, revalidate=revalidate)
             try:
-                ready = await self.body(key, result, result.record.bodies["json"])
+                data = await self.body_bytes(key, result, result.record.bodies["json"])
             except PageChanged:
                 continue
-            data = ready.data
-            if data is None:
-                assert ready.file is not None
-                data = await asyncio.to_thread(_read_closing, ready.file)
             return result.record, listed_files(data, result.record.held)
         raise UpstreamError(f"project page {name} changed twice while it was read; retry")
 
@@ -831,15 +839,11 @@ class Pages:
         or it is held after all: json_api.adopt_release keeps only the project's keys)."""
         try:
             result = await self.json_api(name, version)
-            ready = await self.body(
+            data = await self.body_bytes(
                 self._prefix + json_api_key(name, version), result, result.record.bodies["json"]
             )
         except (NotFound, HeldBack, PageChanged):
             return None
-        data = ready.data
-        if data is None:
-            assert ready.file is not None
-            data = await asyncio.to_thread(_read_closing, ready.file)
         return parse_json_api(data)
 
     async def _fetch_list(self, key: str, old: PageRecord | None) -> PageResult:

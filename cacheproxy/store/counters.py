@@ -16,7 +16,7 @@ from typing import Protocol
 
 import diskcache
 
-from cacheproxy.store.local import open_moving_damage_aside
+from cacheproxy.store.local import open_diskcache, open_moving_damage_aside
 
 Key = tuple[str, ...]
 _ERRORS_KEPT = 20
@@ -38,13 +38,7 @@ class Tally(Protocol):
 
 
 def _open(directory: Path) -> diskcache.Cache:
-    cache = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
-    try:
-        cache.get("errors")  # a damaged file may only show on the first read
-    except BaseException:
-        cache.close()
-        raise
-    return cache
+    return open_diskcache(directory, "errors", size_limit=2**40, eviction_policy="none")
 
 
 class CounterStore:

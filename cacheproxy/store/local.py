@@ -126,16 +126,23 @@ def _exclusive(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def open_diskcache(path: Path, probe: object, **options: Any) -> diskcache.Cache:
+    """A diskcache store at ``path`` (``options`` as diskcache takes them), read once, for
+    key ``probe``: damage may only show on the first read (:func:`open_moving_damage_aside`
+    moves a damaged store aside). Closed again when that read fails."""
+    cache = diskcache.Cache(str(path), **options)
+    try:
+        cache.get(probe)
+    except BaseException:
+        cache.close()
+        raise
+    return cache
+
+
 def _open_index(path: Path) -> diskcache.Cache:
     # Records are small and must not be evicted behind our back; files and bodies live
     # outside diskcache, so its own size limit is not the cache's limit.
-    index = diskcache.Cache(str(path), size_limit=2**62, eviction_policy="none", timeout=60)
-    try:
-        index.get(("ready",))  # a damaged file may only show on the first read
-    except BaseException:
-        index.close()
-        raise
-    return index
+    return open_diskcache(path, ("ready",), size_limit=2**62, eviction_policy="none", timeout=60)
 
 
 def open_index(root: Path) -> diskcache.Cache:

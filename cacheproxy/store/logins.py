@@ -19,7 +19,7 @@ from pathlib import Path
 
 import diskcache
 
-from cacheproxy.store.local import open_moving_damage_aside
+from cacheproxy.store.local import open_diskcache, open_moving_damage_aside
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +43,9 @@ def seconds_blocked(times: Sequence[float], now: float, limit: int, window: floa
 
 
 def _open(directory: Path) -> diskcache.Cache:
-    cache = diskcache.Cache(
-        str(directory), size_limit=_SIZE_LIMIT, eviction_policy="least-recently-stored"
+    return open_diskcache(
+        directory, "", size_limit=_SIZE_LIMIT, eviction_policy="least-recently-stored"
     )
-    try:
-        cache.get("")  # a damaged file may only show on the first read
-    except BaseException:
-        cache.close()
-        raise
-    return cache
 
 
 class SharedFailures:

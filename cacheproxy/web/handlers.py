@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import IO, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -147,13 +147,9 @@ async def _list_with_hosted(request: web.Request, pages: Pages) -> web.StreamRes
         if result is not None:
             body = result.record.bodies["json"]
             try:
-                ready = await pages.body(key, result, body)
+                data = await pages.body_bytes(key, result, body)
             except PageChanged:
                 continue
-            data = ready.data
-            if data is None:
-                assert ready.file is not None
-                data = await asyncio.to_thread(_read_and_close, ready.file)
             tag, cache = body.etag, result.cache
         try:
             rendered = await hosted.root_list(data, tag)
@@ -246,24 +242,15 @@ async def json_api(request: web.Request) -> web.StreamResponse:
         if etag_matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
         try:
-            ready = await pages.body(key, result, body)
+            data = await pages.body_bytes(key, result, body)
         except PageChanged:
             continue
-        data = ready.data
-        if data is None:
-            assert ready.file is not None
-            data = await asyncio.to_thread(_read_and_close, ready.file)
         headers["Content-Type"] = "application/json"
         resp = web.Response(body=with_origin(data, origin), headers=headers)
         if accepts_gzip(request.headers.get("Accept-Encoding")):
             resp.enable_compression()
         return resp
     return text_error(503, "document changed while sending; retry")
-
-
-def _read_and_close(fobj: IO[bytes]) -> bytes:
-    with fobj:
-        return fobj.read()
 
 
 async def health(request: web.Request) -> web.Response:

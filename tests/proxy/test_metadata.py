@@ -148,8 +148,10 @@ async def test_metadata_is_advertised_and_read_by_ranges(proxy: Client, fake: Fa
     assert fake.requests == []
     metrics = await (await proxy.get("/-/metrics")).text()
     assert 'cacheproxy_metadata_extracted_total{source="ranges"} 1.0' in metrics
-    # From now on pages advertise its hash.
+    # From now on (once stored: it was answered from memory meanwhile) pages advertise its hash.
     services = proxy.app[proxy_key]
+    assert services.extractor is not None
+    await services.extractor.settle()
     await services.invalidate("nometa")
     entry = await page_entry(proxy, "nometa", f.filename)
     assert entry["core-metadata"] == {"sha256": hashlib.sha256(body).hexdigest()}

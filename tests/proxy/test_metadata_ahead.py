@@ -161,15 +161,23 @@ def hold_commits(
     return release
 
 
+async def nometa_held(
+    make_proxy: ProxyFactory, fake: FakeIndex, monkeypatch: pytest.MonkeyPatch, fail: bool = False
+) -> tuple[Client, asyncio.Event, FakeFile]:
+    """A proxy whose metadata commits wait (:func:`hold_commits`), nometa's page fetched."""
+    proxy = await make_proxy()
+    release = hold_commits(proxy, monkeypatch, fail)
+    f = next(f for f in fake.files("nometa") if f.filename.endswith(".whl"))
+    assert (await proxy.get("/simple/nometa/", headers={"Accept": JSON})).status == 200
+    return proxy, release, f
+
+
 async def test_metadata_is_served_while_its_commit_is_under_way(
     make_proxy: ProxyFactory, fake: FakeIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proxy = await make_proxy()
-    release = hold_commits(proxy, monkeypatch)
-    f = next(f for f in fake.files("nometa") if f.filename.endswith(".whl"))
+    proxy, release, f = await nometa_held(make_proxy, fake, monkeypatch)
     expected = wheel_metadata(f.data)
     etag = f'"{hashlib.sha256(expected).hexdigest()}"'
-    assert (await proxy.get("/simple/nometa/", headers={"Accept": JSON})).status == 200
     # The commit cannot land: these answers come from memory.
     assert await metadata_of(proxy, f) == (200, expected, "HIT")
     fake.clear_log()
@@ -194,11 +202,8 @@ async def test_a_commit_that_fails_is_served_and_read_again(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proxy = await make_proxy()
-    release = hold_commits(proxy, monkeypatch, fail=True)
+    proxy, release, f = await nometa_held(make_proxy, fake, monkeypatch, fail=True)
     release.set()
-    f = next(f for f in fake.files("nometa") if f.filename.endswith(".whl"))
-    assert (await proxy.get("/simple/nometa/", headers={"Accept": JSON})).status == 200
     with caplog.at_level(logging.WARNING, "cacheproxy.proxy.metadata"):
         status, body, _cache = await metadata_of(proxy, f)
         extractor = services(proxy).extractor
@@ -217,10 +222,7 @@ async def test_a_commit_that_fails_is_served_and_read_again(
 async def test_closing_lets_a_commit_under_way_land(
     make_proxy: ProxyFactory, fake: FakeIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proxy = await make_proxy()
-    release = hold_commits(proxy, monkeypatch)
-    f = next(f for f in fake.files("nometa") if f.filename.endswith(".whl"))
-    assert (await proxy.get("/simple/nometa/", headers={"Accept": JSON})).status == 200
+    proxy, release, f = await nometa_held(make_proxy, fake, monkeypatch)
     assert (await metadata_of(proxy, f))[0] == 200
     extractor = services(proxy).extractor
     assert extractor is not None

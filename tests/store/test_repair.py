@@ -177,12 +177,8 @@ async def test_corrupt_record_store_is_moved_aside_and_files_kept(
     finally:
         proc.terminate()
         _out, err = await proc.communicate()
-    log = err.decode()
-    assert proc.returncode == 0, log
-    assert "Traceback" not in log
-    damaged = [line for line in log.splitlines() if "record store" in line]
-    assert len(damaged) == 1, log
-    assert "moved to index.broken-" in damaged[0]
+    damaged = one_damage_line(proc.returncode, err, "record store")
+    assert "moved to index.broken-" in damaged
     assert [p.name for p in cache.glob("index.broken-*")] != []
     assert [p for p in (cache / "files").rglob("*") if p.is_file()] == stored
     assert len(fake.page_gets("beta")) == 1  # the page was fetched again
@@ -213,13 +209,9 @@ async def test_damaged_statistics_store_is_moved_aside_and_the_proxy_serves(
     finally:
         proc.terminate()
         _out, err = await proc.communicate()
-    log = err.decode()
-    assert proc.returncode == 0, log
-    assert "Traceback" not in log
-    damaged = [line for line in log.splitlines() if "statistics store" in line]
-    assert len(damaged) == 1, log
-    assert "WARNING" in damaged[0]
-    assert "moved to stats.broken-" in damaged[0]
+    damaged = one_damage_line(proc.returncode, err, "statistics store")
+    assert "WARNING" in damaged
+    assert "moved to stats.broken-" in damaged
     assert [p.name for p in cache.glob("stats.broken-*")] != []
     fresh = Metrics(cache / "stats")
     assert fresh.current("cache_pages") == 1  # beta, counted from empty (not from 3)
@@ -246,3 +238,13 @@ async def test_figures_stored_during_the_scan_are_kept(
     assert metrics.current("cache_pages") == 2
     metrics.close()
     await store.close()
+
+
+def one_damage_line(returncode: int | None, stderr: bytes, what: str) -> str:
+    """The one log line of a serve that moved a damaged ``what`` aside and ran on."""
+    log = stderr.decode()
+    assert returncode == 0, log
+    assert "Traceback" not in log
+    damaged = [line for line in log.splitlines() if what in line]
+    assert len(damaged) == 1, log
+    return damaged[0]
