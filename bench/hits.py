@@ -19,7 +19,8 @@ differences or ratios, because this machine's speed drifts by ~10% over minutes:
   proxy ÷ nginx per pair. With ``--proxpi-python``, proxpi (gunicorn, threads) on the
   same upstream joins each round.
 * ``pip``: warm ``pip install`` of the whole set through the proxy ÷ through nginx's
-  static tree of the same pages.
+  static tree of the same pages; the median of the per-pair ratios with a 90% bootstrap
+  interval (the pairs spread by ±4%), and the CPU seconds the server and pip used.
 
 ``--before-src DIR`` runs the ``cacheproxy/`` in DIR too, as ``before``, on a copy of the
 warm cache, in the same pairs. More phases, not in the default run: ``cpu`` (CPU seconds
@@ -36,6 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import resource
 import shutil
 import signal
 import socket
@@ -43,7 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -247,25 +250,58 @@ def throughput(
     return out
 
 
-def warm_pip(bench: Bench, indexes: dict[str, str], pairs: int) -> dict[str, object]:
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _median_interval(xs: Sequence[float], draws: int = 5000) -> tuple[float, float]:
+    """A 90% bootstrap interval of the median of ``xs`` (fixed seed: reproducible)."""
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(draws))
+    return meds[draws // 20], meds[draws - draws // 20 - 1]
+
+
+def warm_pip(
+    bench: Bench, indexes: dict[str, str], pairs: int, pids: dict[str, Callable[[], list[int]]]
+) -> dict[str, object]:
+    """Warm pip installs, interleaved; per install also the CPU seconds the server's
+    processes and pip used (what the server costs a 2-core machine pip runs on)."""
     log(f"   warm pip: load {loadavg()}")
     secs: dict[str, list[float]] = {s: [] for s in indexes}
+    server_cpu: dict[str, list[float]] = {s: [] for s in indexes}
+    client_cpu: dict[str, list[float]] = {s: [] for s in indexes}
     names = list(indexes)
     for i in range(pairs):
         order = names if i % 2 == 0 else names[::-1]
         for s in order:
+            before = _cpu_seconds(pids[s]())
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
             secs[s].append(bench.install("pip", index=indexes[s]))
-    print("\nwarm pip install (s), interleaved; ÷ nginx per pair")
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            server_cpu[s].append(_cpu_seconds(pids[s]()) - before)
+            client_cpu[s].append(after.ru_utime + after.ru_stime - kids.ru_utime - kids.ru_stime)
+    print("\nwarm pip install (s), interleaved; ÷ nginx per pair; CPU s per install (median)")
     ratios = {}
     for name in names:
         ratios[name] = [a / b for a, b in zip(secs[name], secs["nginx"], strict=True)]
+        low, high = _median_interval(ratios[name])
         print(
             f"| {name} | {', '.join(f'{x:.2f}' for x in secs[name])} "
             f"| {', '.join(f'{r:.3f}' for r in ratios[name])} "
-            f"| median {statistics.median(ratios[name]):.3f} |"
+            f"| median {statistics.median(ratios[name]):.3f} (90% interval {low:.3f}-{high:.3f}) "
+            f"| server CPU {statistics.median(server_cpu[name]):.3f} "
+            f"| pip CPU {statistics.median(client_cpu[name]):.2f} |"
         )
     log(f"   warm pip: done, load {loadavg()}")
-    return {"seconds": secs, "ratios": ratios}
+    return {"seconds": secs, "ratios": ratios, "server_cpu": server_cpu, "client_cpu": client_cpu}
 
 
 def profile(bench: Bench, n: int) -> dict[str, object]:
@@ -503,9 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             out["profile"] = profile(bench, a.requests)
         if "pip" in phases:
             indexes = {"proxy": proxy.index_url, "nginx": bench.base.index_url}
+            base = bench.base
+            pids: dict[str, Callable[[], list[int]]] = {"proxy": proxy.pids, "nginx": base.pids}
             if before is not None:
                 indexes["before"] = before.index_url
-            out["pip"] = warm_pip(bench, indexes, a.pip_pairs or a.pairs)
+                pids["before"] = before.pids
+            out["pip"] = warm_pip(bench, indexes, a.pip_pairs or a.pairs, pids)
     finally:
         if proxpi is not None:
             proxpi.stop()
