@@ -19,7 +19,7 @@ from conftest import ProxyFactory
 from distbuild import build_wheel, wheel_metadata
 from fakeindex import FakeFile, FakeIndex
 
-from cacheproxy.proxy.metadata import PREFETCH_WHEELS, prefetch_candidates
+from cacheproxy.proxy.metadata import PREFETCH_AT_ONCE, PREFETCH_WHEELS, prefetch_candidates
 from cacheproxy.proxy.service import Proxy
 from cacheproxy.store.records import FileRecord
 from cacheproxy.web.keys import proxy_key
@@ -233,3 +233,21 @@ async def test_closing_lets_a_commit_under_way_land(
     await closing
     digest = hashlib.sha256(wheel_metadata(f.data)).hexdigest()
     assert services(proxy).storage.blob_path(digest).read_bytes() == wheel_metadata(f.data)
+
+
+async def test_at_most_a_few_reads_ahead_at_once_the_rest_left_to_requests(
+    proxy: Client, fake: FakeIndex, tmp_path: Path
+) -> None:
+    names = [f"many{i}" for i in range(PREFETCH_AT_ONCE + 2)]
+    wheels = [fake.add_file(n, build_wheel(tmp_path, n, "1.0"), metadata=False) for n in names]
+    release = fake.hold_files({w.filename for w in wheels})  # the reads stay open
+    for name in names:
+        assert (await proxy.get(f"/simple/{name}/", headers={"Accept": JSON})).status == 200
+    metrics = await (await proxy.get("/-/metrics")).text()
+    assert f"cacheproxy_metadata_prefetched_total {PREFETCH_AT_ONCE}.0" in metrics
+    release.set()
+    extractor = services(proxy).extractor
+    assert extractor is not None
+    await extractor.settle()
+    read = {w.filename for w in wheels if fake.file_gets(w.filename)}
+    assert read == {w.filename for w in wheels[:PREFETCH_AT_ONCE]}
