@@ -198,8 +198,7 @@ async def test_a_dead_replicas_lease_expires_and_another_downloads_the_file(
     data = dists.gamma.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     # A replica that took the lease and died: it never renews or releases.
-    dead = LeaseState("dead-replica", "token", time.time() + 1.0, 0)
-    assert await objects.put_create_only(f"leases/files/{digest}", dead.encode())
+    await hold_lease(objects, f"leases/files/{digest}", "dead-replica", 1.0)
     first = await replica()
     link = await file_link(first, "gamma", dists.gamma.name)
     started = time.monotonic()
@@ -505,8 +504,7 @@ async def test_a_replica_that_waits_too_long_downloads_the_file_itself_and_share
     digest = hashlib.sha256(data).hexdigest()
     # Another replica holds the lease and is alive (its expiry is far off) but its file
     # never lands: a client must not wait for it past its own read timeout.
-    alive = LeaseState("slow-replica", "token", time.time() + 3600, 0)
-    assert await objects.put_create_only(f"leases/files/{digest}", alive.encode())
+    alive = await hold_lease(objects, f"leases/files/{digest}", "slow-replica", 3600)
     first = await replica()
     first.app[proxy_key].storage.store.max_file_wait = 1.0  # type: ignore[attr-defined]
     link = await file_link(first, "gamma", dists.gamma.name)
@@ -714,9 +712,8 @@ async def test_a_replica_that_waited_in_vain_for_a_page_does_not_wait_again(
     client = await replica()
     key = client.app[proxy_key].pages.key("beta")
     # Another replica holds the page's lease (alive) but never writes the page.
-    alive = LeaseState("slow-replica", "token", time.time() + 3600, 0)
     lease = f"leases/pages/{hashlib.sha256(key.encode()).hexdigest()}"
-    assert await objects.put_create_only(lease, alive.encode())
+    await hold_lease(objects, lease, "slow-replica", 3600)
     fake.fail_pages(503)  # and upstream fails: nothing is stored to end the wait
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -752,3 +749,10 @@ async def test_after_a_store_failure_requests_skip_the_store_for_a_while(
     await asyncio.sleep(failed + RETRY_AFTER + 0.2 - loop.time())  # past the window
     assert (await client.get("/simple/gamma/")).status == 200
     assert outage.connections > tried  # the store was tried again
+
+
+async def hold_lease(objects: ObjectStore, name: str, holder: str, seconds: float) -> LeaseState:
+    """Another replica's lease ``name``, expiring in ``seconds``: it never renews it."""
+    lease = LeaseState(holder, "token", time.time() + seconds, 0)
+    assert await objects.put_create_only(name, lease.encode())
+    return lease
