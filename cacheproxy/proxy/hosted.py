@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -325,14 +325,18 @@ class Hosted:
         return bool(self._every_project(await self._fresh())) if self.names else False
 
     async def root_list(
-        self, upstream_json: bytes | None, upstream_etag: str | None
+        self, upstream_etag: str | None, read: Callable[[], Awaitable[bytes]] | None
     ) -> Rendered | None:
-        """The ``/simple/`` list: upstream's stored PEP 691 list (None: upstream has none)
-        with every hosted project, rendered as the stored list is (pages.Pages._fetch_list).
-        None when no hosted index has a project: the stored list is then sent as it is.
+        """The ``/simple/`` list: upstream's stored PEP 691 list, with ETag
+        ``upstream_etag`` and bytes from ``read`` (None: upstream has none), with every
+        hosted project, rendered as the stored list is (pages.Pages._fetch_list). None when
+        no hosted index has a project: the stored list is then sent as it is. ``read`` is
+        called only when the merge is not already kept for this ETag and snapshot: a hit
+        does not read an upstream list of tens of megabytes again.
 
         Raises:
             IndexParseError: the stored list is not a JSON project list.
+            Whatever ``read`` raises.
         """
         snapshot = await self._fresh()
         hosted = self._every_project(snapshot)
@@ -341,6 +345,7 @@ class Hosted:
         tag = upstream_etag or ""
         if (memo := self._root) is not None and memo[0] == tag and memo[1] is snapshot:
             return memo[2]
+        upstream_json = None if read is None else await read()
 
         def merge() -> Rendered:
             listed = ProjectList(names=())

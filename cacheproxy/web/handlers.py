@@ -5,6 +5,7 @@ a sendfile. Domain errors become a status and a one-line text body (never a trac
 """
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -133,7 +134,7 @@ async def _list_with_hosted(request: web.Request, pages: Pages) -> web.StreamRes
     hosted = request.app[proxy_key].hosted
     key = pages.key(ROOT_KEY)
     for _ in range(2):
-        data: bytes | None = None
+        read: Callable[[], Awaitable[bytes]] | None = None
         tag: str | None = None
         cache = "HOSTED"
         try:
@@ -146,13 +147,12 @@ async def _list_with_hosted(request: web.Request, pages: Pages) -> web.StreamRes
             return upstream_error(e)
         if result is not None:
             body = result.record.bodies["json"]
-            try:
-                data = await pages.body_bytes(key, result, body)
-            except PageChanged:
-                continue
+            read = functools.partial(pages.body_bytes, key, result, body)
             tag, cache = body.etag, result.cache
         try:
-            rendered = await hosted.root_list(data, tag)
+            rendered = await hosted.root_list(tag, read)
+        except PageChanged:
+            continue
         except IndexParseError as e:
             return upstream_error(e)
         return None if rendered is None else send_rendered(request, rendered, cache)

@@ -23,8 +23,10 @@ from cacheproxy.cli.main import main
 from cacheproxy.errors import ConfigError
 from cacheproxy.proxy import users as users_module
 from cacheproxy.proxy.hosted import with_hosted
+from cacheproxy.proxy.pages import PageResult, Pages
 from cacheproxy.settings import build_settings
 from cacheproxy.simple.models import ProjectList
+from cacheproxy.store.records import Body
 from cacheproxy.web.app import metrics_ctx, proxy_ctx
 from cacheproxy.web.hosted_handlers import setup_hosted_routes
 from cacheproxy.web.keys import settings_key
@@ -272,6 +274,27 @@ async def test_the_root_list_has_the_hosted_projects_once(
     again = await hosted.get("/simple/", headers={**JSON, "If-None-Match": resp.headers["ETag"]})
     assert again.status == 304
     assert [r.path for r in fake.requests if r.path == "/simple/"] == ["/simple/"]  # once
+
+
+async def test_a_root_list_hit_with_hosted_names_does_not_read_upstreams_list_again(
+    hosted: Client, team: TeamDists, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await upload(hosted, "team", team.wheel))[0] == 200
+    reads: list[str] = []
+    real = Pages.body_bytes
+
+    async def counted(self: Pages, key: str, result: PageResult, body: Body) -> bytes:
+        reads.append(key)
+        return await real(self, key, result, body)
+
+    monkeypatch.setattr(Pages, "body_bytes", counted)
+    first = await hosted.get("/simple/", headers=JSON)
+    assert "teampkg" in [p["name"] for p in (await first.json(content_type=None))["projects"]]
+    assert len(reads) == 1  # the merge reads upstream's stored list once
+    again = await hosted.get("/simple/", headers=JSON)
+    assert again.headers["X-Cache"] == "HIT"
+    assert await again.read() == await first.read()
+    assert len(reads) == 1  # the kept merge is sent: upstream's list is not read again
 
 
 async def test_upload_needs_a_user(
