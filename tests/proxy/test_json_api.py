@@ -17,7 +17,13 @@ from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
 from cacheproxy.errors import IndexParseError
-from cacheproxy.proxy.json_api import json_api_base, render_json_api, with_origin
+from cacheproxy.proxy.json_api import (
+    adopt_release,
+    json_api_base,
+    newest_release,
+    render_json_api,
+    with_origin,
+)
 from cacheproxy.web.keys import proxy_key
 
 Client = TestClient[web.Request, web.Application]
@@ -80,6 +86,45 @@ def test_render_rewrites_records_and_drops() -> None:
         render_json_api(b"<html>portal</html>", "https://idx.example/", bool)
     with pytest.raises(IndexParseError):
         render_json_api(b"[]", "https://idx.example/", bool)
+
+
+def test_newest_release_is_picked_as_warehouse_picks_it() -> None:
+    def entry(yanked: bool = False) -> dict[str, Any]:
+        return {"filename": "f", "yanked": yanked}
+
+    releases: dict[str, Any] = {"1.0": [entry()], "3.0": [entry(True)], "2.0rc1": [entry()]}
+    # Not every file yanked beats higher; a final release beats a pre-release.
+    assert newest_release({"releases": releases}) == "1.0"
+    assert newest_release({"releases": {**releases, "1.1": [entry()]}}) == "1.1"
+    assert newest_release({"releases": {"2.0rc1": [entry()], "0.9": []}}) == "2.0rc1"
+    assert newest_release({"releases": {}}) is None
+
+
+def test_adopting_a_release_without_its_own_document_describes_nothing_else() -> None:
+    """README "What clients see": without the release's own document, info keeps only the
+    project's keys and that version, urls are its files, vulnerabilities go."""
+    files = [{"filename": "p-1.0-py3-none-any.whl", "url": "/packages/x"}]
+    doc: dict[str, Any] = {
+        "info": {
+            "name": "p",
+            "version": "2.0",
+            "summary": "2.0's summary",
+            "requires_dist": ["held-dep"],
+            "package_url": "u",
+            "project_url": "v",
+        },
+        "urls": [],
+        "releases": {"1.0": files},
+        "vulnerabilities": [{"id": "of 2.0"}],
+    }
+    adopt_release(doc, "1.0", None)
+    assert doc["info"] == {"name": "p", "package_url": "u", "project_url": "v", "version": "1.0"}
+    assert doc["urls"] == files
+    assert "vulnerabilities" not in doc
+    own = {"info": {"name": "p", "version": "1.0"}, "urls": files, "vulnerabilities": []}
+    adopt_release(doc, "1.0", own)
+    assert doc["info"] == own["info"]
+    assert doc["vulnerabilities"] == []
 
 
 async def test_document_is_cached_with_urls_on_the_proxy(
