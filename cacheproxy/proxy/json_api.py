@@ -294,11 +294,12 @@ def _agrees(
         return True
     if key not in checked.contradicted:
         checked.contradicted.add(key)
-        problem = (
-            "its project page does not list it"
-            if key not in listed.files
-            else f"its project page lists sha256 {shown}, the document {sha256}"
-        )
+        if key not in listed.files:
+            problem = "its project page does not list it"
+        elif shown is None:
+            problem = "its project page gives no sha256 to check the document's against"
+        else:
+            problem = f"its project page lists sha256 {shown}, the document {sha256}"
         logger.warning("dropping %s from a JSON API document: %s", filename, problem)
     return False
 

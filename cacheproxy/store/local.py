@@ -10,6 +10,7 @@ Layout under the cache directory::
     pages/<hex>            rendered page bodies (JSON, HTML and their gzip), by sha256
     tmp/                   downloads in progress; removed at start-up
     tmp.lock               shared by a ``cacheproxy warm`` while it runs (see share_tmp)
+    logins/, logins.lock   failed logins by client address, for every worker (logins.py)
 
 Files are content-addressed, so a stored file is correct by construction: it only gets its
 name after its bytes hashed to it (or, for the rare index that publishes no sha256, it lives
@@ -22,8 +23,8 @@ the page record read for the request names that version (see :meth:`Storage.get_
 A damaged record store (``index/``) is moved aside and started empty: files are named by
 their hash and pages can be fetched again, so nothing is lost but time.
 
-Everything here is behind this class so another backend (an object store for a
-multi-replica team deployment) is a new class, not a rewrite.
+Everything here is behind this class so another backend is a new class, not a rewrite:
+tiered.py puts this cache directory in front of an object store replicas share.
 """
 
 import asyncio
