@@ -142,24 +142,6 @@ def dump_json_api(doc: dict[str, Any]) -> bytes:
     return data.encode("utf-8", "backslashreplace")
 
 
-def render_json_api(
-    body: bytes,
-    base_url: str,
-    allowed: Callable[[str], bool],
-    place: Callable[[str], str] | None = None,
-    listed: Listed | None = None,
-) -> tuple[bytes, FileMap]:
-    """The document with every file URL rewritten to ``/packages/...``, and the records
-    of those files (:func:`rewrite_json_api`).
-
-    Raises:
-        IndexParseError: not a JSON object.
-    """
-    doc = parse_json_api(body)
-    checked = rewrite_json_api(doc, base_url, allowed, place, listed)
-    return dump_json_api(doc), checked.records
-
-
 def rewrite_json_api(
     doc: dict[str, Any],
     base_url: str,

@@ -19,9 +19,11 @@ from yarl import URL
 from cacheproxy.errors import IndexParseError
 from cacheproxy.proxy.json_api import (
     adopt_release,
+    dump_json_api,
     json_api_base,
     newest_release,
-    render_json_api,
+    parse_json_api,
+    rewrite_json_api,
     with_origin,
 )
 from cacheproxy.web.keys import proxy_key
@@ -67,9 +69,11 @@ def test_render_rewrites_records_and_drops() -> None:
         ],
         "releases": {"1.0": [{"url": "../../packages/cc/a-1.0-py3-none-any.whl", "size": True}]},
     }  # fmt: skip
-    body, records = render_json_api(
-        json.dumps(doc).encode(), "https://idx.example/pypi/a/json", lambda u: "10.0.0" not in u
-    )
+    parsed = parse_json_api(json.dumps(doc).encode())
+    records = rewrite_json_api(
+        parsed, "https://idx.example/pypi/a/json", lambda u: "10.0.0" not in u
+    ).records
+    body = dump_json_api(parsed)
     assert set(records) == {"aa/bb/a-1.0.tar.gz", "cc/a-1.0-py3-none-any.whl"}
     assert records["aa/bb/a-1.0.tar.gz"].sha256 == sha
     assert records["aa/bb/a-1.0.tar.gz"].size == 5
@@ -83,9 +87,9 @@ def test_render_rewrites_records_and_drops() -> None:
     assert sent["releases"]["1.0"][0]["url"] == "http://proxy:1/packages/cc/a-1.0-py3-none-any.whl"
     assert sent["info"] == doc["info"]  # text that looks like a file URL is left alone
     with pytest.raises(IndexParseError):
-        render_json_api(b"<html>portal</html>", "https://idx.example/", bool)
+        parse_json_api(b"<html>portal</html>")
     with pytest.raises(IndexParseError):
-        render_json_api(b"[]", "https://idx.example/", bool)
+        parse_json_api(b"[]")
 
 
 def test_newest_release_is_picked_as_warehouse_picks_it() -> None:
