@@ -238,13 +238,20 @@ async def test_upstream_without_json_api_is_a_404(
 
 
 async def test_an_entry_whose_digest_the_page_contradicts_is_dropped(
-    proxy: Client, fake: FakeIndex, caplog: pytest.LogCaptureFixture
+    make_proxy: ProxyFactory, fake: FakeIndex, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The proxy serves a file as its page lists it (proxy/files.py): a document entry with
     another sha256 would have a client lock a digest the bytes it gets contradict."""
+    # revalidate_floor 0: the page, just fetched, may still be asked again (the default
+    # 30 s floor spares upstream a page younger than that).
+    proxy = await make_proxy(revalidate_floor=0)
     wheel = next(f for f in fake.files("beta") if f.version == "1.0")
     fake.json_api_sha256[wheel.filename] = "0" * 64
+    fake.clear_log()
     doc, _ = await get_doc(proxy, "/pypi/beta/json")
+    # The page may predate the document: it was asked again once before the entry went.
+    pages = [r for r in fake.requests if r.host == "index" and r.path == "/simple/beta/"]
+    assert len(pages) == 2
     # 1.0 (upstream's info) has no file left: info and urls are 2.0's own document's.
     assert sorted(doc["releases"]) == ["2.0"]
     assert doc["info"]["version"] == "2.0"
