@@ -447,9 +447,7 @@ class Storage:
         """
         named, blobs = name_bodies(bodies or {})
         full = replace(record, bodies={**record.bodies, **named})
-        await self._run(
-            self._page_writes, self._put_sync, key, full, blobs, files, tuple(strays), expire
-        )
+        await self._store_page(key, full, blobs, files, tuple(strays), expire)
         return full
 
     def remember_pending(
@@ -479,7 +477,22 @@ class Storage:
         of thousands); ``strays`` are the keys whose filename does not name this project,
         which get a pointer so :meth:`get_file` finds them without a hint.
         """
-        await self._run(self._page_writes, self._put_sync, key, record, blobs, files, strays)
+        await self._store_page(key, record, blobs, files, strays)
+
+    async def _store_page(
+        self,
+        key: str,
+        record: PageRecord,
+        blobs: Mapping[str, bytes],
+        files: FileMap | None,
+        strays: tuple[str, ...],
+        expire: float | None = None,
+    ) -> None:
+        """The one write path of :meth:`put_page` and :meth:`put_prepared` (a subclass
+        that also writes pages elsewhere, store/tiered.py, overrides only this)."""
+        await self._run(
+            self._page_writes, self._put_sync, key, record, blobs, files, strays, expire
+        )
 
     def _put_sync(
         self,

@@ -26,8 +26,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,7 +35,7 @@ from cacheproxy.store.counters import Tally
 from cacheproxy.store.leases import Lease
 from cacheproxy.store.local import Storage
 from cacheproxy.store.objectstore import PART_SIZE, ObjectStore, Timeouts
-from cacheproxy.store.records import DamagedBody, FileMap, PageRecord, name_bodies
+from cacheproxy.store.records import DamagedBody, FileMap, PageRecord
 from cacheproxy.store.shared import (
     BACKFILL_UPLOADS,
     FILE_LEASE_TTL,
@@ -300,36 +299,21 @@ class TieredStore(Storage):
         if content is None:
             return False
         blobs, files, strays = content
-        await super().put_prepared(key, page.record, blobs, files, strays)
+        await super()._store_page(key, page.record, blobs, files, strays)  # not written back
         return True
 
-    async def put_page(
-        self,
-        key: str,
-        record: PageRecord,
-        bodies: Mapping[str, bytes] | None = None,
-        files: FileMap | None = None,
-        strays: Iterable[str] = (),
-        expire: float | None = None,
-    ) -> PageRecord:
-        if record.status != 200:  # "no such project": this replica's own, never shared
-            full = await super().put_page(key, record, bodies, files, strays, expire)
-            self._done_fetching(key)
-            return full
-        named, blobs = name_bodies(bodies or {})
-        full = replace(record, bodies={**record.bodies, **named})
-        await self.put_prepared(key, full, blobs, files, tuple(strays))
-        return full
-
-    async def put_prepared(
+    async def _store_page(
         self,
         key: str,
         record: PageRecord,
         blobs: Mapping[str, bytes],
-        files: FileMap | None = None,
-        strays: tuple[str, ...] = (),
+        files: FileMap | None,
+        strays: tuple[str, ...],
+        expire: float | None = None,
     ) -> None:
-        await super().put_prepared(key, record, blobs, files, strays)
+        """Every page this replica writes (put_page, put_prepared) goes to the local tier,
+        then, if a 200, to the store; a "no such project" is this replica's own."""
+        await super()._store_page(key, record, blobs, files, strays, expire)
         if record.status == 200:
             self._publish(key, record, blobs, files, strays)
         else:
