@@ -273,17 +273,10 @@ class Download:
                 self.size = size
                 if not self.started.done():
                     self.started.set_result(None)
+                shown = f"{spec.filename} in the object store"
                 async for chunk in chunks:
-                    self.received += len(chunk)
                     self.store_bytes += len(chunk)
-                    if self.received > size:
-                        raise IntegrityError(f"{spec.filename} in the object store: too long")
-                    if writer.error is not None:
-                        raise StorageFailed(
-                            f"cannot store {spec.filename}: {writer.error.strerror or writer.error}"
-                        )
-                    writer.put(chunk)
-                    await writer.wait_for_room()
+                    await self._take(writer, chunk, size, shown)
         except SharedStoreError as e:
             logger.warning(
                 "copying %s from the object store stopped at byte %d (%s); "
@@ -315,15 +308,20 @@ class Download:
                 if not self.started.done():
                     self.started.set_result(None)
             async for chunk in resp.content.iter_chunked(CHUNK):
-                self.received += len(chunk)
-                if self.size is not None and self.received > self.size:
-                    raise IntegrityError(f"{shown}: body longer than {self.size} bytes")
-                if writer.error is not None:
-                    raise StorageFailed(
-                        f"cannot store {spec.filename}: {writer.error.strerror or writer.error}"
-                    )
-                writer.put(chunk)
-                await writer.wait_for_room()
+                await self._take(writer, chunk, self.size, shown)
+
+    async def _take(self, writer: DiskWriter, chunk: bytes, size: int | None, shown: str) -> None:
+        """Hand one chunk of the file (from the store or upstream) to the writer: never more
+        than ``size`` bytes in all, never past a failed write."""
+        self.received += len(chunk)
+        if size is not None and self.received > size:
+            raise IntegrityError(f"{shown}: body longer than {size} bytes")
+        if writer.error is not None:
+            raise StorageFailed(
+                f"cannot store {self.spec.filename}: {writer.error.strerror or writer.error}"
+            )
+        writer.put(chunk)
+        await writer.wait_for_room()
 
 
 async def _verified_bytes(download: Download, fd: int) -> AsyncIterator[bytes]:
