@@ -29,6 +29,7 @@ from yarl import URL
 
 from cacheproxy.store.leases import LeaseState
 from cacheproxy.store.objectstore import PART_SIZE, ObjectStore
+from cacheproxy.store.records import PageRecord
 from cacheproxy.store.shared import (
     MAX_PAGE_WAIT,
     MAX_UPLOADS,
@@ -749,6 +750,47 @@ async def test_after_a_store_failure_requests_skip_the_store_for_a_while(
     await asyncio.sleep(failed + RETRY_AFTER + 0.2 - loop.time())  # past the window
     assert (await client.get("/simple/gamma/")).status == 200
     assert outage.connections > tried  # the store was tried again
+
+
+async def test_a_page_record_in_the_store_never_goes_back_in_time(objects: ObjectStore) -> None:
+    # Two replicas' write-backs of one page, landing in the wrong order: the store keeps
+    # the later fetch (README "Consistency model").
+    shared = SharedStore(objects, "test-replica")
+    later, earlier = PageRecord(200, fetched_at=200.0), PageRecord(200, fetched_at=100.0)
+    assert await shared.write_record("beta", later, None) == "written"
+    assert await shared.write_record("beta", earlier, None) == "newer"
+    found = await shared.read_record("beta")
+    assert found is not None
+    assert found.record.fetched_at == 200.0
+
+
+async def test_a_page_fetched_while_the_store_was_down_reaches_it_at_its_revalidation(
+    replica: Replica, outage: Outage, fake: FakeIndex
+) -> None:
+    client = await replica(index_ttl=1.5)
+    await outage.down()
+    assert (await client.get("/simple/beta/")).status == 200  # kept locally only
+    await shared_now(client)
+    await outage.up()
+    for _ in range(150):  # the next probe (every 5 s) finds the store back
+        if (await client.get("/-/ready")).status == 200:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("/-/ready did not recover with the store")
+    await asyncio.sleep(1.6)  # stale: the next request revalidates (304, no bodies)
+    fake.clear_log()
+    assert (await client.get("/simple/beta/")).status == 200
+    [revalidation] = fake.page_gets("beta")
+    assert "if-none-match" in revalidation.headers  # answered 304: no bodies come back
+    await shared_now(client)
+    # The store now has the whole page: a new replica answers it without upstream.
+    fake.clear_log()
+    other = await replica(index_ttl=60)
+    resp = await other.get("/simple/beta/")
+    assert resp.status == 200
+    assert resp.headers["X-Cache"] == "HIT"
+    assert fake.page_gets("beta") == []
 
 
 async def hold_lease(objects: ObjectStore, name: str, holder: str, seconds: float) -> LeaseState:
