@@ -257,11 +257,8 @@ class TieredStore(Storage):
             return local
 
     async def _from_store_or_lease(self, key: str, local: PageRecord | None) -> PageRecord | None:
-        page = await self.store.read_record(key)
-        if page is not None and page.record.fetched_at <= self._invalidated.get(key, -1.0):
-            page = None  # invalidated here since (its delete may not have landed yet)
-        newer = page is not None and (local is None or page.record.fetched_at > local.fetched_at)
-        if page is not None and newer and await self._install(key, page):
+        page = self._if_later(key, await self.store.read_record(key), local)
+        if page is not None and await self._install(key, page):
             local = page.record
             if self._fresh(local):
                 return local
@@ -275,23 +272,27 @@ class TieredStore(Storage):
         # Another replica is asking upstream: wait a moment for its record.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MAX_PAGE_WAIT
-        seen = local.fetched_at if local is not None else None
         while loop.time() < deadline:
             await asyncio.sleep(POLL)
-            page = await self.store.read_record(key)
-            fetched = page.record.fetched_at if page is not None else None
-            if (
-                page is not None
-                and fetched is not None
-                and (seen is None or fetched > seen)
-                and fetched > self._invalidated.get(key, -1.0)
-            ):
+            page = self._if_later(key, await self.store.read_record(key), local)
+            if page is not None:
                 if await self._install(key, page):
                     return page.record
                 break
         _bounded(self._no_wait)
         self._no_wait[key] = self.clock() + PAGE_LEASE_TTL
         return local
+
+    def _if_later(
+        self, key: str, page: SharedPage | None, local: PageRecord | None
+    ) -> SharedPage | None:
+        """``page`` if it is a fetch later than ``local`` and than any invalidation of
+        ``key`` here (whose delete in the store may not have landed yet), else None."""
+        if page is None or page.record.fetched_at <= self._invalidated.get(key, -1.0):
+            return None
+        if local is not None and page.record.fetched_at <= local.fetched_at:
+            return None
+        return page
 
     async def _install(self, key: str, page: SharedPage) -> bool:
         """Copy a page from the store into the local tier; False when it is incomplete."""
