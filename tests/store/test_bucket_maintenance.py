@@ -281,6 +281,16 @@ async def test_the_commands_on_a_store(
     assert share.stdout == ""
     assert share.stderr.startswith("cacheproxy: error: --max-size 20%: ")
     assert share.stderr.count("\n") == 1
+    # In a replica's pod (the environment names the bucket), --storage local prunes the
+    # replica's local tier (whose just-used files it keeps) and leaves the bucket alone.
+    env["CACHEPROXY_CACHE_DIR"] = str(tmp_path / "replica")
+    local = await asyncio.to_thread(
+        cacheproxy, env, "prune", "--storage", "local", "--max-size", "1"
+    )
+    assert local.returncode == 0, local.stderr
+    assert "cache now 0.00 GB in 2 file(s)" in local.stdout  # the local tier's two files
+    assert len(await names(objects, f"{FILES}/")) == 1
+    env["CACHEPROXY_CACHE_DIR"] = str(tmp_path / "no-local-tier")
     pruned = await asyncio.to_thread(cacheproxy, env, "prune", "--max-size", "1")
     assert pruned.returncode == 0, pruned.stderr
     assert "removed 1 file(s)" in pruned.stdout
