@@ -111,6 +111,7 @@ class Download:
         # Replicas (store/tiered.py): the shared store holds the file; copy it from there.
         self.from_store: SharedFiles | None = None
         self.store_bytes = 0  # of `received`, the bytes that came from the shared store
+        self.store_cut = False  # the store failed part way: the rest was asked of upstream
         loop = asyncio.get_running_loop()
         # Resolved when upstream has answered 200 (size known) or failed before any byte.
         self.started: asyncio.Future[None] = loop.create_future()
@@ -278,6 +279,7 @@ class Download:
                     self.store_bytes += len(chunk)
                     await self._take(writer, chunk, size, shown)
         except SharedStoreError as e:
+            self.store_cut = True
             logger.warning(
                 "copying %s from the object store stopped at byte %d (%s); "
                 "the rest comes from upstream",
@@ -543,10 +545,17 @@ class Downloads:
 
     async def _after_store_copy(self, download: Download) -> None:
         """A copy from the store that did not hash to its name: remove it there, so the
-        next request downloads the file from upstream."""
+        next request downloads the file from upstream. Not after the store failed part way:
+        the failure may then be upstream's (a resume it refused, or bad bytes), and the
+        store's object is not known to be bad."""
         failure = download.finished.exception() if download.finished.done() else None
         shared, sha256 = download.from_store, download.spec.sha256
-        if isinstance(failure, IntegrityError) and shared is not None and sha256 is not None:
+        if (
+            isinstance(failure, IntegrityError)
+            and not download.store_cut
+            and shared is not None
+            and sha256 is not None
+        ):
             with contextlib.suppress(SharedStoreError):
                 await shared.drop_damaged_file(sha256)
 

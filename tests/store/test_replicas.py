@@ -27,6 +27,7 @@ from pytest_aiohttp import AiohttpClient
 from seaweed import SeaweedFS, aws_environment
 from yarl import URL
 
+from cacheproxy.errors import SharedStoreError
 from cacheproxy.store.leases import LeaseState
 from cacheproxy.store.objectstore import PART_SIZE, ObjectStore
 from cacheproxy.store.records import PageRecord
@@ -791,6 +792,38 @@ async def test_a_page_fetched_while_the_store_was_down_reaches_it_at_its_revalid
     assert resp.status == 200
     assert resp.headers["X-Cache"] == "HIT"
     assert fake.page_gets("beta") == []
+
+
+async def test_a_store_copy_cut_short_is_not_removed_when_upstream_cannot_resume(
+    replica: Replica, fake: FakeIndex, dists: Dists, objects: ObjectStore
+) -> None:
+    # The store fails part way through a good copy and upstream cannot resume it: the
+    # download fails, but nothing says the store's object is damaged, so it stays.
+    good = dists.beta1.read_bytes()
+    name = file_object(hashlib.sha256(good).hexdigest())
+    first = await replica()
+    link = await file_link(first, "beta", dists.beta1.name)
+    assert await (await first.get(link)).read() == good
+    await shared_now(first)
+    second = await replica()
+    shared = second.app[proxy_key].storage.shared
+    assert isinstance(shared, SharedStore)
+
+    @contextlib.asynccontextmanager
+    async def cut_short(sha256: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield good[: len(good) // 2]
+            raise SharedStoreError("connection reset (a test's fault)")
+
+        yield len(good), chunks()
+
+    shared.open_file = cut_short  # type: ignore[method-assign]
+    fake.ranges = False
+    resp = await second.get(link)
+    with contextlib.suppress(aiohttp.ClientPayloadError):
+        assert await resp.read() != good
+    await shared_now(second)
+    assert await objects.head(name) is not None
 
 
 async def hold_lease(objects: ObjectStore, name: str, holder: str, seconds: float) -> LeaseState:
